@@ -1,0 +1,294 @@
+"""Disposable PostgreSQL clusters: on a unix socket only, tuned for throwaway restores, swept after a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .pgbin import Installation
+
+log = logging.getLogger("backupcheck.cluster")
+
+RUN_PREFIX = "backupcheck-run-"
+PORT = 5432
+
+# Safe only because the cluster is thrown away: nothing here needs to survive a crash.
+THROWAWAY_SETTINGS = {
+    "listen_addresses": "''",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "archive_mode": "off",
+    "autovacuum": "off",
+    "maintenance_work_mem": "'512MB'",
+    "work_mem": "'64MB'",
+    "shared_buffers": "'256MB'",
+    "max_wal_size": "'8GB'",
+    "checkpoint_timeout": "'1h'",
+    "max_connections": "30",
+    "jit": "off",
+    "logging_collector": "off",
+    "log_min_messages": "warning",
+    "dynamic_shared_memory_type": "mmap",
+}
+
+
+class ServerStartError(Exception):
+    """A disposable server did not come up; the message carries its log's tail."""
+
+
+def _process_start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        if fields[0] in (b"Z", b"X"):
+            return None  # a zombie is dead, whether or not anybody has reaped it
+        return fields[19].decode()  # starttime, in clock ticks since boot
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    now = _process_start_time(pid)
+    return now is not None and (start is None or now == start)
+
+
+def _pdeathsig() -> None:
+    """In the child: die when the process that started us dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _kill_postmaster(datadir: Path) -> None:
+    pidfile = datadir / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"postgres" in cmdline and str(datadir).encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def sweep_stale_runs(base: Path) -> list[Path]:
+    """Remove what runs killed without cleanup left in ``base``; return what was removed."""
+    removed = []
+    for run in sorted(base.glob(RUN_PREFIX + "*")):
+        owner = run / "owner.json"
+        try:
+            info = json.loads(owner.read_text())
+            if _alive(int(info["pid"]), info.get("start")):
+                continue
+        except (OSError, ValueError, KeyError):
+            # No readable owner file: only sweep it once it is clearly old.
+            with contextlib.suppress(OSError):
+                if time.time() - run.stat().st_mtime < 3600:
+                    continue
+        for pidfile in run.glob("**/postmaster.pid"):
+            _kill_postmaster(pidfile.parent)
+        shutil.rmtree(run, ignore_errors=True)
+        removed.append(run)
+    return removed
+
+
+class RunDir:
+    """A private folder for one pytest process, marked with its owner so a later run can sweep it."""
+
+    def __init__(self, base: Path | None = None) -> None:
+        self.base = Path(base) if base else Path(tempfile.gettempdir())
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.base.mkdir(parents=True, exist_ok=True)
+        sweep_stale_runs(self.base)
+        self.path = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.base))
+        os.chmod(self.path, 0o711)  # the server's OS user must be able to reach its own folder
+        pid = os.getpid()
+        (self.path / "owner.json").write_text(json.dumps({"pid": pid, "start": _process_start_time(pid)}))
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            for pidfile in self.path.glob("**/postmaster.pid"):
+                _kill_postmaster(pidfile.parent)
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
+def _server_user() -> tuple[int, int] | None:
+    """initdb refuses root: run servers as an unprivileged user when we are root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("nobody",):
+        with contextlib.suppress(KeyError):
+            pw = pwd.getpwnam(name)
+            return pw.pw_uid, pw.pw_gid
+    raise ServerStartError("running as root and no unprivileged user 'nobody' exists to run PostgreSQL")
+
+
+class Cluster:
+    """One running disposable server on a unix socket; use as a context manager."""
+
+    def __init__(self, installation: Installation, template: Path, home: Path) -> None:
+        self.installation = installation
+        self.template = template
+        self.home = home
+        self.datadir = home / "data"
+        self.sockdir = home / "sock"
+        self.logfile = home / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start_seconds = 0.0
+
+    def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
+        return {"host": str(self.sockdir), "port": PORT, "user": "postgres", "dbname": dbname}
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host={self.sockdir} port={PORT} user=postgres dbname={dbname}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for client tools: the socket, no password, nothing of the caller's PG* settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(PGHOST=str(self.sockdir), PGPORT=str(PORT), PGUSER="postgres")
+        return env
+
+    def __enter__(self) -> Cluster:
+        t0 = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def _start(self) -> None:
+        user = _server_user()
+        self.home.mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(self.template), str(self.datadir)], check=True)
+        self.sockdir.mkdir()
+        if user:
+            os.chown(self.home, *user)
+            os.chown(self.sockdir, *user)
+        with open(self.logfile, "wb") as logf:
+            self.process = subprocess.Popen(
+                [self.installation.tool("postgres"), "-D", str(self.datadir), "-k", str(self.sockdir),
+                 "-p", str(PORT), "-c", "listen_addresses="],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                user=user[0] if user else None, group=user[1] if user else None,
+                extra_groups=[] if user else None, preexec_fn=_pdeathsig, start_new_session=True,
+            )
+        self._wait_ready(timeout=60)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        sock = self.sockdir / f".s.PGSQL.{PORT}"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerStartError(f"PostgreSQL exited with code {self.process.returncode} at start.\n{self.log_tail()}")
+            if sock.exists():
+                try:
+                    with psycopg.connect(**self.conninfo(), connect_timeout=5) as conn:  # type: ignore[arg-type]
+                        conn.execute("select 1")
+                    return
+                except psycopg.OperationalError:
+                    pass
+            time.sleep(0.02)
+        raise ServerStartError(f"PostgreSQL did not accept connections within {timeout:.0f} s.\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no server log)"
+        return "server log (last lines):\n" + "\n".join("  " + line for line in text[-lines:])
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        steps = [self._stop, lambda: shutil.rmtree(self.home, ignore_errors=True)]
+        for step in steps:
+            try:
+                step()
+            except Exception:  # teardown goes on; the test's own error is not hidden
+                log.exception("cleanup step failed for %s", self.home)
+
+    def _stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGQUIT)  # immediate shutdown: nothing to keep
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+class ClusterFactory:
+    """Makes clusters from one template data directory per installation (initdb once, copy after)."""
+
+    def __init__(self, rundir: Path) -> None:
+        self.rundir = rundir
+        self._templates: dict[Path, Path] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def template(self, inst: Installation) -> Path:
+        with self._lock:
+            if inst.bindir in self._templates:
+                return self._templates[inst.bindir]
+            path = self.rundir / f"template-{inst.version}"
+            user = _server_user()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            holder = self.rundir / f"template-{inst.version}.owner"
+            holder.mkdir()
+            if user:
+                os.chown(holder, *user)
+            target = holder / "data"
+            proc = subprocess.run(
+                [inst.tool("initdb"), "-D", str(target), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                 "--locale=C", "--no-sync"],
+                capture_output=True, text=True, user=user[0] if user else None,
+                group=user[1] if user else None, extra_groups=[] if user else None, cwd=str(holder),
+            )
+            if proc.returncode != 0:
+                raise ServerStartError(f"initdb ({inst.describe()}) failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            with open(target / "postgresql.conf", "a") as conf:
+                conf.write("\n# backupcheck: a throwaway server\n")
+                for key, value in THROWAWAY_SETTINGS.items():
+                    conf.write(f"{key} = {value}\n")
+            target.rename(path)
+            holder.rmdir()
+            self._templates[inst.bindir] = path
+            return path
+
+    def cluster(self, inst: Installation) -> Cluster:
+        template = self.template(inst)
+        with self._lock:
+            self._count += 1
+            home = self.rundir / f"cluster-{self._count}"
+        return Cluster(inst, template, home)

@@ -1,0 +1,234 @@
+"""One read of a dump that yields its evidence: tables, row counts, keys, trailer, safety."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from . import security, sqllex
+from .pgarchive import ArchiveInfo, major_of
+
+_TRAILERS = ("PostgreSQL database dump complete", "PostgreSQL database cluster dump complete")
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)'
+_QNAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
+_CREATE_TABLE = re.compile(
+    rf"^\s*CREATE\s+(?:UNLOGGED\s+|GLOBAL\s+|LOCAL\s+|TEMP(?:ORARY)?\s+)*TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_QNAME})",
+    re.I,
+)
+_COPY = re.compile(rf"^\s*COPY\s+({_QNAME})", re.I)
+_INSERT = re.compile(rf"^\s*INSERT\s+INTO\s+({_QNAME})\s*(\()?", re.I)
+_FK = re.compile(
+    rf"ALTER\s+TABLE\s+(?:ONLY\s+)?({_QNAME})\s+ADD\s+CONSTRAINT\s+({_IDENT})\s+FOREIGN\s+KEY\s*\(([^)]*)\)\s*"
+    rf"REFERENCES\s+({_QNAME})\s*\(([^)]*)\)([^;]*)",
+    re.I | re.S,
+)
+_CREATE_DB = re.compile(rf"^\s*CREATE\s+DATABASE\s+({_IDENT})", re.I)
+
+
+def split_ident(text: str) -> list[str]:
+    """``public."Order Items"`` -> [``public``, ``Order Items``]; unquoted names fold to lower case."""
+    parts = re.findall(rf"{_IDENT}", text)
+    out = []
+    for p in parts:
+        out.append(p[1:-1].replace('""', '"') if p.startswith('"') else p.lower())
+    return out
+
+
+def table_key(qualified: str, db: str | None = None) -> str:
+    parts = split_ident(qualified)
+    name = ".".join(parts if len(parts) == 2 else ["public", *parts])
+    return f"{db}/{name}" if db else name
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    table: str  # table key: schema.name (db/schema.name in a cluster dump)
+    name: str
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    not_valid: bool
+
+
+@dataclass
+class DumpScan:
+    """What one full read of a dump showed."""
+
+    kind: str = "plain"  # plain, dumpall, archive
+    dump_version: str = ""
+    server_version: str = ""
+    tables: list[str] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)  # rows in the dump's data, per table
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    security: list[str] = field(default_factory=list)  # "line N: reason"
+    errors: list[str] = field(default_factory=list)  # unreadable, truncated, incomplete
+    has_header: bool = False
+    trailer: bool = False
+    statements: int = 0
+    data_read: bool = False  # every data block was read (False: only the TOC)
+
+    @property
+    def dump_major(self) -> int | None:
+        return major_of(self.dump_version) if self.dump_version else None
+
+    def has_schema(self) -> bool:
+        return bool(self.tables)
+
+    def has_data(self) -> bool:
+        return bool(self.row_counts)
+
+
+def _fk_from(sql: str, db: str | None) -> ForeignKey | None:
+    m = _FK.search(sql)
+    if not m:
+        return None
+    cols = tuple(c for part in m.group(3).split(",") for c in split_ident(part.strip()))
+    refs = tuple(c for part in m.group(5).split(",") for c in split_ident(part.strip()))
+    return ForeignKey(
+        table=table_key(m.group(1), db), name=split_ident(m.group(2))[0], columns=cols,
+        ref_table=table_key(m.group(4), db), ref_columns=refs, not_valid="NOT VALID" in m.group(6).upper(),
+    )
+
+
+def _count_insert_rows(sql: str, has_column_list: bool) -> int:
+    # Rows of a multi-row INSERT: top-level parenthesised groups after VALUES.
+    upper = sql.upper()
+    idx = upper.find("VALUES")
+    if idx < 0:
+        return 1
+    depth = groups = 0
+    quote = ""
+    for ch in sql[idx:]:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            if depth == 0:
+                groups += 1
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+    return max(groups, 1)
+
+
+def scan_plain(stream: BinaryIO) -> DumpScan:
+    """Read a plain or pg_dumpall SQL stream to its end without running any of it."""
+    scan = DumpScan()
+    db: str | None = None
+    last_statement_line = 0
+    trailer_line = 0
+    for ev in sqllex.events(stream):
+        if isinstance(ev, sqllex.Comment):
+            text = ev.text.lstrip("-").strip()
+            if text.startswith("Dumped by pg_dump version") or text.startswith("Dumped by pg_dumpall version"):
+                scan.dump_version = text.rsplit("version", 1)[1].strip()
+                scan.has_header = True
+            elif text.startswith("Dumped from database version"):
+                scan.server_version = text.rsplit("version", 1)[1].strip()
+                scan.has_header = True
+            elif text.startswith("PostgreSQL database cluster dump"):
+                scan.kind = "dumpall"
+                scan.has_header = True
+                if text in _TRAILERS:
+                    trailer_line = ev.line
+            elif text.startswith("PostgreSQL database dump"):
+                scan.has_header = True
+                if text in _TRAILERS and scan.kind != "dumpall":
+                    trailer_line = ev.line
+        elif isinstance(ev, sqllex.MetaCommand):
+            problem = security.meta_problem(ev.name, ev.args, ev.inside_statement)
+            if problem:
+                scan.security.append(f"line {ev.line}: {problem}")
+            elif ev.name in ("connect", "c"):
+                db = security.connect_target(ev.args)
+                if db and db not in scan.databases:
+                    scan.databases.append(db)
+        elif isinstance(ev, sqllex.CopyIn):
+            sql = ev.statement.text.decode("utf-8", "replace")
+            for reason in security.statement_problems(sql):
+                scan.security.append(f"line {ev.statement.line}: {reason}")
+            for _ in ev.data:
+                pass
+            m = _COPY.match(sql)
+            if m:
+                key = table_key(m.group(1), db if scan.kind == "dumpall" else None)
+                scan.row_counts[key] = scan.row_counts.get(key, 0) + ev.rows
+            scan.statements += 1
+            last_statement_line = ev.statement.line
+        elif isinstance(ev, sqllex.Statement):
+            sql = ev.text.decode("utf-8", "replace")
+            scan.statements += 1
+            last_statement_line = ev.line
+            for reason in security.statement_problems(sql):
+                scan.security.append(f"line {ev.line}: {reason}")
+            cluster_db = db if scan.kind == "dumpall" else None
+            m = _CREATE_TABLE.match(sql)
+            if m:
+                scan.tables.append(table_key(m.group(1), cluster_db))
+                continue
+            m = _INSERT.match(sql)
+            if m:
+                key = table_key(m.group(1), cluster_db)
+                scan.row_counts[key] = scan.row_counts.get(key, 0) + _count_insert_rows(sql, bool(m.group(2)))
+                continue
+            fk = _fk_from(sql, cluster_db)
+            if fk:
+                scan.foreign_keys.append(fk)
+        elif isinstance(ev, sqllex.Unterminated):
+            scan.errors.append(f"line {ev.line}: {ev.what}")
+    scan.data_read = True
+    scan.trailer = trailer_line > last_statement_line
+    if scan.has_header and not scan.trailer:
+        scan.errors.append(
+            "no pg_dump completion trailer after the last statement "
+            f"(expected '-- {_TRAILERS[1] if scan.kind == 'dumpall' else _TRAILERS[0]}'): the file is truncated"
+        )
+    return scan
+
+
+def scan_archive_toc(info: ArchiveInfo) -> DumpScan:
+    """Evidence from an archive's table of contents alone (no data read)."""
+    scan = DumpScan(kind="archive", dump_version=info.dump_version, server_version=info.server_version,
+                    has_header=True, trailer=True)
+    for e in info.entries:
+        for text in (e.defn, e.copy_stmt):
+            if text:
+                for reason in security.statement_problems(text):
+                    scan.security.append(f"TOC entry {e.dump_id} ({e.desc} {e.tag}): {reason}")
+        if e.desc == "TABLE":
+            scan.tables.append(f"{e.namespace}.{e.tag}")
+        elif e.desc == "FK CONSTRAINT":
+            fk = _fk_from(e.defn, None)
+            if fk:
+                scan.foreign_keys.append(fk)
+        scan.statements += 1
+    return scan
+
+
+def scan_archive_data(archive_path: str, pg_restore: str, into: DumpScan) -> None:
+    """Read every data block through ``pg_restore -f -`` and count each table's rows."""
+    proc = subprocess.Popen(
+        [pg_restore, "--data-only", "-f", "-", archive_path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    counts: dict[str, int] = {}
+    for ev in sqllex.events(proc.stdout):  # type: ignore[arg-type]
+        if isinstance(ev, sqllex.CopyIn):
+            for _ in ev.data:
+                pass
+            m = _COPY.match(ev.statement.text.decode("utf-8", "replace"))
+            if m:
+                key = table_key(m.group(1))
+                counts[key] = counts.get(key, 0) + ev.rows
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        message = err.decode("utf-8", "replace").strip().splitlines()
+        into.errors.append("pg_restore could not read every data block: " + " | ".join(message[-3:]))
+    into.row_counts = counts
+    into.data_read = proc.returncode == 0

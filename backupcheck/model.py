@@ -1,0 +1,150 @@
+"""The nouns of the engine: artifacts, backups, series and findings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file or pg_dump directory that belongs to a backup."""
+
+    path: Path
+    size: int
+    mtime: datetime
+    format: str = "unknown"  # custom, directory, tar, plain, dumpall, json, tarball, git-bundle, empty, unknown
+    compression: tuple[str, ...] = ()  # outermost first, e.g. ("gzip",)
+    role: str = ""  # schema, data, roles, config or "" for a whole dump
+    sidecars: tuple[Path, ...] = ()
+    note: str = ""  # why sniffing could not tell, if it could not
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_database_dump(self) -> bool:
+        return self.format in DUMP_FORMATS
+
+    def describe(self) -> str:
+        layers = "+".join(self.compression)
+        return f"{self.format}{' in ' + layers if layers else ''}"
+
+
+DUMP_FORMATS = frozenset({"custom", "directory", "tar", "plain", "dumpall"})
+ARCHIVE_FORMATS = frozenset({"custom", "directory", "tar"})
+
+
+@dataclass(frozen=True)
+class Backup:
+    """The artifacts of one series taken at one moment."""
+
+    series: str
+    taken_at: datetime  # UTC
+    artifacts: tuple[Artifact, ...]
+    time_source: str = "name"  # name, header or mtime
+
+    @property
+    def key(self) -> str:
+        """A test id that is readable, stable and safe for ``-k``."""
+        return f"{safe_id(self.series)}-{self.taken_at.strftime('%Y%m%dT%H%M%SZ')}"
+
+    @property
+    def size(self) -> int:
+        return sum(a.size for a in self.artifacts)
+
+    @property
+    def dumps(self) -> tuple[Artifact, ...]:
+        """The database dumps, in restore order (roles, schema, whole, data)."""
+        order = {"roles": 0, "schema": 1, "": 2, "data": 3}
+        found = [a for a in self.artifacts if a.is_database_dump]
+        return tuple(sorted(found, key=lambda a: (order.get(a.role, 2), a.name)))
+
+    @property
+    def restorable(self) -> bool:
+        return bool(self.dumps)
+
+    def format_summary(self) -> str:
+        return ", ".join(sorted({a.describe() for a in self.artifacts})) or "none"
+
+
+@dataclass(frozen=True)
+class Series:
+    """Backups that share a name once the timestamp is taken out, oldest first."""
+
+    name: str
+    backups: tuple[Backup, ...]
+
+    @property
+    def newest(self) -> Backup:
+        return self.backups[-1]
+
+    def previous(self, backup: Backup) -> tuple[Backup, ...]:
+        """Backups taken before ``backup``, oldest first."""
+        return tuple(b for b in self.backups if b.taken_at < backup.taken_at)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a check found wrong: what, where, expected, found and a hint."""
+
+    check: str
+    subject: str  # the backup key or series name
+    what: str
+    expected: str
+    found: str
+    hint: str = ""
+    where: str = ""  # a file, a table, a line
+
+
+def render(findings: list[Finding] | tuple[Finding, ...]) -> str:
+    """Text for an assertion message: one paragraph per finding."""
+    lines: list[str] = []
+    for f in findings:
+        head = f"[{f.check}] {f.subject}: {f.what}"
+        if f.where:
+            head += f" ({f.where})"
+        lines.append(head)
+        lines.append(f"    expected: {f.expected}")
+        lines.append(f"    found:    {f.found}")
+        if f.hint:
+            lines.append(f"    fix:      {f.hint}")
+    return "\n".join(lines)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_id(text: str) -> str:
+    """Fold a name into the characters pytest's ``-k`` accepts."""
+    return _UNSAFE.sub("-", text).strip("-") or "backup"
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+@dataclass
+class Listing:
+    """Everything discovery found, in a stable order."""
+
+    series: list[Series] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # sources that could not be read
+
+    def backups(self) -> list[Backup]:
+        return [b for s in self.series for b in s.backups]
+
+    def find(self, key: str) -> Backup:
+        for b in self.backups():
+            if b.key == key:
+                return b
+        raise KeyError(key)
+
+    def series_of(self, backup: Backup) -> Series:
+        for s in self.series:
+            if s.name == backup.series:
+                return s
+        raise KeyError(backup.series)

