@@ -99,6 +99,9 @@ class Finding:
     hint: str = ""
     where: str = ""  # a file, a table, a line
 
+    def __repr__(self) -> str:  # pytest prints it after the message: keep it one short line
+        return f"<{self.check}: {self.what}>"
+
 
 def render(findings: list[Finding] | tuple[Finding, ...]) -> str:
     """Text for an assertion message: one paragraph per finding."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
-import io
 import lzma
 import tarfile
 from collections.abc import Iterator
@@ -195,5 +194,5 @@ def sha_of(path: Path, algorithm: str) -> str:
 
 __all__ = [
     "UnreadableError", "classify_head", "compression_of", "head_bytes", "open_decompressed", "read_all",
-    "read_tar_members", "sha_of", "sniff", "io",
+    "read_tar_members", "sha_of", "sniff",
 ]

@@ -73,13 +73,15 @@ def find_timestamp(name: str) -> NameTime | None:
                 continue
             before, after = name[: match.start()], name[match.end() :]
             stem = before.rstrip(_SEPARATORS)
-            rest = after.lstrip(_SEPARATORS)
-            if stem and rest and not rest.startswith("."):
-                stem = f"{stem}_{rest}"
-            elif rest and not stem:
-                stem = rest
+            if after.startswith("."):
+                rest = ""  # only extensions follow: 'orders_20250115.sql.gz'
             else:
-                stem = stem + (after if after.startswith(".") else "")
+                rest = after.lstrip(_SEPARATORS)
+                rest = rest.split(".", 1)[0] if "." in rest else rest
+            if stem and rest:
+                stem = f"{stem}_{rest}"
+            elif rest:
+                stem = rest
             return NameTime(when=when, stem=stem)
     return None
 

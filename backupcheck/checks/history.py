@@ -1,0 +1,100 @@
+"""Freshness and size: what a series' own history says is normal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from statistics import median
+
+from ..model import Finding, Series
+from ..settings import SeriesSettings
+
+
+def usual_spacing(series: Series) -> timedelta | None:
+    times = [b.taken_at for b in series.backups]
+    gaps = [(b - a) for a, b in zip(times, times[1:], strict=False) if b > a]
+    if not gaps:
+        return None
+    return timedelta(seconds=median(g.total_seconds() for g in gaps))
+
+
+def _fmt(td: timedelta) -> str:
+    secs = int(td.total_seconds())
+    days, rem = divmod(secs, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes = rem // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs % 60:02d}s"
+
+
+def rpo_for(series: Series, cfg: SeriesSettings) -> tuple[timedelta, str]:
+    if cfg.rpo is not None:
+        return cfg.rpo, "configured"
+    spacing = usual_spacing(series)
+    if spacing is None:
+        return timedelta(hours=26), "default for a single backup (nightly + 2h)"
+    return spacing + timedelta(hours=2), f"usual spacing {_fmt(spacing)} + 2h"
+
+
+def newest_within_rpo(series: Series, cfg: SeriesSettings, now: datetime) -> list[Finding]:
+    rpo, why = rpo_for(series, cfg)
+    newest = series.newest
+    age = now - newest.taken_at
+    if age <= rpo:
+        return []
+    return [Finding(
+        "freshness", series.name, "the newest backup is older than the RPO allows",
+        f"a backup younger than {_fmt(rpo)} ({why})",
+        f"newest is {newest.key}, taken {newest.taken_at:%Y-%m-%d %H:%M} UTC, {_fmt(age)} ago",
+        hint=f"check the backup job of '{series.name}'; if the schedule changed, set series.{series.name}.rpo",
+    )]
+
+
+def gaps_within_schedule(series: Series, cfg: SeriesSettings) -> tuple[list[Finding], str]:
+    """Findings for gaps longer than the schedule allows; the second value explains a non-applicable check."""
+    if cfg.schedule is not None:
+        allowed, why = cfg.schedule * 1.5, f"1.5 x configured schedule {_fmt(cfg.schedule)}"
+    else:
+        spacing = usual_spacing(series)
+        if spacing is None or len(series.backups) < 3:
+            return [], (f"series '{series.name}' has {len(series.backups)} backup(s): too few to learn its schedule; "
+                        f"set series.{series.name}.schedule to check gaps")
+        allowed, why = spacing * 1.5, f"1.5 x usual spacing {_fmt(spacing)}"
+    findings = []
+    for a, b in zip(series.backups, series.backups[1:], strict=False):
+        gap = b.taken_at - a.taken_at
+        if gap > allowed:
+            findings.append(Finding(
+                "freshness", series.name, "a gap between consecutive backups is longer than the schedule allows",
+                f"at most {_fmt(allowed)} ({why})", f"{_fmt(gap)} between {a.key} and {b.key}",
+                hint=f"backups were missed; if that was planned, set series.{series.name}.schedule",
+            ))
+    return findings, ""
+
+
+def minimum_size(series: Series, key: str, size: int, cfg: SeriesSettings) -> list[Finding]:
+    if size >= cfg.min_size:
+        return []
+    return [Finding("size", key, "the backup is smaller than the minimum", f"at least {cfg.min_size:,} bytes",
+                    f"{size:,} bytes", hint=f"set series.{series.name}.min_size if this size is right")]
+
+
+def within_tolerance(series: Series, key: str, cfg: SeriesSettings) -> tuple[list[Finding], str]:
+    backup = next(b for b in series.backups if b.key == key)
+    previous = series.previous(backup)
+    if not previous:
+        return [], f"{key} is the first backup of series '{series.name}': no earlier size to compare with"
+    usual = median(b.size for b in previous)
+    low, high = usual * (1 - cfg.size_tolerance), usual * (1 + cfg.size_tolerance)
+    if low <= backup.size <= high:
+        return [], ""
+    change = (backup.size - usual) / usual * 100 if usual else float("inf")
+    return [Finding(
+        "size", key, "the size is far from the series' usual size",
+        f"{low:,.0f} to {high:,.0f} bytes (median of {len(previous)} earlier backup(s) {usual:,.0f} bytes, "
+        f"±{cfg.size_tolerance:.0%})",
+        f"{backup.size:,} bytes ({change:+.0f}%)",
+        hint=f"a dump this different usually lost or gained data; if expected, set series.{series.name}.size_tolerance",
+    )], ""

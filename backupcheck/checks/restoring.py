@@ -1,0 +1,123 @@
+"""Restore, row counts and relations: what a restored backup shows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ..model import Finding
+from ..restored import RestoredBackup
+from ..settings import Relation, SeriesSettings
+
+
+def restored_cleanly(r: RestoredBackup) -> list[Finding]:
+    findings = []
+    if r.result.aborted:
+        findings.append(Finding("restore", r.backup.key, "the restore stopped before the end",
+                                "a restore that runs to the end", r.result.aborted))
+    for e in r.result.harmful:
+        findings.append(Finding(
+            "restore", r.backup.key, f"a restore error lost {e.lost or 'part of the database'}",
+            "no error that leaves out a table, its rows, an index or a constraint",
+            e.message, where=f"{e.artifact} {e.where}".strip(),
+            hint="restore it by hand to see the full context; add a pattern to tolerated_errors only if the loss is intended",
+        ))
+    return findings
+
+
+def every_table_exists(r: RestoredBackup) -> list[Finding]:
+    missing = r.missing_tables()
+    if not missing:
+        return []
+    return [Finding("restore", r.backup.key, "tables in the dump are missing after the restore",
+                    f"all {len(r.expected_tables())} tables of the dump", f"missing: {', '.join(missing[:20])}",
+                    hint="see the restore errors attached to the restore test")]
+
+
+def within_rto(r: RestoredBackup, rto: timedelta) -> list[Finding]:
+    if r.result.seconds <= rto.total_seconds():
+        return []
+    return [Finding("restore", r.backup.key, "the restore took longer than the RTO",
+                    f"at most {rto.total_seconds():.0f} s", f"{r.result.seconds:.1f} s",
+                    hint=f"speed the restore up or revisit series.{r.backup.series}.rto")]
+
+
+def critical_tables(key: str, counts: dict[str, int | None], cfg: SeriesSettings) -> list[Finding]:
+    findings = []
+    for table, minimum in cfg.critical_tables:
+        found = counts.get(table)
+        if found is None:
+            findings.append(Finding("row_counts", key, f"critical table {table} is missing",
+                                    f"{table} with at least {max(minimum, 1)} rows", "no such table after the restore"))
+        elif found < max(minimum, 1):
+            findings.append(Finding("row_counts", key, f"critical table {table} has too few rows",
+                                    f"at least {max(minimum, 1):,} rows", f"{found:,} rows",
+                                    hint="set critical_tables to the real minimum if it changed"))
+    return findings
+
+
+def row_drops(key: str, series: str, previous_key: str, counts: dict[str, int | None], before: dict[str, int],
+              cfg: SeriesSettings) -> list[Finding]:
+    findings = []
+    for table, old in sorted(before.items()):
+        now = counts.get(table)
+        if old <= 0:
+            continue
+        if now is None:
+            findings.append(Finding("row_counts", key, f"table {table} has vanished since the previous backup",
+                                    f"{table} with about {old:,} rows (as in {previous_key})", "no such table"))
+            continue
+        drop = (old - now) / old
+        if drop > cfg.max_row_drop:
+            findings.append(Finding(
+                "row_counts", key, f"table {table} lost {drop:.0%} of its rows since the previous backup",
+                f"a drop of at most {cfg.max_row_drop:.0%} (before: {old:,} rows in {previous_key})",
+                f"after: {now:,} rows", hint=f"if the deletion was intended, raise series.{series}.max_row_drop",
+            ))
+    return findings
+
+
+def foreign_key_orphans(r: RestoredBackup) -> tuple[list[Finding], list[str]]:
+    """Anti-joins only for keys the restore did not validate; the second value is the evidence per key."""
+    findings: list[Finding] = []
+    notes: list[str] = []
+    validated: dict[str, set[tuple[str, str, str]]] = {}
+    for fk in r.foreign_keys():
+        db, schema, table = r._db_for(fk.table)
+        if db not in validated:
+            validated[db] = r.validated_constraints(db)
+        label = f"{fk.table}({', '.join(fk.columns)}) -> {fk.ref_table}({', '.join(fk.ref_columns)}) [{fk.name}]"
+        if (schema, table, fk.name) in validated[db]:
+            notes.append(f"{label}: validated by the server during the restore: no orphans")
+            continue
+        why = "declared NOT VALID" if fk.not_valid else "not created by the restore"
+        o = r.orphans(fk.table, fk.columns, fk.ref_table, fk.ref_columns, label)
+        notes.append(f"{label}: {why}; checked with an anti-join: {o.count} orphan(s)")
+        if o.count:
+            findings.append(Finding(
+                "relations", r.backup.key, f"foreign key {fk.name} has orphaned rows ({why})",
+                f"every {fk.table}({', '.join(fk.columns)}) matches a row of {fk.ref_table}",
+                f"{o.count:,} orphan row(s); sample keys: {', '.join(o.samples)}",
+                hint=f"fix the data and VALIDATE CONSTRAINT {fk.name} at the source",
+            ))
+    return findings, notes
+
+
+def relation_orphans(r: RestoredBackup, relations: tuple[Relation, ...]) -> tuple[list[Finding], list[str]]:
+    findings: list[Finding] = []
+    notes: list[str] = []
+    for rel in relations:
+        try:
+            o = r.orphans(rel.table, (rel.column,), rel.ref_table, (rel.ref_column,), str(rel))
+        except Exception as exc:
+            findings.append(Finding("relations", r.backup.key, f"configured relation {rel} cannot be checked",
+                                    "both tables and columns exist after the restore",
+                                    str(exc).strip().splitlines()[0], hint="correct the relation in the config file"))
+            continue
+        notes.append(f"{rel}: {o.count} orphan(s)")
+        if o.count:
+            findings.append(Finding(
+                "relations", r.backup.key, f"configured relation {rel} has orphaned rows",
+                f"every {rel.table}.{rel.column} matches a row of {rel.ref_table}",
+                f"{o.count:,} orphan row(s); sample keys: {', '.join(o.samples)}",
+            ))
+    return findings, notes

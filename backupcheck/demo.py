@@ -1,0 +1,53 @@
+"""The built-in demo: a week of nightly backups of a sample shop, one of them broken on purpose."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from . import pgbin, sampledb
+from .cluster import ClusterFactory
+
+DEMO_CONFIG = """\
+# The demo's expectations, as a user would write them in backupcheck.toml.
+[series.shop]
+rpo = "26h"
+critical_tables = { "public.users" = 100, "public.orders" = 1 }
+relations = ["audit_log.user_id -> users.id"]
+severity = "critical"
+"""
+
+
+def nightly_times(now: datetime, nights: int = 7) -> list[datetime]:
+    last = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    if last > now:
+        last -= timedelta(days=1)
+    return [last - timedelta(days=i) for i in reversed(range(nights))]
+
+
+def build(target: Path, factory: ClusterFactory, pg_bin: tuple[str, ...] = (), now: datetime | None = None) -> Path:
+    """Write the demo backups into ``target``; return the folder to verify."""
+    import psycopg
+
+    now = now or datetime.now(UTC)
+    folder = target / "demo-backups"
+    folder.mkdir(parents=True)
+    (target / "backupcheck.toml").write_text(DEMO_CONFIG)
+    inst = pgbin.pick(None, pg_bin)
+    with factory.cluster(inst) as cluster:
+        sampledb.create(cluster, "shop", scale=0.5)
+        times = nightly_times(now)
+        for night, when in enumerate(times):
+            if night:
+                with psycopg.connect(**cluster.conninfo("shop"), autocommit=True) as conn:  # type: ignore[arg-type]
+                    sampledb.populate(conn, scale=0.02, start=night * 10)
+            path = folder / f"shop_{when:%Y%m%d_%H%M%S}.dump"
+            sampledb.pg_dump(cluster, "shop", path, "custom")
+            if night == 3:
+                # The deliberately broken one: cut off in the middle, as a full disk would leave it.
+                data = path.read_bytes()
+                path.write_bytes(data[: len(data) // 2])
+            stamp = when.timestamp()
+            os.utime(path, (stamp, stamp))
+    return folder

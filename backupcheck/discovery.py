@@ -1,0 +1,184 @@
+"""Walk backup folders and group what is there into series and backups."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from .model import Artifact, Backup, Listing, Series, utc
+from .sniff import head_bytes, sniff
+from .timestamps import find_timestamp, split_role, strip_extensions
+
+SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: Path
+    folder: Path  # the folder the backup lives in (for grouping)
+    stem: str  # series stem
+    role: str
+    when: datetime | None
+    source: str  # name, header, mtime
+    unit: Path | None = None  # a timestamped folder that is one backup
+
+
+def _artifact(path: Path, role: str = "") -> Artifact:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return Artifact(path=path, size=0, mtime=utc(0), format="unknown", note=f"cannot be read: {exc.strerror}")
+    size = st.st_size
+    if path.is_dir():
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    fmt, layers, note = sniff(path)
+    if fmt == "json" or path.suffix.lower() == ".json" and fmt == "unknown":
+        role = role or "config"
+    sidecars = tuple(p for p in (Path(str(path) + s) for s in SIDECAR_SUFFIXES) if p.is_file())
+    if fmt in ("plain", "dumpall") and not role:
+        role = _role_from_content(path, layers)
+    return Artifact(path=path, size=size, mtime=utc(st.st_mtime), format=fmt, compression=layers,
+                    role=role, sidecars=sidecars, note=note)
+
+
+def _role_from_content(path: Path, layers: tuple[str, ...]) -> str:
+    """A Supabase ``roles.sql`` has no name timestamp to say what it is; its content does."""
+    try:
+        head = head_bytes(path, layers, 16384).decode("utf-8", "replace")
+    except Exception:
+        return ""
+    statements = [ln for ln in head.splitlines() if ln.strip() and not ln.startswith("--")]
+    if statements and all(ln.upper().startswith(("CREATE ROLE", "ALTER ROLE", "SET ", "GRANT ", "RESET "))
+                          for ln in statements[:50]) and "CREATE TABLE" not in head and "COPY " not in head:
+        return "roles"
+    return ""
+
+
+def _header_time(path: Path) -> datetime | None:
+    """The start time a custom archive records (the dumping host's local time, taken as UTC)."""
+    fmt, layers, _ = sniff(path)
+    if fmt not in ("custom", "directory"):
+        return None
+    from .pgarchive import ArchiveError, read_archive
+
+    try:
+        if fmt == "directory":
+            return read_archive(path, fmt).created
+        from .sniff import open_decompressed
+
+        with open_decompressed(path, layers) as stream:
+            return read_archive(path, fmt, stream=stream).created
+    except (ArchiveError, Exception):
+        return None
+
+
+def _walk(root: Path, candidates: list[_Candidate], problems: list[str]) -> None:
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        problems.append(f"{root}: cannot be listed ({exc.strerror})")
+        return
+    names = {e.name for e in entries}
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            if (path / "toc.dat").is_file():
+                candidates.append(_file_candidate(path, root))
+                continue
+            stamp = find_timestamp(entry.name)
+            if stamp:
+                # A timestamped folder is one backup: every file below it is one of its artifacts.
+                stem, _ = split_role(strip_extensions(stamp.stem))
+                for inner in sorted(path.rglob("*")):
+                    if any(part.startswith(".") for part in inner.relative_to(path).parts):
+                        continue
+                    if inner.is_dir():
+                        if (inner / "toc.dat").is_file():
+                            candidates.append(_Candidate(inner, root, stem or root.name, "", stamp.when, "name", path))
+                        continue
+                    if any(parent != path and (parent / "toc.dat").is_file() for parent in inner.parents
+                           if parent.is_relative_to(path)):
+                        continue
+                    if inner.name.endswith(SIDECAR_SUFFIXES):
+                        continue
+                    role = split_role(strip_extensions(inner.name))[1]
+                    candidates.append(_Candidate(inner, root, stem or root.name, role, stamp.when, "name", path))
+                continue
+            _walk(path, candidates, problems)
+        elif entry.is_file():
+            if entry.name.endswith(SIDECAR_SUFFIXES) and entry.name.rsplit(".", 1)[0] in names:
+                continue  # a checksum of another file: checked with it
+            candidates.append(_file_candidate(path, root))
+
+
+def _file_candidate(path: Path, folder: Path) -> _Candidate:
+    stamp = find_timestamp(path.name)
+    if stamp:
+        stem, role = split_role(strip_extensions(stamp.stem))
+        return _Candidate(path, folder, stem, role, stamp.when, "name")
+    stem, role = split_role(strip_extensions(path.name))
+    when = _header_time(path)
+    if when is not None:
+        return _Candidate(path, folder, stem, role, when, "header")
+    try:
+        return _Candidate(path, folder, stem, role, utc(path.stat().st_mtime), "mtime")
+    except OSError:
+        return _Candidate(path, folder, stem, role, None, "mtime")
+
+
+def discover(sources: list[Path] | tuple[Path, ...]) -> Listing:
+    """Group every artifact under ``sources`` into series of backups, oldest first."""
+    listing = Listing()
+    candidates: list[_Candidate] = []
+    for source in sources:
+        source = Path(source)
+        if not source.exists():
+            listing.problems.append(f"{source}: no such file or folder")
+            continue
+        if source.is_file():
+            candidates.append(_file_candidate(source, source.parent))
+        elif (source / "toc.dat").is_file():
+            candidates.append(_file_candidate(source, source.parent))
+        else:
+            _walk(source, candidates, listing.problems)
+
+    groups: dict[tuple[str, str, datetime | None, Path | None], list[_Candidate]] = defaultdict(list)
+    for c in candidates:
+        groups[(str(c.folder), c.stem, c.when if c.unit is None and c.source == "name" else c.when, c.unit)].append(c)
+
+    # Series are named by stem; a stem left empty (schema_/data_ pairs) takes its folder's name.
+    by_series: dict[str, list[Backup]] = defaultdict(list)
+    folders_for_name: dict[str, set[str]] = defaultdict(set)
+    for folder, stem, _when, _unit in groups:
+        folders_for_name[stem or Path(folder).name].add(folder)
+    for (folder, stem, when, _unit), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]))):
+        name = stem or Path(folder).name or "backup"
+        if len(folders_for_name[name]) > 1:
+            name = f"{Path(folder).name}-{name}"
+        artifacts = tuple(_artifact(c.path, c.role) for c in sorted(members, key=lambda c: str(c.path)))
+        taken = when if when is not None else utc(0)
+        source = members[0].source
+        backup = Backup(series=name, taken_at=taken, artifacts=artifacts, time_source=source)
+        by_series[name].append(backup)
+
+    for name in sorted(by_series):
+        backups = sorted(by_series[name], key=lambda b: b.taken_at)
+        # Two backups of a series at the same second would share a test id: keep them apart.
+        seen: dict[datetime, int] = {}
+        unique = []
+        for b in backups:
+            if b.taken_at in seen:
+                seen[b.taken_at] += 1
+                b = replace(b, series=b.series)  # same id is resolved by merging artifacts
+                prev = unique[-1]
+                unique[-1] = replace(prev, artifacts=prev.artifacts + b.artifacts)
+                continue
+            seen[b.taken_at] = 1
+            unique.append(b)
+        listing.series.append(Series(name=name, backups=tuple(unique)))
+    return listing

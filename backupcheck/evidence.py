@@ -1,0 +1,237 @@
+"""Read each artifact once and keep what the read showed, for every check and every worker."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import pgbin
+from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_toc, scan_plain
+from .model import ARCHIVE_FORMATS, Artifact
+from .pgarchive import ArchiveError, read_archive
+from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of
+
+
+@dataclass
+class ArtifactEvidence:
+    """What reading one artifact showed."""
+
+    path: str
+    format: str
+    problems: list[str] = field(default_factory=list)  # integrity problems
+    security: list[str] = field(default_factory=list)
+    checksums: list[str] = field(default_factory=list)  # sidecar mismatches, or "" lines for matches
+    checksum_ok: list[str] = field(default_factory=list)
+    scan: DumpScan | None = None
+    archive_version: str = ""
+    min_restore_major: int | None = None
+    has_offsets: bool = True
+    data_read: bool = False
+    bytes_read: int = 0
+    members: int = 0
+
+    @property
+    def dump_major(self) -> int | None:
+        return self.scan.dump_major if self.scan else None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ArtifactEvidence:
+        raw = json.loads(text)
+        scan = raw.pop("scan")
+        ev = cls(**raw)
+        if scan is not None:
+            fks = [ForeignKey(**{**fk, "columns": tuple(fk["columns"]), "ref_columns": tuple(fk["ref_columns"])})
+                   for fk in scan.pop("foreign_keys")]
+            ev.scan = DumpScan(**scan, foreign_keys=fks)
+        return ev
+
+
+def _key(artifact: Artifact, full: bool) -> str:
+    try:
+        st = artifact.path.stat()
+        ident = f"{artifact.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{full}"
+    except OSError:
+        ident = f"{artifact.path}|missing|{full}"
+    return hashlib.sha1(ident.encode()).hexdigest()[:20]
+
+
+class EvidenceStore:
+    """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
+
+    def __init__(self, rundir: Path, shared_cache: Path | None = None, pg_bin: tuple[str, ...] = ()) -> None:
+        self.rundir = rundir
+        self.cache = shared_cache or (rundir / "evidence")
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.pg_bin = pg_bin
+        self._memo: dict[str, ArtifactEvidence] = {}
+        self._materialized: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    # -- archives a tool can open --------------------------------------------------------------
+
+    def archive_path(self, artifact: Artifact) -> Path:
+        """A real, uncompressed file or folder pg_restore can read (decompressed once per process)."""
+        if not artifact.compression:
+            return artifact.path
+        key = _key(artifact, False)
+        with self._lock:
+            if key in self._materialized:
+                return self._materialized[key]
+        target_dir = self.rundir / "materialized"
+        target_dir.mkdir(exist_ok=True)
+        target = target_dir / f"{key}.{artifact.format}"
+        fd, tmp = tempfile.mkstemp(dir=target_dir)
+        try:
+            with open(fd, "wb") as sink:
+                read_all(artifact.path, artifact.compression, sink=sink)
+            Path(tmp).rename(target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        with self._lock:
+            self._materialized[key] = target
+        return target
+
+    def release(self, artifact: Artifact) -> None:
+        with self._lock:
+            path = self._materialized.pop(_key(artifact, False), None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def inspect(self, artifact: Artifact, full: bool = True) -> ArtifactEvidence:
+        """Read ``artifact``; with ``full`` False an archive's data blocks are left to the restore."""
+        if artifact.format not in ARCHIVE_FORMATS:
+            full = True
+        key = _key(artifact, full)
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        path = self.cache / f"{key}.json"
+        lock = self.cache / f"{key}.lock"
+        with open(lock, "w") as lf:
+            fcntl.flock(lf, fcntl.LOCK_EX)  # another worker reading the same file: wait for its result
+            try:
+                if path.exists():
+                    ev = ArtifactEvidence.from_json(path.read_text())
+                else:
+                    ev = self._read(artifact, full)
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(ev.to_json())
+                    tmp.rename(path)
+            finally:
+                fcntl.flock(lf, fcntl.LOCK_UN)
+        with self._lock:
+            self._memo[key] = ev
+        return ev
+
+    def _read(self, a: Artifact, full: bool) -> ArtifactEvidence:
+        ev = ArtifactEvidence(path=str(a.path), format=a.format)
+        self._check_sidecars(a, ev)
+        if a.size == 0 or a.format == "empty":
+            ev.problems.append(f"{a.name} is empty ({a.note or '0 bytes'})")
+            return ev
+        try:
+            if a.format in ARCHIVE_FORMATS:
+                self._read_archive(a, ev, full)
+            elif a.format in ("plain", "dumpall"):
+                with open_decompressed(a.path, a.compression) as stream:
+                    ev.scan = scan_plain(stream)
+                ev.data_read = True
+                ev.security += ev.scan.security
+                ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
+                if ev.scan.statements == 0:
+                    ev.problems.append(f"{a.name}: no SQL statement in the file")
+            elif a.format == "json":
+                with open_decompressed(a.path, a.compression) as stream:
+                    try:
+                        json.load(stream)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                        ev.problems.append(f"{a.name} is not valid JSON: {exc}")
+                ev.data_read = True
+            elif a.format == "tarball":
+                with open_decompressed(a.path, a.compression) as stream:
+                    names = read_tar_members(stream)
+                ev.members = len(names)
+                if not names:
+                    ev.problems.append(f"{a.name}: a tar archive with no members")
+                ev.data_read = True
+            elif a.format == "git-bundle":
+                self._verify_bundle(a, ev)
+            else:
+                ev.problems.append(f"{a.name}: format not recognised ({a.note or 'unknown content'})")
+        except UnreadableError as exc:
+            ev.problems.append(f"{a.name}: {exc}")
+        except (OSError, EOFError) as exc:
+            ev.problems.append(f"{a.name}: cannot be read ({exc})")
+        return ev
+
+    def _read_archive(self, a: Artifact, ev: ArtifactEvidence, full: bool) -> None:
+        try:
+            real = self.archive_path(a)  # decompresses outer layers: every byte and CRC is read
+        except UnreadableError as exc:
+            ev.problems.append(f"{a.name}: {exc}")
+            return
+        try:
+            info = read_archive(real, a.format)
+        except ArchiveError as exc:
+            ev.problems.append(f"{a.name}: the archive's header or table of contents is unreadable ({exc})")
+            return
+        ev.scan = scan_archive_toc(info)
+        ev.security += ev.scan.security
+        ev.archive_version = info.version_text
+        ev.min_restore_major = max(info.min_restore_major, info.dump_major or 0)
+        ev.has_offsets = info.has_offsets
+        if not full:
+            return
+        try:
+            inst = pgbin.pick(ev.min_restore_major, self.pg_bin, why=f"archive {info.version_text}, pg_dump {info.dump_version}")
+        except pgbin.NoSuitableBinaries as exc:
+            ev.problems.append(f"{a.name}: cannot read its data blocks: {exc}")
+            return
+        scan_archive_data(str(real), inst.tool("pg_restore"), ev.scan)
+        ev.data_read = ev.scan.data_read
+        ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
+
+    def _verify_bundle(self, a: Artifact, ev: ArtifactEvidence) -> None:
+        git = shutil.which("git")
+        if git is None:
+            ev.problems.append(f"{a.name}: git is not installed, so the bundle cannot be verified (apt-get install git)")
+            return
+        with tempfile.TemporaryDirectory(dir=self.rundir) as repo:
+            subprocess.run([git, "init", "-q", repo], check=True, capture_output=True)
+            src = self.archive_path(a) if a.compression else a.path
+            proc = subprocess.run([git, "-C", repo, "bundle", "verify", str(src.resolve())],
+                                  capture_output=True, text=True)
+        if proc.returncode != 0:
+            ev.problems.append(f"{a.name}: git bundle verify failed: {proc.stderr.strip()[-300:]}")
+        ev.data_read = proc.returncode == 0
+
+    def _check_sidecars(self, a: Artifact, ev: ArtifactEvidence) -> None:
+        for sidecar in a.sidecars:
+            algorithm = sidecar.suffix.lstrip(".")
+            try:
+                text = sidecar.read_text(errors="replace").split()
+            except OSError as exc:
+                ev.checksums.append(f"{sidecar.name} cannot be read ({exc.strerror})")
+                continue
+            expected = text[0].lower() if text else ""
+            with contextlib.suppress(OSError):
+                found = sha_of(a.path, algorithm)
+                if expected != found:
+                    ev.checksums.append(f"{sidecar.name} says {algorithm} {expected or '(empty)'}, the file's is {found}")
+                else:
+                    ev.checksum_ok.append(f"{sidecar.name}: {algorithm} matches")

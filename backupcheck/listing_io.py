@@ -1,0 +1,51 @@
+"""Write a listing once and read it in every worker, so all of them collect the same tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from .model import Artifact, Backup, Listing, Series
+
+
+def _artifact_json(a: Artifact) -> dict:
+    return {
+        "path": str(a.path), "size": a.size, "mtime": a.mtime.isoformat(), "format": a.format,
+        "compression": list(a.compression), "role": a.role, "sidecars": [str(s) for s in a.sidecars], "note": a.note,
+    }
+
+
+def dump(listing: Listing, path: Path) -> None:
+    data = {
+        "problems": listing.problems,
+        "series": [
+            {"name": s.name, "backups": [
+                {"series": b.series, "taken_at": b.taken_at.isoformat(), "time_source": b.time_source,
+                 "artifacts": [_artifact_json(a) for a in b.artifacts]}
+                for b in s.backups
+            ]}
+            for s in listing.series
+        ],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.rename(path)
+
+
+def load(path: Path) -> Listing:
+    data = json.loads(path.read_text())
+    listing = Listing(problems=list(data["problems"]))
+    for s in data["series"]:
+        backups = []
+        for b in s["backups"]:
+            arts = tuple(
+                Artifact(path=Path(a["path"]), size=a["size"], mtime=datetime.fromisoformat(a["mtime"]),
+                         format=a["format"], compression=tuple(a["compression"]), role=a["role"],
+                         sidecars=tuple(Path(x) for x in a["sidecars"]), note=a["note"])
+                for a in b["artifacts"]
+            )
+            backups.append(Backup(series=b["series"], taken_at=datetime.fromisoformat(b["taken_at"]),
+                                  artifacts=arts, time_source=b["time_source"]))
+        listing.series.append(Series(name=s["name"], backups=tuple(backups)))
+    return listing

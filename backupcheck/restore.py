@@ -1,0 +1,279 @@
+"""Restore a backup into a disposable cluster and classify every error it raised."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from . import security, sqllex
+from .cluster import Cluster
+
+BENIGN, NOTICE, HARMFUL = "benign", "notice", "harmful"
+
+
+@dataclass(frozen=True)
+class RestoreError:
+    severity: str  # benign, notice or harmful
+    message: str
+    statement: str
+    lost: str  # what the error left out, for harmful ones: "table public.orders"
+    artifact: str
+    where: str = ""  # a TOC entry or a line
+
+    def line(self) -> str:
+        stmt = " ".join(self.statement.split())[:160]
+        head = f"[{self.severity}] {self.artifact}{(' ' + self.where) if self.where else ''}: {self.message}"
+        return head + (f"\n      statement: {stmt}" if stmt else "") + (f"\n      lost: {self.lost}" if self.lost else "")
+
+
+@dataclass
+class RestoreResult:
+    backup: str
+    databases: list[str]
+    seconds: float = 0.0
+    errors: list[RestoreError] = field(default_factory=list)
+    tool: str = ""
+    aborted: str = ""  # set when the restore could not run to the end
+
+    @property
+    def harmful(self) -> list[RestoreError]:
+        return [e for e in self.errors if e.severity == HARMFUL]
+
+    def report(self) -> str:
+        if not self.errors and not self.aborted:
+            return "no errors"
+        lines = [e.line() for e in self.errors]
+        if self.aborted:
+            lines.insert(0, f"[aborted] {self.aborted}")
+        return "\n".join(lines)
+
+
+_QN = r'((?:"(?:[^"]|"")+"|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)'
+_LOSS_BY_STATEMENT = [
+    (re.compile(rf"^\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_QN}", re.I), "table {}"),
+    (re.compile(rf"^\s*COPY\s+{_QN}", re.I), "rows of table {}"),
+    (re.compile(rf"^\s*INSERT\s+INTO\s+{_QN}", re.I), "rows of table {}"),
+    (re.compile(rf"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?{_QN}", re.I), "index {}"),
+    (re.compile(rf"^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?{_QN}\s+ADD\s+CONSTRAINT\s+{_QN}", re.I), "constraint {1} on {0}"),
+    (re.compile(rf"^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?{_QN}\s+ATTACH\s+PARTITION\s+{_QN}", re.I), "partition {1} of {0}"),
+    (re.compile(rf"^\s*CREATE\s+(?:MATERIALIZED\s+)?VIEW\s+{_QN}", re.I), None),
+]
+_LOSS_BY_DESC = {
+    "TABLE": "table {}", "TABLE DATA": "rows of table {}", "INDEX": "index {}", "CONSTRAINT": "constraint {}",
+    "FK CONSTRAINT": "constraint {}", "CHECK CONSTRAINT": "constraint {}", "TABLE ATTACH": "partition {}",
+}
+_BENIGN_DESC = {"ACL", "DEFAULT ACL", "COMMENT", "SECURITY LABEL", "DATABASE PROPERTIES", "SCHEMA", "EXTENSION COMMENT"}
+_BENIGN_STATEMENT = re.compile(
+    r"^\s*(?:GRANT|REVOKE|COMMENT\s+ON|SECURITY\s+LABEL|ALTER\s+DEFAULT\s+PRIVILEGES|SET\s|RESET\s|"
+    r"SELECT\s+pg_catalog\.set_config|ALTER\s+\w+(?:\s+\w+)?\s+.*\bOWNER\s+TO\b|ALTER\s+ROLE|ALTER\s+DATABASE|"
+    r"CREATE\s+ROLE)",
+    re.I | re.S,
+)
+
+
+def classify(message: str, statement: str, desc: str, tag: str, tolerated: Iterable[str] = ()) -> tuple[str, str]:
+    """(severity, what was lost) for one error."""
+    for pattern in tolerated:
+        if re.search(pattern, message) or re.search(pattern, statement):
+            return BENIGN, ""
+    if "already exists" in message:
+        return BENIGN, ""
+    if desc in _BENIGN_DESC or (desc == "" and _BENIGN_STATEMENT.match(statement)):
+        return BENIGN, ""
+    if desc.endswith("OWNER") or re.search(r"\bOWNER\s+TO\b", statement, re.I) and desc not in _LOSS_BY_DESC:
+        return BENIGN, ""
+    if desc in _LOSS_BY_DESC:
+        return HARMFUL, _LOSS_BY_DESC[desc].format(tag)
+    for pattern, template in _LOSS_BY_STATEMENT:
+        m = pattern.match(statement)
+        if m:
+            if template is None:
+                return NOTICE, ""
+            return HARMFUL, template.format(*m.groups())
+    return NOTICE, ""
+
+
+# --- archives through pg_restore ---------------------------------------------------------------
+
+_TOC_LINE = re.compile(r"^pg_restore: from TOC entry (\d+); \d+ \d+ (.*)$")
+_DESCS = sorted(
+    ["TABLE DATA", "TABLE", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "SEQUENCE SET", "SEQUENCE",
+     "SEQUENCE OWNED BY", "DEFAULT ACL", "ACL", "COMMENT", "SCHEMA", "EXTENSION", "FUNCTION", "PROCEDURE", "VIEW",
+     "MATERIALIZED VIEW DATA", "MATERIALIZED VIEW", "TRIGGER", "POLICY", "ROW SECURITY", "TYPE", "DOMAIN",
+     "DEFAULT", "TABLE ATTACH", "INDEX ATTACH", "RULE", "AGGREGATE", "SECURITY LABEL", "PUBLICATION",
+     "PUBLICATION TABLE", "SUBSCRIPTION", "EVENT TRIGGER", "COLLATION", "CONVERSION", "OPERATOR", "CAST",
+     "DATABASE PROPERTIES", "LARGE OBJECT", "BLOB", "BLOBS"],
+    key=len, reverse=True,
+)
+
+
+def _split_desc(rest: str) -> tuple[str, str]:
+    for d in _DESCS:
+        if rest.startswith(d + " "):
+            parts = rest[len(d) + 1 :].split()
+            # "<schema> <name> <owner>" for most; keep schema.name
+            if len(parts) >= 3:
+                return d, f"{parts[0]}.{parts[1]}"
+            return d, " ".join(parts[:-1]) if len(parts) > 1 else (parts[0] if parts else "")
+    return "", rest
+
+
+def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str] = ()) -> tuple[list[RestoreError], str]:
+    """Turn pg_restore's stderr into classified errors; the second value is a fatal error, if any."""
+    errors: list[RestoreError] = []
+    fatal = ""
+    desc = tag = where = ""
+    message = ""
+    statement_lines: list[str] = []
+    in_command = False
+
+    def flush() -> None:
+        nonlocal message, statement_lines, in_command
+        if message:
+            stmt = "\n".join(statement_lines).strip()
+            sev, lost = classify(message, stmt, desc, tag, tolerated)
+            errors.append(RestoreError(sev, message, stmt, lost, artifact, where))
+        message, statement_lines, in_command = "", [], False
+
+    for raw in stderr.splitlines():
+        if raw.startswith("pg_restore:"):
+            if in_command or message:
+                flush()
+            m = _TOC_LINE.match(raw)
+            if m:
+                where = f"TOC entry {m.group(1)}"
+                desc, tag = _split_desc(m.group(2))
+                continue
+            body = raw[len("pg_restore:"):].strip()
+            if body.startswith("error: could not execute query:"):
+                message = body.split("could not execute query:", 1)[1].strip()
+                message = re.sub(r"^ERROR:\s+", "", message)
+            elif body.startswith("error:") or body.startswith("[archiver") or "fatal" in body:
+                text = body.split(":", 1)[1].strip() if body.startswith("error:") else body
+                if "errors ignored on restore" not in text:
+                    fatal = fatal or text
+            # warnings and progress lines are ignored
+        elif raw.startswith("Command was:"):
+            in_command = True
+            statement_lines.append(raw[len("Command was:"):].strip())
+        elif in_command:
+            statement_lines.append(raw)
+        elif message and raw.startswith(("DETAIL:", "HINT:", "LINE ", "CONTEXT:")):
+            message += " " + raw.strip()
+    flush()
+    return errors, fatal
+
+
+def restore_archive(cluster: Cluster, archive: Path, dbname: str, jobs: int, artifact: str,
+                    tolerated: Iterable[str] = ()) -> tuple[list[RestoreError], str]:
+    cmd = [cluster.installation.tool("pg_restore"), "--no-password", "-d", dbname]
+    if jobs > 1:
+        cmd += ["-j", str(jobs)]
+    cmd.append(str(archive))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cluster.env(), stdin=subprocess.DEVNULL)
+    errors, fatal = parse_pg_restore_errors(proc.stderr, artifact, tolerated)
+    if proc.returncode != 0 and not errors and not fatal:
+        fatal = f"pg_restore exited with code {proc.returncode}: {proc.stderr.strip()[-500:]}"
+    return errors, fatal
+
+
+# --- plain SQL through psycopg: psql never sees the file ----------------------------------------
+
+
+class PlainRunner:
+    """Runs a plain dump statement by statement; meta-commands other than \\connect are never run."""
+
+    def __init__(self, cluster: Cluster, first_db: str, artifact: str, tolerated: Iterable[str] = ()) -> None:
+        self.cluster = cluster
+        self.db = first_db
+        self.artifact = artifact
+        self.tolerated = tuple(tolerated)
+        self.errors: list[RestoreError] = []
+        self.databases: list[str] = [first_db]
+        self._conns: dict[str, object] = {}
+
+    def _conn(self):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        conn = self._conns.get(self.db)
+        if conn is None or conn.closed:  # type: ignore[attr-defined]
+            conn = psycopg.connect(**self.cluster.conninfo(self.db), autocommit=True)  # type: ignore[arg-type]
+            conn.add_notice_handler(lambda diag: None)
+            self._conns[self.db] = conn
+        return conn
+
+    def _record(self, exc: Exception, statement: str, line: int) -> None:
+        import psycopg
+
+        diag = getattr(exc, "diag", None)
+        message = (diag.message_primary if diag is not None and diag.message_primary else str(exc)).strip()
+        sev, lost = classify(message, statement, "", "", self.tolerated)
+        self.errors.append(RestoreError(sev, message, statement, lost, self.artifact, f"line {line}"))
+        if isinstance(exc, psycopg.OperationalError):
+            conn = self._conns.pop(self.db, None)
+            if conn is not None:
+                conn.close()  # type: ignore[attr-defined]
+
+    def run(self, stream: BinaryIO) -> None:
+        import psycopg
+
+        for ev in sqllex.events(stream):
+            if isinstance(ev, sqllex.Statement):
+                try:
+                    self._conn().execute(ev.text)  # type: ignore[attr-defined]
+                except psycopg.Error as exc:
+                    self._record(exc, ev.text.decode("utf-8", "replace"), ev.line)
+            elif isinstance(ev, sqllex.CopyIn):
+                try:
+                    with self._conn().cursor() as cur:  # type: ignore[attr-defined]
+                        with cur.copy(ev.statement.text) as cp:
+                            for chunk in ev.data:
+                                cp.write(chunk)
+                except psycopg.Error as exc:
+                    for _ in ev.data:
+                        pass
+                    self._record(exc, ev.statement.text.decode("utf-8", "replace"), ev.statement.line)
+            elif isinstance(ev, sqllex.MetaCommand) and ev.name in ("connect", "c"):
+                target = security.connect_target(ev.args)
+                if target:
+                    previous = self.db
+                    self.db = target
+                    try:
+                        self._conn()
+                        if target not in self.databases:
+                            self.databases.append(target)
+                    except psycopg.Error as exc:
+                        self.db = previous  # like psql: the previous connection is kept
+                        self._record(exc, f"\\connect {target}", ev.line)
+            elif isinstance(ev, sqllex.Unterminated):
+                self.errors.append(RestoreError(HARMFUL, ev.what, "", "the rest of the file", self.artifact,
+                                                f"line {ev.line}"))
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            try:
+                conn.close()  # type: ignore[attr-defined]
+            except Exception:
+                pass
+        self._conns.clear()
+
+
+def create_database(cluster: Cluster, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(**cluster.conninfo("postgres"), autocommit=True) as conn:  # type: ignore[arg-type]
+        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    out = fn()
+    return out, time.monotonic() - t0

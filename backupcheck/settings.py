@@ -1,0 +1,275 @@
+"""The run's configuration: one frozen object built from the command line, a TOML file and defaults."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value this tool cannot use; the message names it and the accepted forms."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.I)
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any, key: str) -> timedelta:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"{key} = {value!r}: expected a duration like '90s', '15m', '26h', '7d' or '1w'")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[(m.group(2) or "s").lower()])
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
+
+
+def parse_size(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"{key} = {value!r}: expected a size like 1024, '500KB', '10MB' or '2GiB'")
+    unit = (m.group(2) or "b").lower().rstrip("b").rstrip("i")
+    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit]
+    return int(float(m.group(1)) * 1024**power)
+
+
+def parse_share(value: Any, key: str) -> float:
+    try:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            share = float(value.strip()[:-1]) / 100
+        else:
+            share = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} = {value!r}: expected a share like 0.2 or '20%'") from None
+    if not 0 <= share <= 10:
+        raise ConfigError(f"{key} = {value!r}: expected a share between 0 and 10 (1000%)")
+    return share
+
+
+def parse_restore(value: Any, key: str) -> str | int:
+    """``newest`` (the default), ``all``, or the newest N of each series."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().lower()
+    if text in ("newest", "latest"):
+        return 1
+    if text == "all":
+        return "all"
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"{key} = {value!r}: expected 'newest', 'all' or a whole number N (the newest N)")
+
+
+_RELATION = re.compile(r"^\s*([\w.\"]+)\.(\w+)\s*->\s*([\w.\"]+)\.(\w+)\s*$")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation the schema does not declare: child.column -> parent.column."""
+
+    table: str
+    column: str
+    ref_table: str
+    ref_column: str
+
+    @classmethod
+    def parse(cls, text: str, key: str) -> Relation:
+        m = _RELATION.match(text)
+        if not m:
+            raise ConfigError(f"{key}: {text!r} is not of the form 'orders.user_id -> users.id'")
+        child, col, parent, ref = m.groups()
+        qualify = lambda t: t if "." in t else f"public.{t}"  # noqa: E731
+        return cls(qualify(child), col, qualify(parent), ref)
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column} -> {self.ref_table}.{self.ref_column}"
+
+
+SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
+
+
+@dataclass(frozen=True)
+class SeriesSettings:
+    """Expectations for one series; None means 'learn it from the series itself'."""
+
+    rpo: timedelta | None = None
+    schedule: timedelta | None = None
+    size_tolerance: float = 0.5
+    min_size: int = 1
+    rto: timedelta | None = None
+    critical_tables: tuple[tuple[str, int], ...] = ()
+    max_row_drop: float = 0.2
+    relations: tuple[Relation, ...] = ()
+    restore: str | int | None = None
+    severity: str = "normal"
+    tolerated_errors: tuple[str, ...] = ()
+
+
+_SERIES_KEYS = {
+    "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
+    "restore", "severity", "tolerated_errors",
+}
+
+
+def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> SeriesSettings:
+    unknown = set(raw) - _SERIES_KEYS
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_SERIES_KEYS))}")
+    s = base
+    if "rpo" in raw:
+        s = replace(s, rpo=parse_duration(raw["rpo"], f"{where}.rpo"))
+    if "schedule" in raw:
+        s = replace(s, schedule=parse_duration(raw["schedule"], f"{where}.schedule"))
+    if "rto" in raw:
+        s = replace(s, rto=parse_duration(raw["rto"], f"{where}.rto"))
+    if "size_tolerance" in raw:
+        s = replace(s, size_tolerance=parse_share(raw["size_tolerance"], f"{where}.size_tolerance"))
+    if "max_row_drop" in raw:
+        s = replace(s, max_row_drop=parse_share(raw["max_row_drop"], f"{where}.max_row_drop"))
+    if "min_size" in raw:
+        s = replace(s, min_size=parse_size(raw["min_size"], f"{where}.min_size"))
+    if "restore" in raw:
+        s = replace(s, restore=parse_restore(raw["restore"], f"{where}.restore"))
+    if "severity" in raw:
+        sev = str(raw["severity"]).lower()
+        if sev not in SEVERITIES:
+            raise ConfigError(f"{where}.severity = {raw['severity']!r}: expected one of {', '.join(SEVERITIES)}")
+        s = replace(s, severity=sev)
+    if "critical_tables" in raw:
+        ct = raw["critical_tables"]
+        if isinstance(ct, list):
+            ct = {name: 1 for name in ct}
+        if not isinstance(ct, dict):
+            raise ConfigError(f"{where}.critical_tables: expected a table like {{ \"public.users\" = 100 }} or a list of names")
+        pairs = []
+        for name, minimum in ct.items():
+            if not isinstance(minimum, int) or minimum < 0:
+                raise ConfigError(f"{where}.critical_tables.{name} = {minimum!r}: expected a whole number of rows")
+            pairs.append((name if "." in name else f"public.{name}", minimum))
+        s = replace(s, critical_tables=tuple(pairs))
+    if "relations" in raw:
+        rel = raw["relations"]
+        if not isinstance(rel, list):
+            raise ConfigError(f"{where}.relations: expected a list like [\"orders.user_id -> users.id\"]")
+        s = replace(s, relations=tuple(Relation.parse(str(r), f"{where}.relations") for r in rel))
+    if "tolerated_errors" in raw:
+        errs = raw["tolerated_errors"]
+        if not isinstance(errs, list):
+            raise ConfigError(f"{where}.tolerated_errors: expected a list of regular expressions")
+        for e in errs:
+            try:
+                re.compile(str(e))
+            except re.error as exc:
+                raise ConfigError(f"{where}.tolerated_errors: {e!r} is not a regular expression ({exc})") from None
+        s = replace(s, tolerated_errors=tuple(str(e) for e in errs))
+    return s
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, resolved once."""
+
+    sources: tuple[str, ...] = ()
+    restore: str | int = 1
+    restore_jobs: int = 2
+    pg_bin: tuple[str, ...] = ()
+    work_dir: Path | None = None
+    reports_dir: Path = Path("reports")
+    defaults: SeriesSettings = SeriesSettings()
+    series: dict[str, SeriesSettings] = field(default_factory=dict)
+    config_file: Path | None = None
+    demo: bool = False
+
+    def for_series(self, name: str) -> SeriesSettings:
+        return self.series.get(name, self.defaults)
+
+    def restore_count(self, series: str) -> str | int:
+        own = self.for_series(series).restore
+        return own if own is not None else self.restore
+
+
+_TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series"}
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    section = data.get("backupcheck", {})
+    top = {k: v for k, v in data.items() if k != "backupcheck"}
+    merged = {**top, **section}
+    unknown = set(merged) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_TOP_KEYS))}")
+    return merged
+
+
+def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | None, base_dir: Path) -> Settings:
+    """Resolve explicit command line > config file > default, with ``is not None``."""
+
+    def pick(key: str, default: Any) -> Any:
+        if cli.get(key) is not None:
+            return cli[key]
+        if file_data.get(key) is not None:
+            return file_data[key]
+        return default
+
+    def rel(p: str) -> str:
+        # Paths in the config file are relative to the file; on the command line, to the current folder.
+        return p if "://" in p or Path(p).is_absolute() else str(base_dir / p)
+
+    sources_cli = cli.get("sources")
+    if sources_cli is not None:
+        sources = tuple(sources_cli)
+    else:
+        raw = file_data.get("sources", [])
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list):
+            raise ConfigError("sources: expected a list of folders or URLs")
+        sources = tuple(rel(str(s)) for s in raw)
+
+    restore = parse_restore(pick("restore", "newest"), "restore")
+    jobs_raw = pick("restore_jobs", 2)
+    try:
+        jobs = int(jobs_raw)
+        if jobs < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"restore_jobs = {jobs_raw!r}: expected a whole number of at least 1") from None
+    pg_bin_raw = cli.get("pg_bin") if cli.get("pg_bin") is not None else file_data.get("pg_bin", [])
+    if isinstance(pg_bin_raw, str):
+        pg_bin_raw = [pg_bin_raw]
+    pg_bin = tuple(rel(str(p)) if cli.get("pg_bin") is None else str(p) for p in pg_bin_raw)
+    def path_setting(key: str, default: str | None) -> str | None:
+        if cli.get(key) is not None:
+            return str(cli[key])
+        if file_data.get(key) is not None:
+            return rel(str(file_data[key]))
+        return default
+
+    work_dir = path_setting("work_dir", None)
+    reports_dir = path_setting("reports_dir", "reports")
+
+    defaults = _series_settings(file_data.get("defaults", {}) or {}, SeriesSettings(), "defaults")
+    series_raw = file_data.get("series", {}) or {}
+    if not isinstance(series_raw, dict):
+        raise ConfigError("[series]: expected tables like [series.orders]")
+    series = {name: _series_settings(raw or {}, defaults, f"series.{name}") for name, raw in series_raw.items()}
+    return Settings(
+        sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,
+        work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
+        defaults=defaults, series=series, config_file=config_file,
+    )

@@ -1,0 +1,257 @@
+"""Reports: HTML (self-contained), Allure and JUnit by default, a table of backups, and attachments."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Generator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from .options import SETTINGS, resolve
+
+ATTACHMENTS = pytest.StashKey[list[tuple[str, str]]]()
+_OUTCOMES = pytest.StashKey[dict[str, dict[str, object]]]()
+_RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
+
+
+def record_restore(node: pytest.Item, restored: object) -> None:
+    """Note a restore's time and errors on the test, for the summary and the attachments."""
+    result = getattr(restored, "result", None)
+    if result is None:
+        return
+    node.user_properties.append(("restore_seconds", round(result.seconds, 2)))
+
+
+def _runs_suites(config: pytest.Config) -> bool:
+    from .run import runs_suites
+
+    return runs_suites(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_OUTCOMES] = {}
+    if not _runs_suites(config) or hasattr(config, "workerinput"):
+        return
+    config.pluginmanager.register(Summary(config), "backupcheck-summary")
+    reports = resolve(config).reports_dir
+    opt = config.option
+    if getattr(opt, "htmlpath", None) is None:
+        opt.htmlpath = str(reports / "report.html")
+        opt.self_contained_html = True
+    if getattr(opt, "allure_report_dir", None) is None:
+        opt.allure_report_dir = str(reports / "allure-results")
+        opt.clean_alluredir = True
+    if getattr(opt, "xmlpath", None) is None:
+        opt.xmlpath = str(reports / "junit.xml")
+    Path(reports).mkdir(parents=True, exist_ok=True)
+
+
+# --- what each test shows -------------------------------------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from .collection import family_of, subject_of
+
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None:
+        return
+    for item in items:
+        family = family_of(item)
+        group, series = subject_of(item)
+        if not family:
+            continue
+        item.add_marker(pytest.mark.allure_label(family, label_type="feature"))
+        if series:
+            item.add_marker(pytest.mark.allure_label(series, label_type="story"))
+            item.add_marker(pytest.mark.allure_label(settings.for_series(series).severity, label_type="severity"))
+        item.add_marker(pytest.mark.allure_label("backupcheck", label_type="epic"))
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    # Allure's history id hashes the parameters: a dated backup would start a new history every night.
+    # Exclude it and add stable ones (series, and which backup of the series it is counted from the newest).
+    from .collection import subject_of
+
+    item.user_properties.append(("backup_group", subject_of(item)[0]))
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    backup = params.get("backup")
+    if backup is not None:
+        try:
+            import allure
+
+            from .run import RUN
+
+            listing = item.config.stash[RUN].listing
+            backups = listing.series_of(backup).backups
+            position = len(backups) - 1 - [b.key for b in backups].index(backup.key)
+            allure.dynamic.parameter("backup", backup.key, excluded=True)
+            allure.dynamic.parameter("series", backup.series)
+            allure.dynamic.parameter("slot", "newest" if position == 0 else f"newest-{position}")
+        except Exception:  # allure not active, or the listing is not there: nothing to label
+            pass
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" and not (report.when == "setup" and report.failed):
+        return
+    attachments = item.stash.get(ATTACHMENTS, [])
+    if not attachments:
+        return
+    try:
+        import pytest_html
+
+        extras = getattr(report, "extras", [])
+        for name, text in attachments:
+            extras.append(pytest_html.extras.text(text, name=name))
+        report.extras = extras
+    except ImportError:
+        pass
+    try:
+        import allure
+
+        for name, text in attachments:
+            allure.attach(text, name=name, attachment_type=allure.attachment_type.TEXT)
+    except Exception:
+        pass
+
+
+# --- the table of backups (controller side) --------------------------------------------------------
+
+
+def _age(now: datetime, then: datetime) -> str:
+    secs = int((now - then).total_seconds())
+    days, rem = divmod(secs, 86400)
+    return f"{days}d {rem // 3600}h" if days else f"{rem // 3600}h {rem % 3600 // 60}m"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def backup_rows(config: pytest.Config) -> list[dict[str, str]]:
+    from .run import RUN
+
+    state = config.stash.get(RUN, None)
+    if state is None:
+        return []
+    outcomes = config.stash[_OUTCOMES]
+    now = datetime.now(UTC)
+    rows = []
+    for b in state.listing.backups():
+        o = outcomes.get(b.key, {})
+        secs = o.get("restore_seconds")
+        rows.append({
+            "series": b.series, "time": b.taken_at.strftime("%Y-%m-%d %H:%M UTC"), "format": b.format_summary(),
+            "size": _size(b.size), "age": _age(now, b.taken_at),
+            "restore": f"{secs:.1f} s" if isinstance(secs, (int, float)) else "-",
+            "verdict": str(o.get("verdict", "not run")),
+        })
+    return rows
+
+
+_COLUMNS = ("series", "time", "format", "size", "age", "restore", "verdict")
+
+
+def _banner(config: pytest.Config) -> str:
+    settings = config.stash[SETTINGS]
+    if settings.demo:
+        return ("DEMO: no backups were configured, so this run verified a generated sample: a week of nightly "
+                "backups of a small shop database, one of them broken on purpose. Point --backups at your "
+                "backups (or set sources in backupcheck.toml) to verify real ones.")
+    return ""
+
+
+class Summary:
+    """Controller-side hooks that need the run's config: outcomes per backup, and the tables."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        group = props.get("backup_group")
+        if group is None:
+            return
+        row = self.config.stash[_OUTCOMES].setdefault(str(group), {"verdict": "skipped", "restore_seconds": None})
+        status = "error" if report.when != "call" and report.failed else report.outcome
+        if report.when == "call" or report.failed or report.skipped:
+            if _RANK.get(status, 0) > _RANK.get(str(row["verdict"]), 0):
+                row["verdict"] = "failed" if status == "error" else status
+        if "restore_seconds" in props:
+            row["restore_seconds"] = props["restore_seconds"]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_report_title(self, report) -> None:  # type: ignore[no-untyped-def]
+        demo = self.config.stash[SETTINGS].demo
+        report.title = "backupcheck — DEMO run on generated sample backups" if demo else "backupcheck — backup verification"
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
+        banner = _banner(self.config)
+        cells = "".join(f"<th>{c}</th>" for c in _COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(r[c])}</td>" for c in _COLUMNS) + "</tr>"
+            for r in backup_rows(self.config)
+        )
+        block = f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>"
+        if banner:
+            block = f"<p style='font-weight:bold;color:#b35900'>{html.escape(banner)}</p>" + block
+        prefix.append(block)
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:  # type: ignore[no-untyped-def]
+        rows = backup_rows(self.config)
+        if not rows:
+            return
+        tr = terminalreporter
+        tr.section("backups verified")
+        banner = _banner(self.config)
+        if banner:
+            tr.write_line(banner, yellow=True, bold=True)
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
+        tr.write_line("  ".join(c.ljust(widths[c]) for c in _COLUMNS))
+        for r in rows:
+            tr.write_line("  ".join(r[c].ljust(widths[c]) for c in _COLUMNS),
+                          red=r["verdict"] == "failed", green=r["verdict"] == "passed")
+        _github_summary(rows, banner)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from .run import RUN
+
+    state = config.stash.get(RUN, None)
+    if state is None or hasattr(config, "workerinput"):
+        return []
+    lines = [f"backupcheck: {len(state.listing.backups())} backup(s) in {len(state.listing.series)} series"]
+    banner = _banner(config)
+    if banner:
+        lines.insert(0, banner)
+    return lines
+
+
+def _github_summary(rows: list[dict[str, str]], banner: str) -> None:
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    lines = ["## backupcheck", ""]
+    if banner:
+        lines += [f"> {banner}", ""]
+    lines.append("| " + " | ".join(_COLUMNS) + " |")
+    lines.append("|" + "---|" * len(_COLUMNS))
+    lines += ["| " + " | ".join(r[c] for c in _COLUMNS) + " |" for r in rows]
+    with open(target, "a") as f:
+        f.write("\n".join(lines) + "\n")

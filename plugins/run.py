@@ -1,0 +1,108 @@
+"""The run's life: a private work folder, the demo when nothing is configured, and one shared listing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from backupcheck import listing_io
+from backupcheck.cluster import ClusterFactory, RunDir
+from backupcheck.discovery import discover
+from backupcheck.model import Listing
+from backupcheck.settings import ConfigError, build, load_file
+
+from .options import SETTINGS
+
+SUITES = Path(__file__).resolve().parent.parent / "suites"
+
+
+@dataclass
+class RunState:
+    rundir: Path
+    shared: Path  # the controller's folder: listing and evidence cache, shared by workers
+    listing: Listing
+    demo_dir: Path | None
+    _cm: RunDir
+    factory: ClusterFactory | None = None
+
+    def cluster_factory(self) -> ClusterFactory:
+        if self.factory is None:
+            self.factory = ClusterFactory(self.rundir)
+        return self.factory
+
+
+RUN = pytest.StashKey[RunState]()
+
+
+def runs_suites(config: pytest.Config) -> bool:
+    """True when this invocation collects the product's suites (not only our own tests)."""
+    for arg in config.args:
+        path = Path(str(arg).split("::")[0]).resolve()
+        if path == SUITES or SUITES in path.parents or path in SUITES.parents:
+            return True
+    return False
+
+
+def _demo_settings(config: pytest.Config, demo_dir: Path) -> None:
+    settings = config.stash[SETTINGS]
+    try:
+        data = load_file(demo_dir / "backupcheck.toml")
+        demo = build({}, data, demo_dir / "backupcheck.toml", demo_dir)
+    except ConfigError as exc:  # our own file: a bug, but say it plainly
+        raise pytest.UsageError(f"backupcheck demo: {exc}") from None
+    config.stash[SETTINGS] = replace(
+        settings, sources=(str(demo_dir / "demo-backups"),), series=demo.series, demo=True
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not runs_suites(config):
+        return
+    settings = config.stash[SETTINGS]
+    cm = RunDir(settings.work_dir)
+    rundir = cm.__enter__()
+    workerinput = getattr(config, "workerinput", None)
+    factory = ClusterFactory(rundir)
+    try:
+        if workerinput is not None and "backupcheck_listing" in workerinput:
+            shared = Path(workerinput["backupcheck_shared"])
+            demo_dir = Path(workerinput["backupcheck_demo"]) if workerinput.get("backupcheck_demo") else None
+            if demo_dir:
+                _demo_settings(config, demo_dir)
+            listing = listing_io.load(Path(workerinput["backupcheck_listing"]))
+        else:
+            shared = rundir
+            demo_dir = None
+            if not settings.sources:
+                from backupcheck import demo
+
+                demo_dir = rundir / "demo"
+                demo.build(demo_dir, factory, settings.pg_bin)
+                _demo_settings(config, demo_dir)
+            listing = discover([Path(s) for s in config.stash[SETTINGS].sources])
+            listing_io.dump(listing, rundir / "listing.json")
+    except BaseException:
+        cm.__exit__(None, None, None)
+        raise
+    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cm, factory)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(RUN, None)
+    if state is not None:
+        state._cm.__exit__(None, None, None)
+        del config.stash[RUN]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
+    """xdist, on the controller: hand every worker the one listing made here."""
+    state = node.config.stash.get(RUN, None)
+    if state is None:
+        return
+    node.workerinput["backupcheck_listing"] = str(state.rundir / "listing.json")
+    node.workerinput["backupcheck_shared"] = str(state.rundir)
+    node.workerinput["backupcheck_demo"] = str(state.demo_dir) if state.demo_dir else ""

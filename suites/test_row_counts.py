@@ -1,0 +1,42 @@
+"""Row counts: tables hold the rows they should, and none lost most of them overnight."""
+
+from __future__ import annotations
+
+import pytest
+
+from backupcheck.checks import restoring
+from backupcheck.model import render
+
+
+def _table(counts, before=None):
+    lines = [f"{'table':40} {'rows':>12} {'previous':>12}"]
+    for key in sorted(counts):
+        prev = "" if before is None else f"{before.get(key, 0):>12,}"
+        now = "missing" if counts[key] is None else f"{counts[key]:,}"
+        lines.append(f"{key:40} {now:>12} {prev}")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def row_counts(restored):
+    return restored.require().row_counts()
+
+
+@pytest.mark.needs_restore
+@pytest.mark.when_configured("critical_tables")
+def test_critical_tables_meet_their_minimum_rows(backup, row_counts, series_settings, attach):
+    """Every critical table exists, is non-empty and holds at least its configured minimum of rows."""
+    attach("row counts", _table(row_counts))
+    findings = restoring.critical_tables(backup.key, row_counts, series_settings)
+    assert not findings, render(findings)
+
+
+@pytest.mark.needs_restore
+def test_no_table_lost_more_rows_than_allowed_since_previous_backup(backup, row_counts, previous_counts, series_settings, attach):
+    """No table holds fewer rows than the previous backup by more than the allowed share (default 20%)."""
+    previous_key, before = previous_counts
+    if previous_key is None:
+        pytest.skip(f"{backup.key} has no earlier readable backup to compare with")
+    attach("row counts", _table(row_counts, before))
+    findings = restoring.row_drops(backup.key, backup.series, previous_key, row_counts, before, series_settings)
+    assert not findings, render(findings)
