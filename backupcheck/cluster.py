@@ -248,23 +248,52 @@ class Cluster:
             proc.wait(timeout=10)
 
 
-class ClusterFactory:
-    """Makes clusters from one template data directory per installation (initdb once, copy after)."""
+def fast_base() -> Path | None:
+    """A RAM-backed folder for data directories, when the machine has one (Linux: /dev/shm)."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None
 
-    def __init__(self, rundir: Path) -> None:
+
+def free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+class ClusterFactory:
+    """Makes clusters from one template data directory per installation (initdb once, copy after).
+
+    With ``fastdir`` (a tmpfs run folder), templates and clusters whose expected
+    size fits comfortably live in RAM: a cluster starts in 0.1 s there against
+    about 1 s on a disk mounted with ``discard`` right after a delete.
+    """
+
+    RESERVE = 2 * 1024**3  # leave this much of the tmpfs free
+
+    def __init__(self, rundir: Path, fastdir: Path | None = None) -> None:
         self.rundir = rundir
+        self.fastdir = fastdir
         self._templates: dict[Path, Path] = {}
         self._lock = threading.Lock()
         self._count = 0
+
+    def _place(self, need_bytes: int) -> Path:
+        if self.fastdir is not None and free_bytes(self.fastdir) > need_bytes + self.RESERVE:
+            return self.fastdir
+        return self.rundir
 
     def template(self, inst: Installation) -> Path:
         with self._lock:
             if inst.bindir in self._templates:
                 return self._templates[inst.bindir]
-            path = self.rundir / f"template-{inst.version}"
+            base = self._place(64 * 1024**2)
+            path = base / f"template-{inst.version}"
             user = _server_user()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            holder = self.rundir / f"template-{inst.version}.owner"
+            holder = base / f"template-{inst.version}.owner"
             holder.mkdir()
             if user:
                 os.chown(holder, *user)
@@ -286,9 +315,10 @@ class ClusterFactory:
             self._templates[inst.bindir] = path
             return path
 
-    def cluster(self, inst: Installation) -> Cluster:
+    def cluster(self, inst: Installation, need_bytes: int = 0) -> Cluster:
+        """A cluster (not yet started) with room for about ``need_bytes`` of restored data."""
         template = self.template(inst)
         with self._lock:
             self._count += 1
-            home = self.rundir / f"cluster-{self._count}"
+            home = self._place(need_bytes) / f"cluster-{self._count}"
         return Cluster(inst, template, home)

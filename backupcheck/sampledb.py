@@ -96,8 +96,11 @@ def pg_dump(cluster: Cluster, dbname: str, target: Path, fmt: str = "custom", gz
     flag = {"custom": "-Fc", "directory": "-Fd", "tar": "-Ft", "plain": "-Fp"}[fmt]
     binary = tool or cluster.installation.tool("pg_dump")
     out = target.with_name(target.name + ".raw") if gzip_outer else target
-    subprocess.run([binary, flag, "-f", str(out), *extra, dbname], check=True, env=cluster.env(),
-                   capture_output=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([binary, flag, "-f", str(out), *extra, dbname], env=cluster.env(), capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_dump of {dbname} failed: {proc.stderr.strip()}")
     if gzip_outer:
         with open(out, "rb") as src, gzip.open(target, "wb", compresslevel=1) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -107,5 +110,8 @@ def pg_dump(cluster: Cluster, dbname: str, target: Path, fmt: str = "custom", gz
 
 def pg_dumpall(cluster: Cluster, target: Path, tool: str | None = None) -> Path:
     binary = tool or cluster.installation.tool("pg_dumpall")
-    subprocess.run([binary, "-f", str(target)], check=True, env=cluster.env(), capture_output=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([binary, "-f", str(target)], env=cluster.env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_dumpall failed: {proc.stderr.strip()}")
     return target

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from backupcheck import listing_io
-from backupcheck.cluster import ClusterFactory, RunDir
+from backupcheck.cluster import ClusterFactory, RunDir, fast_base
 from backupcheck.discovery import discover
 from backupcheck.model import Listing
 from backupcheck.settings import ConfigError, build, load_file
@@ -24,13 +24,12 @@ class RunState:
     shared: Path  # the controller's folder: listing and evidence cache, shared by workers
     listing: Listing
     demo_dir: Path | None
-    _cm: RunDir
-    factory: ClusterFactory | None = None
+    _cms: list[RunDir]
+    factory: ClusterFactory
 
-    def cluster_factory(self) -> ClusterFactory:
-        if self.factory is None:
-            self.factory = ClusterFactory(self.rundir)
-        return self.factory
+    def close(self) -> None:
+        for cm in reversed(self._cms):
+            cm.__exit__(None, None, None)
 
 
 RUN = pytest.StashKey[RunState]()
@@ -62,10 +61,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if not runs_suites(config):
         return
     settings = config.stash[SETTINGS]
-    cm = RunDir(settings.work_dir)
-    rundir = cm.__enter__()
+    cms = [RunDir(settings.work_dir)]
+    rundir = cms[0].__enter__()
+    fastdir = None
+    if settings.work_dir is None and fast_base() is not None:
+        # No folder chosen: keep data directories in RAM when they fit (see ClusterFactory).
+        cms.append(RunDir(fast_base()))
+        fastdir = cms[1].__enter__()
     workerinput = getattr(config, "workerinput", None)
-    factory = ClusterFactory(rundir)
+    factory = ClusterFactory(rundir, fastdir)
     try:
         if workerinput is not None and "backupcheck_listing" in workerinput:
             shared = Path(workerinput["backupcheck_shared"])
@@ -85,15 +89,16 @@ def pytest_configure(config: pytest.Config) -> None:
             listing = discover([Path(s) for s in config.stash[SETTINGS].sources])
             listing_io.dump(listing, rundir / "listing.json")
     except BaseException:
-        cm.__exit__(None, None, None)
+        for cm in reversed(cms):
+            cm.__exit__(None, None, None)
         raise
-    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cm, factory)
+    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(RUN, None)
     if state is not None:
-        state._cm.__exit__(None, None, None)
+        state.close()
         del config.stash[RUN]
 
 

@@ -1,0 +1,119 @@
+"""Fixtures for our own tests: real clusters, real dumps, and a way to run the suites end to end."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from backupcheck import pgbin
+from backupcheck.cluster import ClusterFactory, RunDir
+
+from . import farm as farmlib
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+SUITES = REPO / "suites"
+
+
+@pytest.fixture(scope="session")
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def pg_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    with RunDir(tmp_path_factory.mktemp("clusters")) as rundir:
+        yield ClusterFactory(rundir)
+
+
+@pytest.fixture(scope="session")
+def farm(pg_run: ClusterFactory, now: datetime) -> Iterator[farmlib.Farm]:
+    """A PostgreSQL 15 server (the oldest here) holding the sample database at four nights."""
+    inst = pgbin.pick(15)
+    with pg_run.cluster(inst) as cluster:
+        f = farmlib.Farm(cluster, now)
+        farmlib.make_states(f)
+        yield f
+
+
+@pytest.fixture(scope="session")
+def clean_dir(farm: farmlib.Farm, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clean")
+    farmlib.build_clean(farm, root)
+    farmlib.add_git_bundles(root, farm.now)
+    return root
+
+
+@pytest.fixture(scope="session")
+def faulty(farm: farmlib.Farm, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, set[str]]]:
+    root = tmp_path_factory.mktemp("faulty")
+    expected = farmlib.build_faulty(farm, root)
+    return root, expected
+
+
+@pytest.fixture
+def marker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder anyone may write to, so a command run by the server's OS user would leave its mark."""
+    d = tmp_path_factory.mktemp("marker")
+    os.chmod(d, 0o777)
+    for parent in d.parents:
+        if str(parent).startswith(str(tmp_path_factory.getbasetemp().parent)):
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    return d
+
+
+@dataclass
+class SuiteRun:
+    """What one run of the suites did, test by test."""
+
+    ret: int
+    stdout: str
+    outcomes: dict[str, str] = field(default_factory=dict)  # "test_name[id]" -> passed/failed/error/skipped
+    messages: dict[str, str] = field(default_factory=dict)
+    reports: Path = Path()
+
+    def with_outcome(self, outcome: str) -> set[str]:
+        return {k for k, v in self.outcomes.items() if v == outcome}
+
+    def failed(self) -> set[str]:
+        return self.with_outcome("failed") | self.with_outcome("error")
+
+
+def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    outcomes, messages = {}, {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = case.get("name", "")
+        outcome, text = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
+                text = (child.get("message") or "") + "\n" + (child.text or "")
+        outcomes[name] = outcome
+        messages[name] = text
+    return outcomes, messages
+
+
+@pytest.fixture
+def run_suites(pytester: pytest.Pytester, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run the product's suites in a fresh pytest process; reports and work files stay in tmp_path."""
+
+    def run(*args: str, config: str | None = None, work: Path | None = None, suites: Path = SUITES) -> SuiteRun:
+        reports = tmp_path / "reports"
+        cfg = tmp_path / "backupcheck.toml"
+        cfg.write_text(config or "")
+        work_dir = work or (tmp_path / "work")
+        cmd = [str(suites), "--backup-config", str(cfg), "--work-dir", str(work_dir),
+               "--reports-dir", str(reports), "-p", "no:randomly", *args]
+        result = pytester.runpytest_subprocess(*cmd, timeout=600)
+        junit = reports / "junit.xml"
+        outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})
+        return SuiteRun(result.ret, result.stdout.str() + result.stderr.str(), outcomes, messages, reports)
+
+    return run

@@ -1,0 +1,259 @@
+"""Build folders of real backups, made by real pg_dump, shaped like the ones users keep."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import lz4.frame
+import psycopg
+import zstandard
+
+from backupcheck import pgbin, sampledb
+from backupcheck.cluster import Cluster
+
+NIGHTS = 4
+
+
+def nights(now: datetime, count: int = NIGHTS, end_offset_days: int = 0) -> list[datetime]:
+    last = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    if last > now:
+        last -= timedelta(days=1)
+    last -= timedelta(days=end_offset_days)
+    return [last - timedelta(days=i) for i in reversed(range(count))]
+
+
+def stamp(path: Path, when: datetime) -> None:
+    t = when.timestamp()
+    os.utime(path, (t, t))
+
+
+def gz(path: Path) -> Path:
+    target = path.with_name(path.name + ".gz")
+    with open(path, "rb") as src, gzip.open(target, "wb", compresslevel=1) as dst:
+        shutil.copyfileobj(src, dst)
+    path.unlink()
+    return target
+
+
+@dataclass
+class Farm:
+    """A database at several nights, and the tools that dump it."""
+
+    cluster: Cluster
+    now: datetime
+    states: list[str] = field(default_factory=list)  # database name per night
+
+    def tool(self, major: int, name: str) -> str:
+        for inst in pgbin.installations():
+            if inst.major == major and inst.has(name):
+                return inst.tool(name)
+        raise LookupError(f"no PostgreSQL {major} {name}")
+
+    def sql(self, db: str, statement: str) -> None:
+        with psycopg.connect(**self.cluster.conninfo(db), autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute(statement)
+
+    def clone(self, source: str, name: str) -> str:
+        self.sql("postgres", f'create database "{name}" template "{source}"')
+        return name
+
+    def dump(self, db: str, target: Path, fmt: str = "custom", major: int | None = None,
+             extra: tuple[str, ...] = ()) -> Path:
+        tool = self.tool(major, "pg_dump") if major else None
+        return sampledb.pg_dump(self.cluster, db, target, fmt, extra=extra, tool=tool)
+
+
+def make_states(farm: Farm, count: int = NIGHTS) -> None:
+    """One database per night; each night adds a batch of rows to the one before."""
+    sampledb.create(farm.cluster, "night0", scale=0.3)
+    farm.states = ["night0"]
+    for i in range(1, count):
+        name = farm.clone(farm.states[-1], f"night{i}")
+        with psycopg.connect(**farm.cluster.conninfo(name), autocommit=True) as conn:  # type: ignore[arg-type]
+            sampledb.populate(conn, scale=0.02, start=10 * i)
+        farm.states.append(name)
+
+
+def build_clean(farm: Farm, root: Path) -> dict[str, int]:
+    """Every shape users keep, all intact; returns series name -> number of backups."""
+    times = nights(farm.now)
+    expected: dict[str, int] = {}
+
+    def series(name: str) -> None:
+        expected[name] = len(times)
+
+    for i, when in enumerate(times):
+        db = farm.states[i]
+        ts = when.strftime("%Y%m%d_%H%M%S")
+        # custom format, with a sidecar checksum as backup scripts write it
+        p = farm.dump(db, root / "custom" / f"shop_{ts}.dump")
+        (p.parent / (p.name + ".sha256")).write_text(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n")
+        # custom format named .sql and gzipped (a common script mistake that must still be handled)
+        raw = farm.dump(db, root / "scripts" / f"scenescout_backup_{ts}.sql")
+        gz(raw)
+        # plain dumps: a bare one, and schema/data pairs gzipped
+        farm.dump(db, root / "plain" / f"backup_{ts}.sql", "plain")
+        gz(farm.dump(db, root / "pairs" / f"schema_{ts}.sql", "plain", extra=("--schema-only",)))
+        gz(farm.dump(db, root / "pairs" / f"data_{ts}.sql", "plain", extra=("--data-only",)))
+        # directory and tar formats, made by pg_dump 16 and 18 from the embedded wheel
+        farm.dump(db, root / "dir16" / f"vercel_{ts}", "directory", major=16)
+        farm.dump(db, root / "tar18" / f"analytics_{ts}.tar", "tar", major=18)
+        # plain compressed with zstd, lz4 and bz2
+        body = (farm.dump(db, root / "tmp" / f"x_{ts}.sql", "plain")).read_bytes()
+        (root / "zstd").mkdir(exist_ok=True)
+        (root / "zstd" / f"reports_{ts}.sql.zst").write_bytes(zstandard.ZstdCompressor().compress(body))
+        (root / "lz4").mkdir(exist_ok=True)
+        (root / "lz4" / f"ledger_{ts}.sql.lz4").write_bytes(lz4.frame.compress(body))
+        (root / "bz2").mkdir(exist_ok=True)
+        (root / "bz2" / f"archive_{ts}.sql.bz2").write_bytes(bz2.compress(body))
+        # a Supabase dashboard download: pg_dumpall, gzipped, named DD-MM-YYYY@HH-MM-SS
+        gz(sampledb.pg_dumpall(farm.cluster, root / "supabase" / f"db_cluster-{when:%d-%m-%Y@%H-%M-%S}.backup"))
+        # a timestamped folder holding database.sql and configuration.json
+        folder = root / "folders" / f"backup-{when:%Y-%m-%dT%H-%M-%S}-000Z"
+        folder.mkdir(parents=True)
+        farm.dump(db, folder / "database.sql", "plain")
+        (folder / "configuration.json").write_text(json.dumps({"app": "shop", "night": i}))
+        # config JSON files and a tarball of them
+        (root / "configs").mkdir(exist_ok=True)
+        cfg = root / "configs" / f"settings_{ts}.json"
+        cfg.write_text(json.dumps({"feature_flags": {"beta": i % 2 == 0}, "night": i}))
+        tarball = root / "configs" / f"storage_{ts}.tar.gz"
+        subprocess.run(["tar", "-czf", str(tarball), "-C", str(root / "configs"), cfg.name], check=True)
+    shutil.rmtree(root / "tmp")
+    for d in root.rglob("*"):
+        t = _time_of(d.name, times)
+        if t:
+            stamp(d, t)
+    for name in ("shop", "scenescout_backup", "backup", "pairs", "vercel", "analytics", "reports", "ledger",
+                 "archive", "db_cluster", "backup-folders", "settings", "storage"):
+        series(name)
+    return expected
+
+
+def _time_of(name: str, times: list[datetime]) -> datetime | None:
+    from backupcheck.timestamps import find_timestamp
+
+    found = find_timestamp(name)
+    return found.when if found else None
+
+
+def add_git_bundles(root: Path, now: datetime) -> None:
+    repo = root / "_repo"
+    repo.mkdir(parents=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    # A repository with some history, so a night's commit changes the bundle's size only a little.
+    (repo / "schema.sql").write_text("".join(f"-- line {n} {'x' * (n % 70)}\n" for n in range(4000)))
+    for i, when in enumerate(nights(now)):
+        (repo / "migrations.sql").write_text(f"-- migration {i}\n")
+        subprocess.run(["git", "-C", str(repo), "add", "."], check=True, env=env)
+        subprocess.run(["git", "-C", str(repo), "commit", "-qm", f"night {i}"], check=True, env=env)
+        bundle = root / "bundles" / f"infra_{when:%Y%m%d_%H%M%S}.bundle"
+        bundle.parent.mkdir(exist_ok=True)
+        subprocess.run(["git", "-C", str(repo), "bundle", "create", "-q", str(bundle), "--all"], check=True,
+                       env=env, capture_output=True)
+        stamp(bundle, when)
+    shutil.rmtree(repo)
+
+
+def build_faulty(farm: Farm, root: Path) -> dict[str, set[str]]:
+    """One planted fault per family; returns test name -> the ids that must fail it."""
+    times = nights(farm.now)
+    last = len(times) - 1
+    k = [t.strftime("%Y%m%dT%H%M%SZ") for t in times]
+    ts = [t.strftime("%Y%m%d_%H%M%S") for t in times]
+
+    # 1. a truncated gzip in a schema/data pair (second night)
+    for i, when in enumerate(times):
+        db = farm.states[i]
+        gz(farm.dump(db, root / "pairs" / f"schema_{ts[i]}.sql", "plain", extra=("--schema-only",)))
+        data = gz(farm.dump(db, root / "pairs" / f"data_{ts[i]}.sql", "plain", extra=("--data-only",)))
+        if i == 1:
+            blob = data.read_bytes()
+            data.write_bytes(blob[: int(len(blob) * 0.9)])
+
+    # 2. bit rot inside a gzipped custom archive (second night)
+    for i in range(len(times)):
+        p = gz(farm.dump(farm.states[i], root / "orders" / f"orders_{ts[i]}.sql"))
+        if i == 1:
+            blob = bytearray(p.read_bytes())
+            blob[len(blob) // 2] ^= 0xFF
+            p.write_bytes(bytes(blob))
+
+    # 3. invalid JSON in a timestamped folder (second night)
+    for i, when in enumerate(times):
+        folder = root / "folders" / f"backup-{when:%Y-%m-%dT%H-%M-%S}-000Z"
+        folder.mkdir(parents=True)
+        farm.dump(farm.states[i], folder / "database.sql", "plain")
+        (folder / "configuration.json").write_text('{"app": "shop", "night": ' + ("" if i == 1 else str(i)) + "}")
+
+    # 4. orphans hidden behind a NOT VALID foreign key (newest night)
+    bad = farm.clone(farm.states[last], "orphans")
+    farm.sql(bad, "insert into audit_log values (900001, 990001, 'ghost', now()), (900002, 990002, 'ghost', now())")
+    farm.sql(bad, "alter table audit_log add constraint audit_log_user_fk foreign key (user_id) references users(id) not valid")
+    for i in range(len(times)):
+        farm.dump(bad if i == last else farm.states[i], root / "shop" / f"shop_{ts[i]}.dump")
+
+    # 5. a table that lost most of its rows since the previous night (newest night)
+    lost = farm.clone(farm.states[last], "lost_rows")
+    farm.sql(lost, "delete from audit_log where id % 10 <> 0")
+    for i in range(len(times)):
+        farm.dump(lost if i == last else farm.states[i], root / "crm" / f"crm_{ts[i]}.dump")
+
+    # 6. a series that stopped three nights ago
+    for i, when in enumerate(nights(farm.now, end_offset_days=3)):
+        p = farm.dump(farm.states[i], root / "billing" / f"billing_{when:%Y%m%d_%H%M%S}.dump")
+        stamp(p, when)
+
+    # 7. a dump far smaller than usual (the night before the newest, so the newest still compares fine)
+    tiny = farm.clone("night0", "tiny")
+    farm.sql(tiny, "truncate order_items, orders, audit_log, users cascade")
+    for i in range(len(times)):
+        farm.dump(tiny if i == last - 1 else farm.states[i], root / "events" / f"events_{ts[i]}.dump")
+
+    for d in root.rglob("*"):
+        t = _time_of(d.name, times) if "billing" not in str(d) else None
+        if t:
+            stamp(d, t)
+    return {
+        "test_every_artifact_is_complete_and_readable": {f"pairs-{k[1]}", f"orders-{k[1]}", f"backup-{k[1]}"},
+        "test_every_foreign_key_has_no_orphans": {f"shop-{k[last]}"},
+        "test_no_table_lost_more_rows_than_allowed_since_previous_backup": {f"crm-{k[last]}"},
+        "test_newest_backup_is_within_rpo": {"billing"},
+        "test_backup_size_is_within_tolerance_of_usual": {f"events-{k[last - 1]}"},
+    }
+
+
+HOSTILE_LINES = {
+    "shell": "\\! touch {marker}\n",
+    "pipe": "\\o |touch {marker}\nSELECT 1;\n\\o\n",
+    "program": "COPY public.users (id) TO PROGRAM 'touch {marker}';\n",
+    "backtick": "\\set x `touch {marker}`\n",
+}
+
+
+def build_hostile(farm: Farm, root: Path, marker: Path) -> dict[str, Path]:
+    """Plain dumps carrying commands for the host, one kind each; none of them may run."""
+    out = {}
+    times = nights(farm.now, count=1)
+    for kind, line in HOSTILE_LINES.items():
+        clean = farm.dump(farm.states[-1], root / "tmp" / f"{kind}.sql", "plain")
+        text = clean.read_text()
+        cut = text.index("CREATE TABLE")
+        body = text[:cut] + line.format(marker=marker) + text[cut:]
+        target = root / kind / f"{kind}_{times[0]:%Y%m%d_%H%M%S}.sql"
+        target.parent.mkdir(parents=True)
+        target.write_text(body)
+        out[kind] = target
+    shutil.rmtree(root / "tmp")
+    return out
