@@ -147,6 +147,26 @@ def _server_user() -> tuple[int, int] | None:
     raise ServerStartError("running as root and no unprivileged user 'nobody' exists to run PostgreSQL")
 
 
+def check_reachable(folder: Path) -> None:
+    """As root the server runs as 'nobody', who must be able to pass through every parent folder."""
+    user = _server_user()
+    if user is None:
+        return
+    for parent in [folder, *folder.parents]:
+        try:
+            st = parent.stat()
+        except OSError:
+            continue
+        if st.st_uid == user[0]:
+            continue
+        if not st.st_mode & 0o001:
+            raise ServerStartError(
+                f"PostgreSQL runs as the unprivileged user 'nobody' here (initdb refuses root), and 'nobody' "
+                f"cannot enter {parent} (mode {oct(st.st_mode & 0o777)}). Fix: choose a --work-dir (config: "
+                f"work_dir) outside private folders, or allow passing through with: chmod o+x {parent}"
+            )
+
+
 class Cluster:
     """One running disposable server on a unix socket; use as a context manager."""
 
@@ -291,6 +311,7 @@ class ClusterFactory:
             if inst.bindir in self._templates:
                 return self._templates[inst.bindir]
             base = self._place(64 * 1024**2)
+            check_reachable(base)
             path = base / f"template-{inst.version}"
             user = _server_user()
             holder = base / f"template-{inst.version}.owner"

@@ -75,9 +75,25 @@ def places_to_look(extra: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
-def _version_of(binary: Path) -> str | None:
+def _server_user() -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
     try:
-        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=15).stdout
+        pw = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _version_of(binary: Path) -> str | None:
+    """The version, asked as the user the server will run as (as root: nobody, who must reach the binary)."""
+    user = _server_user()
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=15,
+                             user=user[0] if user else None, group=user[1] if user else None,
+                             extra_groups=[] if user else None, cwd="/").stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = _VERSION.search(out)

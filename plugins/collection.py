@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from backupcheck.model import Backup, Listing, safe_id
@@ -13,6 +15,34 @@ from .run import RUN
 FAMILIES = ("integrity", "size", "freshness", "restore", "row_counts", "relations")
 RESTORE_BASED = frozenset({"restore", "row_counts", "relations"})
 RESTORE_PLANNED = pytest.StashKey[frozenset[str]]()
+
+
+_PARAM = re.compile(r"\[([^\[\]]*)\](?:@[^\]]*)?$")
+
+
+def group_of_nodeid(nodeid: str) -> str:
+    """A test's group from its id alone: the backup key (or series) in brackets; 'run' for the rest."""
+    m = _PARAM.search(nodeid)
+    return m.group(1) if m else "run"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """Send all tests of one backup to one worker, so it is restored once.
+
+    xdist's own loadgroup relies on rewriting node ids, which pytest 9.2 no longer
+    allows (the xdist_group marks are then silently ignored); grouping by the
+    backup key that every test id carries needs no such rewrite.
+    """
+    if config.stash.get(RUN, None) is None or config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BackupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of_nodeid(nodeid)
+
+    return BackupScheduling(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,8 +103,9 @@ def subject_of(item: pytest.Item) -> tuple[str, str]:
     return "run", ""
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before -k and xdist look: markers, keywords, groups and order."""
     if config.stash.get(RUN, None) is None:
         return
     kept, dropped = [], []
@@ -89,7 +120,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.add_marker(getattr(pytest.mark, family))
         if family in RESTORE_BASED:
             item.extra_keyword_matches.add("restore")
-        item.add_marker(pytest.mark.xdist_group(name=group))
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -104,6 +134,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     kept.sort(key=sort_key)
     items[:] = kept
-    config.stash[RESTORE_PLANNED] = frozenset(
-        subject_of(i)[0] for i in kept if i.get_closest_marker("needs_restore")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """After -k and -m: which backups this run restores (their integrity read is the restore itself)."""
+    session.config.stash[RESTORE_PLANNED] = frozenset(
+        subject_of(i)[0] for i in session.items if i.get_closest_marker("needs_restore")
     )

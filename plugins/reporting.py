@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+import json
 import os
+import warnings
 from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +19,36 @@ _OUTCOMES = pytest.StashKey[dict[str, dict[str, object]]]()
 _RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
 
 
+_LOGGED = pytest.StashKey[set[str]]()
+
+
 def record_restore(node: pytest.Item, restored: object) -> None:
-    """Note a restore's time and errors on the test, for the summary and the attachments."""
+    """Note a restore's time on the test (for the summary) and once in reports/restore-log.jsonl (RTO evidence)."""
     result = getattr(restored, "result", None)
     if result is None:
         return
     node.user_properties.append(("restore_seconds", round(result.seconds, 2)))
+    logged = node.config.stash.setdefault(_LOGGED, set())
+    if result.backup in logged:
+        return
+    logged.add(result.backup)
+    backup = restored.backup  # type: ignore[attr-defined]
+    line = json.dumps({
+        "backup": result.backup, "series": backup.series, "taken_at": backup.taken_at.isoformat(),
+        "restored_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(result.seconds, 3),
+        "tool": result.tool, "harmful_errors": len(result.harmful), "errors": len(result.errors),
+        "aborted": result.aborted, "pid": os.getpid(),
+    })
+    path = node.config.stash[SETTINGS].reports_dir / "restore-log.jsonl"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())  # one write per line: xdist workers append safely
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a report that cannot be written must not fail the check
+        warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
 
 
 def _runs_suites(config: pytest.Config) -> bool:
@@ -48,6 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(opt, "xmlpath", None) is None:
         opt.xmlpath = str(reports / "junit.xml")
     Path(reports).mkdir(parents=True, exist_ok=True)
+    (Path(reports) / "restore-log.jsonl").unlink(missing_ok=True)  # this run's restores only
 
 
 # --- what each test shows -------------------------------------------------------------------

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from backupcheck import pgbin
-from backupcheck.cluster import ClusterFactory, RunDir
+from backupcheck.cluster import ClusterFactory, RunDir, fast_base
 
 from . import farm as farmlib
 
@@ -24,13 +26,23 @@ SUITES = REPO / "suites"
 
 @pytest.fixture(scope="session")
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @pytest.fixture(scope="session")
-def pg_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
-    with RunDir(tmp_path_factory.mktemp("clusters")) as rundir:
-        yield ClusterFactory(rundir)
+def pg_run() -> Iterator[ClusterFactory]:
+    # In the system temp folder, not pytest's private one: as root the server runs as 'nobody'.
+    with RunDir() as rundir, RunDir(fast_base()) as fastdir:
+        yield ClusterFactory(rundir, fastdir)
+
+
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A work folder the server's OS user can reach, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="bc-work-"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -108,9 +120,9 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path):  # type: ignore[no-un
         reports = tmp_path / "reports"
         cfg = tmp_path / "backupcheck.toml"
         cfg.write_text(config or "")
-        work_dir = work or (tmp_path / "work")
-        cmd = [str(suites), "--backup-config", str(cfg), "--work-dir", str(work_dir),
-               "--reports-dir", str(reports), "-p", "no:randomly", *args]
+        cmd = [str(suites), "--backup-config", str(cfg), "--reports-dir", str(reports), *args]
+        if work is not None:
+            cmd += ["--work-dir", str(work)]
         result = pytester.runpytest_subprocess(*cmd, timeout=600)
         junit = reports / "junit.xml"
         outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import lz4.frame
@@ -174,7 +174,7 @@ def build_faulty(farm: Farm, root: Path) -> dict[str, set[str]]:
     ts = [t.strftime("%Y%m%d_%H%M%S") for t in times]
 
     # 1. a truncated gzip in a schema/data pair (second night)
-    for i, when in enumerate(times):
+    for i in range(len(times)):
         db = farm.states[i]
         gz(farm.dump(db, root / "pairs" / f"schema_{ts[i]}.sql", "plain", extra=("--schema-only",)))
         data = gz(farm.dump(db, root / "pairs" / f"data_{ts[i]}.sql", "plain", extra=("--data-only",)))
@@ -248,7 +248,9 @@ def build_hostile(farm: Farm, root: Path, marker: Path) -> dict[str, Path]:
     times = nights(farm.now, count=1)
     for kind, line in HOSTILE_LINES.items():
         clean = farm.dump(farm.states[-1], root / "tmp" / f"{kind}.sql", "plain")
-        text = clean.read_text()
+        # As the Supabase CLI writes them: \restrict commented out, so psql has no protection.
+        text = "\n".join("-- " + ln if ln.startswith(("\\restrict", "\\unrestrict")) else ln
+                         for ln in clean.read_text().splitlines()) + "\n"
         cut = text.index("CREATE TABLE")
         body = text[:cut] + line.format(marker=marker) + text[cut:]
         target = root / kind / f"{kind}_{times[0]:%Y%m%d_%H%M%S}.sql"
