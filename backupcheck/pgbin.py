@@ -126,11 +126,14 @@ def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "") -> I
     """The closest installation at or above ``min_major`` (the newest minor of that major).
 
     The closest major restores a dump most faithfully; the newest minor carries
-    the latest security fixes.
+    the latest security fixes. Installations named with --pg-bin come first.
     """
     found = installations(extra)
     need = min_major or 0
     fitting = [i for i in found if i.major >= need]
+    chosen = [i for i in fitting if i.origin == "--pg-bin"]
+    if chosen:  # the user named these: they win whenever they can restore the dump
+        fitting = chosen
     if fitting:
         closest = min(i.major for i in fitting)
         return max((i for i in fitting if i.major == closest), key=lambda i: i.minor)

@@ -62,6 +62,11 @@ def selected_for_restore(listing: Listing, settings: Settings) -> list[Backup]:
     return chosen
 
 
+def _configured(value: object) -> bool:
+    """A zero RTO is a setting; an empty list of tables is not."""
+    return value is not None and value != ()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wants_backup = "backup" in metafunc.fixturenames
     wants_series = "series" in metafunc.fixturenames
@@ -75,7 +80,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if wants_series:
         series = list(state.listing.series)
         if marker:
-            series = [s for s in series if getattr(settings.for_series(s.name), marker.args[0])]
+            series = [s for s in series if _configured(getattr(settings.for_series(s.name), marker.args[0]))]
         metafunc.parametrize("series", series, ids=[safe_id(s.name) for s in series])
         return
     if metafunc.definition.get_closest_marker("needs_restore"):
@@ -83,7 +88,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     else:
         backups = state.listing.backups()
     if marker:
-        backups = [b for b in backups if getattr(settings.for_series(b.series), marker.args[0])]
+        backups = [b for b in backups if _configured(getattr(settings.for_series(b.series), marker.args[0]))]
     metafunc.parametrize("backup", backups, ids=[b.key for b in backups])
 
 

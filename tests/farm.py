@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -126,8 +127,8 @@ def build_clean(farm: Farm, root: Path) -> dict[str, int]:
         (root / "configs").mkdir(exist_ok=True)
         cfg = root / "configs" / f"settings_{ts}.json"
         cfg.write_text(json.dumps({"feature_flags": {"beta": i % 2 == 0}, "night": i}))
-        tarball = root / "configs" / f"storage_{ts}.tar.gz"
-        subprocess.run(["tar", "-czf", str(tarball), "-C", str(root / "configs"), cfg.name], check=True)
+        with tarfile.open(root / "configs" / f"storage_{ts}.tar.gz", "w:gz") as tar:
+            tar.add(cfg, arcname=cfg.name)
     shutil.rmtree(root / "tmp")
     for d in root.rglob("*"):
         t = _time_of(d.name, times)

@@ -1,0 +1,38 @@
+"""The README stays true: its config example parses, its options exist, CI runs its test command."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from backupcheck.settings import build
+
+from .conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_config_example_is_valid(tmp_path):
+    block = re.search(r"```toml\n(.*?)```", README, re.S)
+    assert block is not None
+    data = tomllib.loads(block.group(1))
+    settings = build({}, data, tmp_path / "backupcheck.toml", tmp_path)
+    shop = settings.for_series("shop")
+    assert shop.rto is not None and shop.critical_tables and shop.relations and shop.severity == "critical"
+
+
+def test_every_option_the_readme_names_exists(pytester):
+    help_text = pytester.runpytest_subprocess("--help", "-p", "plugins.options").stdout.str()
+    named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - {"--help"}
+    missing = [opt for opt in sorted(named) if opt not in help_text]
+    assert missing == []
+
+
+def test_ci_runs_the_readmes_test_command():
+    commands = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert commands is not None
+    lines = [line.split("#")[0].strip() for line in commands.group(1).splitlines()]
+    main_job, our_tests = lines[0], lines[1]
+    assert main_job == "./run pytest"
+    assert our_tests in Path(REPO / ".ci" / "run").read_text()
