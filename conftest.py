@@ -1,10 +1,3 @@
-"""Loads backupcheck's plugins and fixtures for every run from this folder."""
+"""Loads backupcheck's plugin when the package is not installed (installed, its entry point already did)."""
 
-pytest_plugins = [
-    "plugins.options",
-    "plugins.run",
-    "plugins.collection",
-    "plugins.reporting",
-    "fixtures.backups",
-    "fixtures.servers",
-]
+pytest_plugins = ["plugins.entry"]

@@ -75,7 +75,9 @@ def _header_time(path: Path) -> datetime | None:
         return None
 
 
-def _walk(root: Path, candidates: list[_Candidate], problems: list[str]) -> None:
+def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: frozenset[Path] = frozenset()) -> None:
+    if root.resolve() in skip:
+        return  # our own reports or work folder, nested under a source
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
@@ -109,7 +111,7 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str]) -> None
                     role = split_role(strip_extensions(inner.name))[1]
                     candidates.append(_Candidate(inner, root, stem or root.name, role, stamp.when, "name", path))
                 continue
-            _walk(path, candidates, problems)
+            _walk(path, candidates, problems, skip)
         elif entry.is_file():
             if entry.name.endswith(SIDECAR_SUFFIXES) and entry.name.rsplit(".", 1)[0] in names:
                 continue  # a checksum of another file: checked with it
@@ -131,8 +133,12 @@ def _file_candidate(path: Path, folder: Path) -> _Candidate:
         return _Candidate(path, folder, stem, role, None, "mtime")
 
 
-def discover(sources: list[Path] | tuple[Path, ...]) -> Listing:
-    """Group every artifact under ``sources`` into series of backups, oldest first."""
+def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = ()) -> Listing:
+    """Group every artifact under ``sources`` into series of backups, oldest first.
+
+    Folders in ``exclude`` (the reports and work folders) are never read as backups.
+    """
+    skip = frozenset(Path(p).resolve() for p in exclude)
     listing = Listing()
     candidates: list[_Candidate] = []
     for source in sources:
@@ -145,7 +151,7 @@ def discover(sources: list[Path] | tuple[Path, ...]) -> Listing:
         elif (source / "toc.dat").is_file():
             candidates.append(_file_candidate(source, source.parent))
         else:
-            _walk(source, candidates, listing.problems)
+            _walk(source, candidates, listing.problems, skip)
 
     groups: dict[tuple[str, str, datetime | None, Path | None], list[_Candidate]] = defaultdict(list)
     for c in candidates:

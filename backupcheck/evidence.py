@@ -205,6 +205,8 @@ class EvidenceStore:
         scan_archive_data(str(real), inst.tool("pg_restore"), ev.scan)
         ev.data_read = ev.scan.data_read
         ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
+        # A full read means this run does not restore it: its decompressed copy is not needed again.
+        self.release(a)
 
     def _verify_bundle(self, a: Artifact, ev: ArtifactEvidence) -> None:
         git = shutil.which("git")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,9 +270,3 @@ def create_database(cluster: Cluster, name: str) -> None:
         exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def timed(fn):  # type: ignore[no-untyped-def]
-    t0 = time.monotonic()
-    out = fn()
-    return out, time.monotonic() - t0

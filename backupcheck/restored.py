@@ -142,7 +142,8 @@ class RestoredBackup:
 
     # -- questions ---------------------------------------------------------------------------
 
-    def _db_for(self, key: str) -> tuple[str, str, str]:
+    def locate(self, key: str) -> tuple[str, str, str]:
+        """(database, schema, table) of a table key such as ``public.users`` or ``shop/public.users``."""
         db, schema, table = _split_key(key)
         return db or self.main_db, schema, table
 
@@ -165,12 +166,12 @@ class RestoredBackup:
         missing = []
         by_db: dict[str, list[str]] = {}
         for key in self.expected_tables():
-            by_db.setdefault(self._db_for(key)[0], []).append(key)
+            by_db.setdefault(self.locate(key)[0], []).append(key)
         for db, keys in by_db.items():
             try:
                 with self._connect(db) as conn:
                     for key in keys:
-                        _, schema, table = self._db_for(key)
+                        _, schema, table = self.locate(key)
                         row = conn.execute(
                             "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                             "where n.nspname = %s and c.relname = %s and c.relkind in ('r','p')", (schema, table)
@@ -188,7 +189,7 @@ class RestoredBackup:
         keys = keys if keys is not None else self.expected_tables()
 
         def count(key: str) -> tuple[str, int | None]:
-            db, schema, table = self._db_for(key)
+            db, schema, table = self.locate(key)
             try:
                 with self._connect(db) as conn:
                     q = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
@@ -221,8 +222,8 @@ class RestoredBackup:
         """Rows of ``table`` whose key has no match in ``ref_table`` (MATCH SIMPLE: NULL keys are not orphans)."""
         from psycopg import sql
 
-        db, schema, name = self._db_for(table)
-        _, rschema, rname = self._db_for(ref_table)
+        db, schema, name = self.locate(table)
+        _, rschema, rname = self.locate(ref_table)
         child = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         parent = sql.SQL("{}.{}").format(sql.Identifier(rschema), sql.Identifier(rname))
         not_null = sql.SQL(" and ").join(sql.SQL("c.{} is not null").format(sql.Identifier(c)) for c in columns)

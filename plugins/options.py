@@ -32,6 +32,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Make ``pytest --backups /srv/backups`` find this project, as ``pytest --backups=/srv/backups`` does.
+
+    pytest picks its rootdir and config file before plugins add their options, so
+    the value of ``--backups`` is first taken for a test path and the rootdir lands
+    in the backup folder. Once the options are known (now), a run with no path
+    arguments and no config file found is set up again from the invocation folder,
+    as pytest itself would have done.
+    """
+    try:
+        _recover_rootdir(early_config, args)
+    except Exception:  # private pytest internals moved: keep pytest's own choice
+        pass
+
+
+def _recover_rootdir(config: pytest.Config, args: list[str]) -> None:
+    from _pytest.config.findpaths import determine_setup
+
+    ns = config.known_args_namespace
+    if ns.file_or_dir or ns.inifilename or ns.rootdir or config.inipath is not None:
+        return
+    rootpath, inipath, inicfg, ignored = determine_setup(
+        inifile=None, override_ini=ns.override_ini, args=[], rootdir_cmd_arg=None,
+        invocation_dir=config.invocation_params.dir,
+    )
+    if inipath is None or rootpath == config.rootpath:
+        return
+    config._rootpath = rootpath  # type: ignore[attr-defined]
+    config._inipath = inipath  # type: ignore[attr-defined]
+    config._inicfg = inicfg  # type: ignore[attr-defined]
+    config._ignored_config_files = ignored  # type: ignore[attr-defined]
+    config._inicache.clear()  # type: ignore[attr-defined]
+    config._parser.extra_info["rootdir"] = str(rootpath)  # type: ignore[attr-defined]
+    config._parser.extra_info["inifile"] = str(inipath)  # type: ignore[attr-defined]
+    ns.confcutdir = str(inipath.parent)
+    args[:] = list(config.getini("addopts")) + args
+
+
 def _config_file(config: pytest.Config) -> Path | None:
     explicit = config.getoption("bc_config")
     if explicit is not None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from backupcheck import listing_io
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base
+from backupcheck.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
 from backupcheck.discovery import discover
 from backupcheck.model import Listing
+from backupcheck.pgbin import NoSuitableBinaries
 from backupcheck.settings import ConfigError, build, load_file
 
 from .options import SETTINGS
@@ -84,9 +85,16 @@ def pytest_configure(config: pytest.Config) -> None:
                 from backupcheck import demo
 
                 demo_dir = rundir / "demo"
-                demo.build(demo_dir, factory, settings.pg_bin)
+                try:
+                    demo.build(demo_dir, factory, settings.pg_bin)
+                except (NoSuitableBinaries, ServerStartError, RuntimeError, OSError) as exc:
+                    raise pytest.UsageError(
+                        f"backupcheck: no backups are configured, and the built-in demo could not be made: {exc}"
+                    ) from None
                 _demo_settings(config, demo_dir)
-            listing = discover([Path(s) for s in config.stash[SETTINGS].sources])
+            final = config.stash[SETTINGS]
+            own = tuple(p for p in (final.reports_dir, final.work_dir) if p is not None)
+            listing = discover([Path(s) for s in final.sources], exclude=own)
             listing_io.dump(listing, rundir / "listing.json")
     except BaseException:
         for cm in reversed(cms):

@@ -56,9 +56,21 @@ def farm(pg_run: ClusterFactory, now: datetime) -> Iterator[farmlib.Farm]:
 
 
 @pytest.fixture(scope="session")
-def clean_dir(farm: farmlib.Farm, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def farm16(pg_run: ClusterFactory, farm: farmlib.Farm, now: datetime) -> Iterator[farmlib.Farm]:
+    """A PostgreSQL 16 server with the same nights, for the series pg_dump 16 and 18 make."""
+    if farm.cluster.installation.major == 16:
+        yield farm
+        return
+    with pg_run.cluster(pgbin.pick(16)) as cluster:
+        f = farmlib.Farm(cluster, now)
+        farmlib.make_states(f)
+        yield f
+
+
+@pytest.fixture(scope="session")
+def clean_dir(farm: farmlib.Farm, farm16: farmlib.Farm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("clean")
-    farmlib.build_clean(farm, root)
+    farmlib.build_clean(farm, root, newer=farm16)
     if shutil.which("git"):
         farmlib.add_git_bundles(root, farm.now)
     return root

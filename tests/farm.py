@@ -84,8 +84,14 @@ def make_states(farm: Farm, count: int = NIGHTS) -> None:
         farm.states.append(name)
 
 
-def build_clean(farm: Farm, root: Path) -> dict[str, int]:
-    """Every shape users keep, all intact; returns series name -> number of backups."""
+def build_clean(farm: Farm, root: Path, newer: Farm | None = None) -> dict[str, int]:
+    """Every shape users keep, all intact; returns series name -> number of backups.
+
+    The pg_dump 16 and 18 series are dumped from ``newer`` (a PostgreSQL 16 server): a
+    newer pg_dump of a 15.20 server writes column options 16 and 18 reject (see
+    test_a_newer_pg_dump_of_a_15_20_server_is_caught_unrestorable).
+    """
+    newer = newer or farm
     times = nights(farm.now)
     expected: dict[str, int] = {}
 
@@ -106,8 +112,8 @@ def build_clean(farm: Farm, root: Path) -> dict[str, int]:
         gz(farm.dump(db, root / "pairs" / f"schema_{ts}.sql", "plain", extra=("--schema-only",)))
         gz(farm.dump(db, root / "pairs" / f"data_{ts}.sql", "plain", extra=("--data-only",)))
         # directory and tar formats, made by pg_dump 16 and 18 from the embedded wheel
-        farm.dump(db, root / "dir16" / f"vercel_{ts}", "directory", major=16)
-        farm.dump(db, root / "tar18" / f"analytics_{ts}.tar", "tar", major=18)
+        newer.dump(newer.states[i], root / "dir16" / f"vercel_{ts}", "directory", major=16)
+        newer.dump(newer.states[i], root / "tar18" / f"analytics_{ts}.tar", "tar", major=18)
         # plain compressed with zstd, lz4 and bz2
         body = (farm.dump(db, root / "tmp" / f"x_{ts}.sql", "plain")).read_bytes()
         (root / "zstd").mkdir(exist_ok=True)
@@ -222,12 +228,35 @@ def build_faulty(farm: Farm, root: Path) -> dict[str, set[str]]:
     for i in range(len(times)):
         farm.dump(tiny if i == last - 1 else farm.states[i], root / "events" / f"events_{ts[i]}.dump")
 
+    # 8. a gap: two nights missing in the middle of a nightly series
+    ledger = nights(farm.now, count=6)
+    for i, when in enumerate(ledger):
+        if i in (2, 3):
+            continue
+        farm.dump(farm.states[min(i, len(farm.states) - 1)], root / "ledger" / f"ledger_{when:%Y%m%d_%H%M%S}.dump")
+
+    # 9. a sidecar checksum that no longer matches its file (second night)
+    for i in range(len(times)):
+        p = farm.dump(farm.states[i], root / "invoices" / f"invoices_{ts[i]}.dump")
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if i == 1:
+            digest = digest[::-1]
+        (p.parent / (p.name + ".sha256")).write_text(f"{digest}  {p.name}\n")
+
+    # 10. an empty file where a dump should be (a backup job that failed silently)
+    (root / "notes").mkdir()
+    (root / "notes" / f"notes_{ts[last]}.sql").write_bytes(b"")
+
     for d in root.rglob("*"):
         t = _time_of(d.name, times) if "billing" not in str(d) else None
         if t:
             stamp(d, t)
     return {
-        "test_every_artifact_is_complete_and_readable": {f"pairs-{k[1]}", f"orders-{k[1]}", f"backup-{k[1]}"},
+        "test_every_artifact_is_complete_and_readable": {f"pairs-{k[1]}", f"orders-{k[1]}", f"backup-{k[1]}",
+                                                         f"notes-{k[last]}"},
+        "test_backup_meets_minimum_size": {f"notes-{k[last]}"},
+        "test_sidecar_checksums_match": {f"invoices-{k[1]}"},
+        "test_no_gap_between_backups_exceeds_schedule": {"ledger"},
         "test_every_foreign_key_has_no_orphans": {f"shop-{k[last]}"},
         "test_no_table_lost_more_rows_than_allowed_since_previous_backup": {f"crm-{k[last]}"},
         "test_newest_backup_is_within_rpo": {"billing"},

@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from backupcheck import demo
 from backupcheck.pgbin import installations
 
@@ -125,6 +127,29 @@ def test_a_truncated_archive_that_is_restored_fails_integrity_from_the_restores_
     assert len(restore_log(run.reports)) == 1, "the archive was read by the restore, not a second time"
 
 
+def test_a_restore_error_that_loses_a_table_fails_and_names_it_while_benign_errors_pass(run_suites, farm, tmp_path):
+    """A dump needing an extension the server lacks loses its table; a GRANT to a missing role loses nothing."""
+    folder = tmp_path / "errors"
+    clean = farm.dump(farm.states[-1], tmp_path / "clean.sql", "plain").read_text()
+    cut = clean.index("CREATE TABLE")
+    lossy = (clean[:cut] + "CREATE EXTENSION IF NOT EXISTS postgis;\n"
+             "CREATE TABLE public.places (id integer, area public.geometry);\n"
+             "COPY public.places (id, area) FROM stdin;\n1\tPOINT(0 0)\n\\.\n\n" + clean[cut:])
+    granted = clean.replace("\n--\n-- PostgreSQL database dump complete",
+                            "\nGRANT SELECT ON TABLE public.users TO app_readonly;\n\n--\n-- PostgreSQL database dump complete")
+    folder.mkdir()
+    (folder / "maps_20250101_020000.sql").write_text(lossy)
+    (folder / "grants_20250101_020000.sql").write_text(granted)
+    run = run_suites("--backups", str(folder), "-k", "restore")
+    maps = run.messages["test_restores_without_harmful_errors[maps-20250101T020000Z]"]
+    assert run.outcomes["test_restores_without_harmful_errors[maps-20250101T020000Z]"] == "failed"
+    assert "table public.places" in maps and "rows of table public.places" in maps
+    assert run.outcomes["test_every_table_in_the_dump_exists_after_restore[maps-20250101T020000Z]"] == "failed"
+    assert "public.places" in run.messages["test_every_table_in_the_dump_exists_after_restore[maps-20250101T020000Z]"]
+    assert run.outcomes["test_restores_without_harmful_errors[grants-20250101T020000Z]"] == "passed"
+    assert run.outcomes["test_every_table_in_the_dump_exists_after_restore[grants-20250101T020000Z]"] == "passed"
+
+
 def test_an_archive_written_through_a_pipe_restores(run_suites, farm, tmp_path):
     proc = subprocess.run([farm.cluster.installation.tool("pg_dump"), "-Fc", farm.states[-1]],
                           stdout=subprocess.PIPE, env=farm.cluster.env(), check=True)
@@ -152,3 +177,46 @@ def test_a_dump_newer_than_every_installed_server_is_an_error_naming_where_it_lo
     message = next(iter(run.messages.values()))
     assert outcome == "error"
     assert ">= 99" in message and "Places looked" in message and f"PostgreSQL {newest}" in message
+
+
+def test_the_issue_command_line_finds_the_project_and_leaves_the_backups_untouched(clean_dir, tmp_path):
+    """`pytest --backups DIR` from the checkout, the value separated by a space, as users type it."""
+    import hashlib
+    import os
+    import sys
+
+    from .conftest import REPO
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    src = sorted((clean_dir / "custom").glob("*.dump"))[-1]
+    (folder / src.name).write_bytes(src.read_bytes())
+    (folder / "reports").mkdir()  # a reports folder nested in a source is not a backup
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    env = {**os.environ, "PYTEST_ADDOPTS": ""}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--backups", str(folder), "--reports-dir",
+                           str(folder / "reports"), "-k", "restore"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert f"rootdir: {REPO}" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "tests/" not in proc.stdout.split("backups verified")[0], "only the suites are collected"
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before}
+    assert after == before, "source artifacts are never modified"
+    assert (folder / "reports" / "report.html").exists()
+
+
+def test_a_newer_pg_dump_of_a_15_20_server_is_caught_unrestorable(run_suites, farm, tmp_path):
+    """Debian's 15.20 keeps a pg_attver option on every column; pg_dump 16 dumps it, and 16 rejects it."""
+    probe = farm.cluster.installation
+    farm.sql(farm.states[-1], "create table if not exists attver_probe (id int)")
+    with __import__("psycopg").connect(**farm.cluster.conninfo(farm.states[-1])) as conn:
+        options = conn.execute("select attoptions from pg_attribute where attrelid = 'attver_probe'::regclass "
+                               "and attnum > 0").fetchone()[0]
+    if not options or not any(o.startswith("pg_attver=") for o in options):
+        pytest.skip(f"PostgreSQL {probe.version} keeps no pg_attver column option")
+    folder = tmp_path / "attver"
+    farm.dump(farm.states[-1], folder / "ledger_20250101_020000.dump", major=16)
+    run = run_suites("--backups", str(folder), "-k", "restore")
+    message = run.messages["test_restores_without_harmful_errors[ledger-20250101T020000Z]"]
+    assert run.outcomes["test_restores_without_harmful_errors[ledger-20250101T020000Z]"] == "failed"
+    assert 'unrecognized parameter "pg_attver"' in message and "lost table public.users" in message

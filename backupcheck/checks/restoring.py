@@ -82,7 +82,7 @@ def foreign_key_orphans(r: RestoredBackup) -> tuple[list[Finding], list[str]]:
     notes: list[str] = []
     validated: dict[str, set[tuple[str, str, str]]] = {}
     for fk in r.foreign_keys():
-        db, schema, table = r._db_for(fk.table)
+        db, schema, table = r.locate(fk.table)
         if db not in validated:
             validated[db] = r.validated_constraints(db)
         label = f"{fk.table}({', '.join(fk.columns)}) -> {fk.ref_table}({', '.join(fk.ref_columns)}) [{fk.name}]"
