@@ -136,7 +136,7 @@ class RunDir:
             self.path = None
 
 
-def _server_user() -> tuple[int, int] | None:
+def server_user() -> tuple[int, int] | None:
     """initdb refuses root: run servers as an unprivileged user when we are root."""
     if os.geteuid() != 0:
         return None
@@ -149,7 +149,7 @@ def _server_user() -> tuple[int, int] | None:
 
 def check_reachable(folder: Path) -> None:
     """As root the server runs as 'nobody', who must be able to pass through every parent folder."""
-    user = _server_user()
+    user = server_user()
     if user is None:
         return
     for parent in [folder, *folder.parents]:
@@ -203,7 +203,7 @@ class Cluster:
         return self
 
     def _start(self) -> None:
-        user = _server_user()
+        user = server_user()
         self.home.mkdir(parents=True)
         subprocess.run(["cp", "-a", str(self.template), str(self.datadir)], check=True)
         self.sockdir.mkdir()
@@ -313,7 +313,7 @@ class ClusterFactory:
             base = self._place(64 * 1024**2)
             check_reachable(base)
             path = base / f"template-{inst.version}"
-            user = _server_user()
+            user = server_user()
             holder = base / f"template-{inst.version}.owner"
             holder.mkdir()
             if user:
@@ -341,5 +341,6 @@ class ClusterFactory:
         template = self.template(inst)
         with self._lock:
             self._count += 1
-            home = self._place(need_bytes) / f"cluster-{self._count}"
+            # pid and count: unique even when several factories share one run folder
+            home = self._place(need_bytes) / f"cluster-{os.getpid()}-{self._count}"
         return Cluster(inst, template, home)

@@ -11,7 +11,7 @@ from . import security, sqllex
 from .pgarchive import ArchiveInfo, major_of
 
 _TRAILERS = ("PostgreSQL database dump complete", "PostgreSQL database cluster dump complete")
-_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)'
+_IDENT = r'(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)'
 _QNAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT})?"
 _CREATE_TABLE = re.compile(
     rf"^\s*CREATE\s+(?:UNLOGGED\s+|GLOBAL\s+|LOCAL\s+|TEMP(?:ORARY)?\s+)*TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_QNAME})",

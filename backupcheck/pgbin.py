@@ -75,7 +75,7 @@ def places_to_look(extra: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
-def _server_user() -> tuple[int, int] | None:
+def server_user() -> tuple[int, int] | None:
     if os.geteuid() != 0:
         return None
     import pwd
@@ -89,7 +89,7 @@ def _server_user() -> tuple[int, int] | None:
 
 def _version_of(binary: Path) -> str | None:
     """The version, asked as the user the server will run as (as root: nobody, who must reach the binary)."""
-    user = _server_user()
+    user = server_user()
     try:
         out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=15,
                              user=user[0] if user else None, group=user[1] if user else None,
