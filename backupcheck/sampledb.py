@@ -53,7 +53,9 @@ def populate(conn, scale: float = 1.0, start: int = 0, pad: int = 0) -> dict[str
     n_items = max(1, int(15000 * scale))
     n_audit = max(1, int(10000 * scale))
     s = start
-    filler = f"repeat('x', {pad})" if pad else "''"
+    # Hex digests rather than one repeated letter: text that compresses like real data (about 2:1).
+    digests = " || ".join(f"md5((g * {k})::text)" for k in (1, 3, 7, 11, 13, 17, 19, 23))
+    filler = f"substr(repeat({digests}, {max(1, -(-pad // 256))}), 1, {pad})" if pad else "''"
     conn.execute(
         f"insert into users select g, 'user' || g || '@example.com', now() - (g % 1000) * interval '1 hour' "
         f"from generate_series({s * 1000 + 1}, {s * 1000 + n_users}) g"

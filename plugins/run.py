@@ -12,7 +12,7 @@ from backupcheck.cluster import ClusterFactory, RunDir, ServerStartError, fast_b
 from backupcheck.discovery import discover
 from backupcheck.model import Listing
 from backupcheck.pgbin import NoSuitableBinaries
-from backupcheck.settings import ConfigError, build, load_file
+from backupcheck.settings import ConfigError, Settings, build, load_file
 
 from .options import SETTINGS
 
@@ -29,6 +29,7 @@ class RunState:
     factory: ClusterFactory
 
     def close(self) -> None:
+        self.factory.wait()
         for cm in reversed(self._cms):
             cm.__exit__(None, None, None)
 
@@ -97,10 +98,37 @@ def pytest_configure(config: pytest.Config) -> None:
             listing = discover([Path(s) for s in final.sources], exclude=own)
             listing_io.dump(listing, rundir / "listing.json")
     except BaseException:
+        factory.wait()
         for cm in reversed(cms):
             cm.__exit__(None, None, None)
         raise
     config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory)
+    distributing = workerinput is None and config.getoption("numprocesses", None)
+    if not distributing:
+        _prewarm(factory, listing, config.stash[SETTINGS])
+
+
+def _prewarm(factory: ClusterFactory, listing: Listing, settings: Settings) -> None:
+    """Start initdb for the installation the first restores will need, if their archives say which."""
+    from backupcheck import pgbin
+    from backupcheck.pgarchive import ArchiveError, read_archive
+
+    from .collection import selected_for_restore
+
+    needs: set[int] = set()
+    for backup in selected_for_restore(listing, settings):
+        for a in backup.dumps:
+            if a.format in ("custom", "directory", "tar") and not a.compression:
+                try:
+                    info = read_archive(a.path, a.format)
+                except (ArchiveError, OSError):
+                    continue
+                needs.add(max(info.min_restore_major, info.dump_major or 0))
+    for need in sorted(needs)[:2]:
+        try:
+            factory.prewarm(pgbin.pick(need, settings.pg_bin))
+        except NoSuitableBinaries:
+            pass  # the restore test says so, with every place looked
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
