@@ -231,8 +231,12 @@ class Summary:
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
         banner = _banner(self.config)
         cells = "".join(f"<th>{c}</th>" for c in _COLUMNS)
+        colour = {"failed": "color:#c00;font-weight:bold", "passed": "color:#070"}
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(r[c])}</td>" for c in _COLUMNS) + "</tr>"
+            "<tr>" + "".join(
+                f"<td style='{colour.get(r[c], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
+                for c in _COLUMNS
+            ) + "</tr>"
             for r in backup_rows(self.config)
         )
         block = f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>"

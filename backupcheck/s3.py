@@ -1,0 +1,254 @@
+"""Backups in S3 and S3-compatible stores: a client that cannot write, paginated listing, verified downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Everything a verification needs; any other operation is refused before it is sent.
+READ_OPERATIONS = frozenset({
+    "ListObjectsV2", "ListObjects", "ListObjectVersions", "GetObject", "HeadObject", "HeadBucket",
+    "GetBucketLocation", "GetObjectAttributes",
+})
+_CHUNK = 1 << 20
+
+
+class S3Error(Exception):
+    """Something about a bucket or an object that a check reports; the message holds no secret."""
+
+
+class ReadOnlyViolation(S3Error):
+    """An operation that writes or deletes was attempted through the verification client."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        if not url.startswith("s3://"):
+            raise ValueError(f"{url!r} is not an s3:// URL")
+        rest = url[len("s3://"):]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket or "@" in bucket or ":" in bucket:
+            raise ValueError(f"{url!r}: expected s3://bucket/prefix/ (credentials never go in the URL)")
+        return cls(bucket, prefix)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Per-source connection settings; credentials come from boto3's standard chain, never from here."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    checksum_when_required: bool = False  # third-party endpoints with botocore >= 1.36
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    bucket: str
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str
+    version_id: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def multipart(self) -> bool:
+        """A multipart upload's ETag is not an MD5 of the content: never compare it as one."""
+        return "-" in self.etag
+
+
+def _refuse_writes(model: Any, **_: Any) -> None:
+    if model.name not in READ_OPERATIONS:
+        raise ReadOnlyViolation(
+            f"refused S3 operation {model.name}: backupcheck only reads (allowed: {', '.join(sorted(READ_OPERATIONS))})"
+        )
+
+
+def make_client(options: S3Options):  # type: ignore[no-untyped-def]
+    """An S3 client whose every non-read operation fails before a request is signed or sent."""
+    import boto3
+    from botocore.config import Config
+
+    extra: dict[str, Any] = {}
+    if options.checksum_when_required:
+        extra = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
+    config = Config(retries={"max_attempts": options.max_attempts, "mode": "standard"}, connect_timeout=10,
+                    read_timeout=60, **extra)
+    session = boto3.session.Session(profile_name=options.profile)
+    client = session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
+    client.meta.events.register("before-call.s3", _refuse_writes)
+    return client
+
+
+def explain(exc: BaseException, what: str) -> S3Error:
+    """A one-line diagnosis of a boto3 failure, naming what was attempted and the likely fix."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    if isinstance(exc, S3Error):
+        return exc
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return S3Error(f"{what}: no AWS credentials were found (environment, profile or instance role)")
+    if isinstance(exc, ProfileNotFound):
+        return S3Error(f"{what}: the AWS profile named in the config does not exist")
+    if isinstance(exc, EndpointConnectionError):
+        return S3Error(f"{what}: the S3 endpoint cannot be reached ({exc.kwargs.get('endpoint_url', 'endpoint')})")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        hints = {
+            "NoSuchBucket": "the bucket does not exist (check the URL and the region)",
+            "NoSuchKey": "the object is gone (deleted after it was listed?)",
+            "AccessDenied": "access denied: the credentials need s3:ListBucket on the prefix and s3:GetObject",
+            "403": "access denied (without s3:ListBucket a missing key also answers 403)",
+            "InvalidAccessKeyId": "the access key is not known to this endpoint",
+            "SignatureDoesNotMatch": "the secret key does not match the access key",
+            "PreconditionFailed": "the object changed after it was listed",
+            "412": "the object changed after it was listed",
+            "SlowDown": "throttled by S3 after retries",
+            "404": "not found",
+        }
+        hint = hints.get(code) or hints.get(str(status)) or f"S3 answered {code or status}"
+        return S3Error(f"{what}: {hint}")
+    return S3Error(f"{what}: {type(exc).__name__}")
+
+
+def list_objects(client: Any, location: S3Location) -> list[RemoteObject]:
+    """Every object under the prefix, following continuation tokens, sorted by key."""
+    found: list[RemoteObject] = []
+    try:
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
+            for item in page.get("Contents", []):
+                modified = item["LastModified"]
+                if modified.tzinfo is None:
+                    modified = modified.replace(tzinfo=UTC)
+                found.append(RemoteObject(location.bucket, item["Key"], int(item["Size"]), modified.astimezone(UTC),
+                                          str(item.get("ETag", "")).strip('"')))
+    except Exception as exc:
+        raise explain(exc, f"listing {location.url}") from None
+    return sorted(found, key=lambda o: o.key)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str
+    downloaded: int  # bytes fetched by this call: 0 when the cache served it
+
+
+class DownloadCache:
+    """Downloads kept by bucket, key, version, ETag and size; an entry is re-hashed before it is trusted."""
+
+    def __init__(self, root: Path, reserve: int = 512 * 1024**2) -> None:
+        self.root = root
+        self.reserve = reserve
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _entry(self, obj: RemoteObject) -> Path:
+        ident = f"{obj.bucket}\0{obj.key}\0{obj.version_id or ''}\0{obj.etag}\0{obj.size}"
+        return self.root / hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+    def cached(self, obj: RemoteObject) -> Fetched | None:
+        entry = self._entry(obj)
+        meta_path, data = entry / "meta.json", entry / "data"
+        try:
+            meta = json.loads(meta_path.read_text())
+            if data.stat().st_size != obj.size:
+                return None
+        except (OSError, ValueError):
+            return None
+        digest = hashlib.sha256()
+        with open(data, "rb") as f:
+            for block in iter(lambda: f.read(_CHUNK), b""):
+                digest.update(block)
+        if digest.hexdigest() != meta.get("sha256"):
+            return None  # changed or corrupted on disk since it was fetched: never trusted
+        return Fetched(data, meta["sha256"], 0)
+
+    def fetch(self, client: Any, obj: RemoteObject, attempts: int = 3,
+              progress: Callable[[int, int], None] | None = None) -> Fetched:
+        """The object's bytes on local disk, streamed and hashed once; from the cache when it is intact."""
+        hit = self.cached(obj)
+        if hit is not None:
+            return hit
+        entry = self._entry(obj)
+        shutil.rmtree(entry, ignore_errors=True)
+        entry.mkdir(parents=True)
+        free = shutil.disk_usage(entry).free
+        if free < obj.size + self.reserve:
+            raise S3Error(f"downloading {obj.url}: {obj.size:,} bytes needed, only {free:,} free in {self.root} "
+                          "(set work_dir to a larger disk)")
+        last: BaseException | None = None
+        for _attempt in range(attempts):
+            try:
+                return self._download(client, obj, entry, progress)
+            except S3Error:
+                raise
+            except Exception as exc:  # a connection cut midway: try again from the start
+                last = exc
+        raise S3Error(f"downloading {obj.url}: failed {attempts} times, last: {explain(last, 'download')}") \
+            if last else S3Error(f"downloading {obj.url}: failed")
+
+    def _download(self, client: Any, obj: RemoteObject, entry: Path,
+                  progress: Callable[[int, int], None] | None) -> Fetched:
+        from botocore.exceptions import ClientError
+
+        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        if obj.etag:
+            params["IfMatch"] = f'"{obj.etag}"'
+        try:
+            response = client.get_object(**params)
+        except ClientError as exc:
+            raise explain(exc, f"downloading {obj.url}") from None
+        fd, tmp = tempfile.mkstemp(dir=entry, prefix=".part-")
+        digest = hashlib.sha256()
+        done = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                body = response["Body"]
+                for block in iter(lambda: body.read(_CHUNK), b""):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, obj.size)
+            if done != obj.size:
+                raise OSError(f"got {done:,} of {obj.size:,} bytes")
+            Path(tmp).rename(entry / "data")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {"url": obj.url, "etag": obj.etag, "version_id": obj.version_id, "size": obj.size,
+                "sha256": digest.hexdigest(), "fetched_at": datetime.now(UTC).isoformat()}
+        (entry / "meta.json").write_text(json.dumps(meta))
+        return Fetched(entry / "data", digest.hexdigest(), done)

@@ -1,0 +1,191 @@
+"""The S3 engine over real HTTP: moto's threaded server on 127.0.0.1 holding real pg_dump output."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backupcheck.s3 import DownloadCache, ReadOnlyViolation, S3Error, S3Location, S3Options, list_objects, make_client
+
+FAKE_SECRET = "fake-secret-key-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """boto3's standard chain, fed fake credentials through the environment only."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, aws_env: None, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A fresh bucket, filled through a plain (writing) client as a backup job would."""
+    import boto3
+
+    name = "backups-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    writer = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    writer.create_bucket(Bucket=name)
+    return name, writer
+
+
+@pytest.fixture
+def reader(s3_endpoint: str, aws_env: None):  # type: ignore[no-untyped-def]
+    return make_client(S3Options(endpoint_url=s3_endpoint, region="us-east-1", max_attempts=2))
+
+
+def test_listing_follows_pagination(bucket, reader):
+    name, writer = bucket
+    for i in range(1100):  # more than one page of 1,000
+        writer.put_object(Bucket=name, Key=f"database/many/obj_{i:05d}.json", Body=b"{}")
+    writer.put_object(Bucket=name, Key="elsewhere/x.json", Body=b"{}")
+    found = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    assert len(found) == 1100
+    assert [o.key for o in found] == sorted(o.key for o in found)
+    assert all(o.size == 2 and o.last_modified.tzinfo is not None for o in found)
+
+
+@pytest.mark.parametrize("operation", [
+    lambda c, b: c.put_object(Bucket=b, Key="database/new.sql", Body=b"x"),
+    lambda c, b: c.delete_object(Bucket=b, Key="database/keep.sql"),
+    lambda c, b: c.copy_object(Bucket=b, Key="database/copy.sql", CopySource={"Bucket": b, "Key": "database/keep.sql"}),
+    lambda c, b: c.delete_bucket(Bucket=b),
+], ids=["put", "delete", "copy", "delete-bucket"])
+def test_the_client_refuses_every_write(bucket, reader, operation):
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/keep.sql", Body=b"SELECT 1;\n")
+    with pytest.raises(ReadOnlyViolation):
+        operation(reader, name)
+    keys = [o["Key"] for o in writer.list_objects_v2(Bucket=name).get("Contents", [])]
+    assert keys == ["database/keep.sql"]
+    assert writer.get_object(Bucket=name, Key="database/keep.sql")["Body"].read() == b"SELECT 1;\n"
+
+
+def test_a_download_is_verified_cached_and_not_fetched_twice(bucket, reader, clean_dir, tmp_path):
+    name, writer = bucket
+    dump = sorted((clean_dir / "custom").glob("*.dump"))[-1]
+    writer.put_object(Bucket=name, Key=f"database/{dump.name}", Body=dump.read_bytes())
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    cache = DownloadCache(tmp_path / "cache")
+    seen: list[int] = []
+    first = cache.fetch(reader, obj, progress=lambda done, total: seen.append(done))
+    assert first.downloaded == obj.size == dump.stat().st_size
+    assert first.sha256 == hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert first.path.read_bytes() == dump.read_bytes()
+    assert seen and seen[-1] == obj.size
+    second = cache.fetch(reader, obj)
+    assert second.downloaded == 0 and second.path == first.path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cache_entry_is_fetched_again(bucket, reader, tmp_path, damage):
+    name, writer = bucket
+    body = os.urandom(300_000)
+    writer.put_object(Bucket=name, Key="database/blob.bin", Body=body)
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    cache = DownloadCache(tmp_path / "cache")
+    path = cache.fetch(reader, obj).path
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[1000] ^= 0xFF
+        path.write_bytes(bytes(data))
+    again = cache.fetch(reader, obj)
+    assert again.downloaded == obj.size
+    assert again.path.read_bytes() == body
+
+
+def test_an_object_deleted_after_listing_is_a_clear_error(bucket, reader, tmp_path):
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/gone.sql", Body=b"SELECT 1;\n")
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    writer.delete_object(Bucket=name, Key="database/gone.sql")
+    with pytest.raises(S3Error, match="deleted after it was listed|not found"):
+        DownloadCache(tmp_path / "cache").fetch(reader, obj)
+
+
+def test_an_object_replaced_after_listing_is_not_taken_for_the_listed_one(bucket, reader, tmp_path):
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/x.sql", Body=b"SELECT 1;\n")
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    writer.put_object(Bucket=name, Key="database/x.sql", Body=b"SELECT 2; -- a different night\n")
+    with pytest.raises(S3Error, match="changed after it was listed"):
+        DownloadCache(tmp_path / "cache").fetch(reader, obj)
+
+
+def test_a_missing_bucket_is_a_clear_error_without_secrets(reader):
+    with pytest.raises(S3Error) as info:
+        list_objects(reader, S3Location.parse("s3://no-such-bucket-here/database/"))
+    assert "does not exist" in str(info.value)
+    assert FAKE_SECRET not in str(info.value)
+
+
+def test_an_unreachable_endpoint_is_a_clear_error(aws_env):
+    client = make_client(S3Options(endpoint_url=f"http://127.0.0.1:{_free_port()}", region="us-east-1", max_attempts=1))
+    with pytest.raises(S3Error, match="cannot be reached"):
+        list_objects(client, S3Location.parse("s3://any/database/"))
+
+
+def test_missing_credentials_are_a_clear_error(s3_endpoint, monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = make_client(S3Options(endpoint_url=s3_endpoint, region="us-east-1", max_attempts=1))
+    with pytest.raises(S3Error, match="no AWS credentials"):
+        list_objects(client, S3Location.parse("s3://any/database/"))
+
+
+def test_not_enough_disk_is_refused_before_downloading(bucket, reader, tmp_path):
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/big.sql", Body=b"x" * 1000)
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    cache = DownloadCache(tmp_path / "cache", reserve=10**18)
+    with pytest.raises(S3Error, match="bytes needed"):
+        cache.fetch(reader, obj)
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3://key:secret@bucket/x", "https://bucket/x"])
+def test_urls_with_credentials_or_no_bucket_are_refused(url):
+    with pytest.raises(ValueError):
+        S3Location.parse(url)
+
+
+def test_a_multipart_etag_is_known_not_to_be_a_content_hash():
+    from datetime import UTC, datetime
+
+    from backupcheck.s3 import RemoteObject
+
+    assert RemoteObject("b", "k", 1, datetime.now(UTC), "abc-3").multipart
+    assert not RemoteObject("b", "k", 1, datetime.now(UTC), "d41d8cd98f00b204e9800998ecf8427e").multipart
