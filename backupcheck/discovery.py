@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .model import Artifact, Backup, Listing, Series, utc
+from .s3 import RemoteObject, S3Location
 from .sniff import head_bytes, sniff
 from .timestamps import find_timestamp, split_role, strip_extensions
 
@@ -24,6 +25,52 @@ class _Candidate:
     when: datetime | None
     source: str  # name, header, mtime
     unit: Path | None = None  # a timestamped folder that is one backup
+    remote: RemoteObject | None = None
+    remote_sidecars: tuple[str, ...] = ()
+
+
+def _remote_candidates(location: S3Location, objects: list[RemoteObject]) -> list[_Candidate]:
+    """Objects under an S3 prefix, grouped like files: no byte is read; LastModified stands in for mtime."""
+    keys = {o.key for o in objects}
+    out = []
+    base = location.prefix if location.prefix.endswith("/") or not location.prefix else location.prefix + "/"
+    for o in objects:
+        if o.key.endswith("/"):
+            continue  # a folder marker
+        if o.key.endswith(SIDECAR_SUFFIXES) and o.key.rsplit(".", 1)[0] in keys:
+            continue
+        rel = o.key[len(base):] if o.key.startswith(base) else o.key.rsplit("/", 1)[-1]
+        parts = rel.split("/")
+        name, dirs = parts[-1], parts[:-1]
+        path = Path("/s3") / o.bucket / o.key
+        sidecars = tuple(f"s3://{o.bucket}/{o.key}{sfx}" for sfx in SIDECAR_SUFFIXES if o.key + sfx in keys)
+        unit_index = next((i for i, d in enumerate(dirs) if find_timestamp(d)), None)
+        if unit_index is not None:
+            unit_name = dirs[unit_index]
+            stamp = find_timestamp(unit_name)
+            assert stamp is not None
+            folder = Path("/s3") / o.bucket / base / "/".join(dirs[:unit_index])
+            stem, _ = split_role(strip_extensions(stamp.stem))
+            role = split_role(strip_extensions(name))[1]
+            out.append(_Candidate(path, folder, stem or folder.name, role, stamp.when, "name",
+                                  folder / unit_name, o, sidecars))
+            continue
+        folder = Path("/s3") / o.bucket / base / "/".join(dirs)
+        stamp = find_timestamp(name)
+        if stamp:
+            stem, role = split_role(strip_extensions(stamp.stem))
+            out.append(_Candidate(path, folder, stem, role, stamp.when, "name", None, o, sidecars))
+        else:
+            stem, role = split_role(strip_extensions(name))
+            out.append(_Candidate(path, folder, stem, role, o.last_modified, "mtime", None, o, sidecars))
+    return out
+
+
+def _remote_artifact(c: _Candidate) -> Artifact:
+    o = c.remote
+    assert o is not None
+    return Artifact(path=c.path, size=o.size, mtime=o.last_modified, format="remote", role=c.role,
+                    url=o.url, etag=o.etag, sidecar_urls=c.remote_sidecars)
 
 
 def _artifact(path: Path, role: str = "") -> Artifact:
@@ -39,12 +86,12 @@ def _artifact(path: Path, role: str = "") -> Artifact:
         role = role or "config"
     sidecars = tuple(p for p in (Path(str(path) + s) for s in SIDECAR_SUFFIXES) if p.is_file())
     if fmt in ("plain", "dumpall") and not role:
-        role = _role_from_content(path, layers)
+        role = role_from_content(path, layers)
     return Artifact(path=path, size=size, mtime=utc(st.st_mtime), format=fmt, compression=layers,
                     role=role, sidecars=sidecars, note=note)
 
 
-def _role_from_content(path: Path, layers: tuple[str, ...]) -> str:
+def role_from_content(path: Path, layers: tuple[str, ...]) -> str:
     """A Supabase ``roles.sql`` has no name timestamp to say what it is; its content does."""
     try:
         head = head_bytes(path, layers, 16384).decode("utf-8", "replace")
@@ -133,14 +180,17 @@ def _file_candidate(path: Path, folder: Path) -> _Candidate:
         return _Candidate(path, folder, stem, role, None, "mtime")
 
 
-def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = ()) -> Listing:
-    """Group every artifact under ``sources`` into series of backups, oldest first.
+def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = (),
+             remote: list[tuple[S3Location, list[RemoteObject]]] | None = None) -> Listing:
+    """Group every artifact under ``sources`` (and listed S3 objects) into series of backups, oldest first.
 
     Folders in ``exclude`` (the reports and work folders) are never read as backups.
     """
     skip = frozenset(Path(p).resolve() for p in exclude)
     listing = Listing()
     candidates: list[_Candidate] = []
+    for location, objects in remote or []:
+        candidates += _remote_candidates(location, objects)
     for source in sources:
         source = Path(source)
         if not source.exists():
@@ -166,7 +216,8 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
         name = stem or Path(folder).name or "backup"
         if len(folders_for_name[name]) > 1:
             name = f"{Path(folder).name}-{name}"
-        artifacts = tuple(_artifact(c.path, c.role) for c in sorted(members, key=lambda c: str(c.path)))
+        artifacts = tuple(_artifact(c.path, c.role) if c.remote is None else _remote_artifact(c)
+                          for c in sorted(members, key=lambda c: str(c.path)))
         taken = when if when is not None else utc(0)
         source = members[0].source
         backup = Backup(series=name, taken_at=taken, artifacts=artifacts, time_source=source)

@@ -11,14 +11,15 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import pgbin
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_toc, scan_plain
-from .model import ARCHIVE_FORMATS, Artifact
+from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, read_archive
-from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of
+from .s3 import RemoteAccess
+from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of, sniff
 
 
 @dataclass
@@ -70,14 +71,54 @@ def _key(artifact: Artifact, full: bool) -> str:
 class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
-    def __init__(self, rundir: Path, shared_cache: Path | None = None, pg_bin: tuple[str, ...] = ()) -> None:
+    def __init__(self, rundir: Path, shared_cache: Path | None = None, pg_bin: tuple[str, ...] = (),
+                 remote: RemoteAccess | None = None) -> None:
         self.rundir = rundir
+        self.remote = remote
+        self._local: dict[str, Backup] = {}
         self.cache = shared_cache or (rundir / "evidence")
         self.cache.mkdir(parents=True, exist_ok=True)
         self.pg_bin = pg_bin
         self._memo: dict[str, ArtifactEvidence] = {}
         self._materialized: dict[str, Path] = {}
         self._lock = threading.Lock()
+
+    # -- objects in S3 become local files ---------------------------------------------------------
+
+    def localize(self, backup: Backup) -> Backup:
+        """The backup with every S3 object downloaded (cached, verified) and its format sniffed."""
+        if not any(a.is_remote for a in backup.artifacts):
+            return backup
+        with self._lock:
+            if backup.key in self._local:
+                return self._local[backup.key]
+        local = replace(backup, artifacts=tuple(self._localize(a) if a.is_remote else a for a in backup.artifacts))
+        with self._lock:
+            self._local[backup.key] = local
+        return local
+
+    def _localize(self, a: Artifact) -> Artifact:
+        from .discovery import role_from_content
+        from .s3 import S3Error
+
+        if self.remote is None:
+            return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no S3 access configured")
+        try:
+            got = self.remote.fetch(a.url, a.size, a.mtime, a.etag)
+        except S3Error as exc:
+            return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
+        sidecars = []
+        for url in a.sidecar_urls:
+            target = got.path.parent / url.rsplit("/", 1)[-1]
+            try:
+                self.remote.fetch_small(url, target)
+                sidecars.append(target)
+            except S3Error:
+                pass  # a sidecar that vanished is no checksum to compare with
+        fmt, layers, note = sniff(got.path)
+        role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")
+        return replace(a, path=got.path, format=fmt, compression=layers, note=note, role=role,
+                       sidecars=tuple(sidecars))
 
     # -- archives a tool can open --------------------------------------------------------------
 

@@ -20,6 +20,13 @@ class Artifact:
     role: str = ""  # schema, data, roles, config or "" for a whole dump
     sidecars: tuple[Path, ...] = ()
     note: str = ""  # why sniffing could not tell, if it could not
+    url: str = ""  # s3://bucket/key for an object not downloaded yet (format "remote")
+    etag: str = ""
+    sidecar_urls: tuple[str, ...] = ()
+
+    @property
+    def is_remote(self) -> bool:
+        return self.format == "remote"
 
     @property
     def name(self) -> str:
@@ -65,7 +72,8 @@ class Backup:
 
     @property
     def restorable(self) -> bool:
-        return bool(self.dumps)
+        """Holds a dump, or objects not downloaded yet that may be one (their bytes will tell)."""
+        return bool(self.dumps) or any(a.is_remote for a in self.artifacts)
 
     def format_summary(self) -> str:
         return ", ".join(sorted({a.describe() for a in self.artifacts})) or "none"

@@ -176,9 +176,14 @@ class DownloadCache:
         ident = f"{obj.bucket}\0{obj.key}\0{obj.version_id or ''}\0{obj.etag}\0{obj.size}"
         return self.root / hashlib.sha256(ident.encode()).hexdigest()[:32]
 
+    @staticmethod
+    def _data(entry: Path, obj: RemoteObject) -> Path:
+        # The object's own file name: sidecars keep their suffix, messages their name.
+        return entry / (obj.key.rsplit("/", 1)[-1] or "object")
+
     def cached(self, obj: RemoteObject) -> Fetched | None:
         entry = self._entry(obj)
-        meta_path, data = entry / "meta.json", entry / "data"
+        meta_path, data = entry / "meta.json", self._data(entry, obj)
         try:
             meta = json.loads(meta_path.read_text())
             if data.stat().st_size != obj.size:
@@ -196,6 +201,18 @@ class DownloadCache:
     def fetch(self, client: Any, obj: RemoteObject, attempts: int = 3,
               progress: Callable[[int, int], None] | None = None) -> Fetched:
         """The object's bytes on local disk, streamed and hashed once; from the cache when it is intact."""
+        import fcntl
+
+        lock = self.root / f"{self._entry(obj).name}.lock"
+        with open(lock, "w") as lf:
+            fcntl.flock(lf, fcntl.LOCK_EX)  # another worker fetching the same object: wait for it
+            try:
+                return self._fetch_locked(client, obj, attempts, progress)
+            finally:
+                fcntl.flock(lf, fcntl.LOCK_UN)
+
+    def _fetch_locked(self, client: Any, obj: RemoteObject, attempts: int,
+                      progress: Callable[[int, int], None] | None) -> Fetched:
         hit = self.cached(obj)
         if hit is not None:
             return hit
@@ -244,11 +261,45 @@ class DownloadCache:
                         progress(done, obj.size)
             if done != obj.size:
                 raise OSError(f"got {done:,} of {obj.size:,} bytes")
-            Path(tmp).rename(entry / "data")
+            Path(tmp).rename(self._data(entry, obj))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         meta = {"url": obj.url, "etag": obj.etag, "version_id": obj.version_id, "size": obj.size,
                 "sha256": digest.hexdigest(), "fetched_at": datetime.now(UTC).isoformat()}
         (entry / "meta.json").write_text(json.dumps(meta))
-        return Fetched(entry / "data", digest.hexdigest(), done)
+        return Fetched(self._data(entry, obj), digest.hexdigest(), done)
+
+
+def remote_object(url: str, size: int, modified: datetime, etag: str) -> RemoteObject:
+    bucket, _, key = url[len("s3://"):].partition("/")
+    return RemoteObject(bucket, key, size, modified, etag)
+
+
+class RemoteAccess:
+    """Clients per source (each with its own endpoint and region) and the shared download cache."""
+
+    def __init__(self, options: dict[str, S3Options], cache: DownloadCache) -> None:
+        self.options = options
+        self.cache = cache
+        self._clients: dict[S3Options, Any] = {}
+
+    def client_for(self, url: str) -> Any:
+        matches = [u for u in self.options if u and url.startswith(u)]
+        options = self.options[max(matches, key=len)] if matches else self.options.get("", S3Options())
+        if options not in self._clients:
+            self._clients[options] = make_client(options)
+        return self._clients[options]
+
+    def fetch(self, url: str, size: int, modified: datetime, etag: str) -> Fetched:
+        obj = remote_object(url, size, modified, etag)
+        return self.cache.fetch(self.client_for(url), obj)
+
+    def fetch_small(self, url: str, target: Path, limit: int = 1 << 20) -> None:
+        """A sidecar object (a checksum line), read whole."""
+        bucket, _, key = url[len("s3://"):].partition("/")
+        try:
+            body = self.client_for(url).get_object(Bucket=bucket, Key=key)["Body"].read(limit)
+        except Exception as exc:
+            raise explain(exc, f"downloading {url}") from None
+        target.write_bytes(body)

@@ -173,6 +173,24 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
     return s
 
 
+_S3_KEYS = {"endpoint_url", "region", "profile", "checksum_when_required", "max_attempts"}
+
+
+def _s3_options(raw: dict[str, Any], base: Any, where: str) -> Any:
+    from .s3 import S3Options
+
+    unknown = set(raw) - _S3_KEYS - {"url"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_S3_KEYS))}")
+    options = base or S3Options()
+    changes: dict[str, Any] = {k: raw[k] for k in _S3_KEYS if k in raw}
+    if "max_attempts" in changes and (not isinstance(changes["max_attempts"], int) or changes["max_attempts"] < 1):
+        raise ConfigError(f"{where}.max_attempts = {changes['max_attempts']!r}: expected a whole number of at least 1")
+    if "checksum_when_required" in changes and not isinstance(changes["checksum_when_required"], bool):
+        raise ConfigError(f"{where}.checksum_when_required: expected true or false")
+    return replace(options, **changes)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know, resolved once."""
@@ -187,6 +205,13 @@ class Settings:
     series: dict[str, SeriesSettings] = field(default_factory=dict)
     config_file: Path | None = None
     demo: bool = False
+    cache_dir: Path | None = None  # downloads from S3, kept between runs
+    s3: dict[str, Any] = field(default_factory=dict)  # source URL -> S3Options ("" holds the [s3] defaults)
+
+    def s3_options(self, url: str) -> Any:
+        from .s3 import S3Options
+
+        return self.s3.get(url) or self.s3.get("") or S3Options()
 
     def for_series(self, name: str) -> SeriesSettings:
         return self.series.get(name, self.defaults)
@@ -196,7 +221,8 @@ class Settings:
         return own if own is not None else self.restore
 
 
-_TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series"}
+_TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series", "s3",
+             "cache_dir"}
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -230,16 +256,36 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         # Paths in the config file are relative to the file; on the command line, to the current folder.
         return p if "://" in p or Path(p).is_absolute() else str(base_dir / p)
 
+    s3_raw = file_data.get("s3", {}) or {}
+    if not isinstance(s3_raw, dict):
+        raise ConfigError("[s3]: expected a table like endpoint_url = \"https://...\", region = \"eu-west-1\"")
+    s3: dict[str, Any] = {"": _s3_options(s3_raw, None, "s3")}
+    raw = file_data.get("sources", [])
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError("sources: expected a list of folders or URLs")
+    names = []
+    for item in raw:
+        if isinstance(item, dict):
+            url = item.get("url")
+            if not isinstance(url, str) or not url.startswith("s3://"):
+                raise ConfigError(f"sources: {item!r}: a table needs url = \"s3://bucket/prefix/\"")
+            # Registered even when --backups replaces the list: the same URL there keeps its endpoint.
+            s3[url] = _s3_options(item, s3[""], f"sources[{url}]")
+            names.append(url)
+        else:
+            names.append(rel(str(item)))
     sources_cli = cli.get("sources")
-    if sources_cli is not None:
-        sources = tuple(sources_cli)
-    else:
-        raw = file_data.get("sources", [])
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list):
-            raise ConfigError("sources: expected a list of folders or URLs")
-        sources = tuple(rel(str(s)) for s in raw)
+    sources = tuple(sources_cli) if sources_cli is not None else tuple(names)
+    for url in sources:
+        if url.startswith("s3://"):
+            from .s3 import S3Location
+
+            try:
+                S3Location.parse(url)
+            except ValueError as exc:
+                raise ConfigError(f"sources: {exc}") from None
 
     restore = parse_restore(pick("restore", "newest"), "restore")
     jobs_raw = pick("restore_jobs", 2)
@@ -262,6 +308,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
 
     work_dir = path_setting("work_dir", None)
     reports_dir = path_setting("reports_dir", "reports")
+    cache_dir = path_setting("cache_dir", None)
 
     defaults = _series_settings(file_data.get("defaults", {}) or {}, SeriesSettings(), "defaults")
     series_raw = file_data.get("series", {}) or {}
@@ -272,4 +319,5 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,
         work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
         defaults=defaults, series=series, config_file=config_file,
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else None, s3=s3,
     )

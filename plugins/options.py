@@ -18,6 +18,7 @@ HELP_RESTORE = "Which backups of each series to restore: 'newest' (default), 'al
 HELP_JOBS = "Parallel jobs for pg_restore of archives (default 2; config: restore_jobs)."
 HELP_PG_BIN = "A PostgreSQL bin folder to consider first (repeatable; config: pg_bin)."
 HELP_WORK_DIR = "Where disposable servers and decompressed copies live (default: the system temp folder; config: work_dir)."
+HELP_CACHE = "Folder for downloads from S3, kept between runs (default: ~/.cache/backupcheck; config: cache_dir)."
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -30,6 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pg-bin", action="append", dest="bc_pg_bin", default=None, metavar="DIR", help=HELP_PG_BIN)
     group.addoption("--work-dir", dest="bc_work_dir", default=None, metavar="DIR", help=HELP_WORK_DIR)
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
+    group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -105,6 +107,7 @@ def resolve(config: pytest.Config) -> Settings:
         "pg_bin": config.getoption("bc_pg_bin"),
         "work_dir": absolute("bc_work_dir"),
         "reports_dir": absolute("bc_reports_dir"),
+        "cache_dir": absolute("bc_cache_dir"),
     }
     try:
         path = _config_file(config)

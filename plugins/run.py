@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -95,7 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 _demo_settings(config, demo_dir)
             final = config.stash[SETTINGS]
             own = tuple(p for p in (final.reports_dir, final.work_dir) if p is not None)
-            listing = discover([Path(s) for s in final.sources], exclude=own)
+            local = [Path(s) for s in final.sources if not s.startswith("s3://")]
+            remote, problems = list_remote(final)
+            listing = discover(local, exclude=own, remote=remote)
+            listing.problems[:0] = problems
             listing_io.dump(listing, rundir / "listing.json")
     except BaseException:
         factory.wait()
@@ -129,6 +133,39 @@ def _prewarm(factory: ClusterFactory, listing: Listing, settings: Settings) -> N
             factory.prewarm(pgbin.pick(need, settings.pg_bin))
         except NoSuitableBinaries:
             pass  # the restore test says so, with every place looked
+
+
+def cache_dir(settings: Settings) -> Path:
+    """Where S3 downloads are kept between runs (so a second run fetches nothing)."""
+    if settings.cache_dir is not None:
+        return settings.cache_dir
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "backupcheck" / "downloads"
+
+
+def remote_access(settings: Settings):  # type: ignore[no-untyped-def]
+    if not any(s.startswith("s3://") for s in settings.sources):
+        return None
+    from backupcheck.s3 import DownloadCache, RemoteAccess
+
+    return RemoteAccess(settings.s3, DownloadCache(cache_dir(settings)))
+
+
+def list_remote(settings: Settings):  # type: ignore[no-untyped-def]
+    """List every S3 source once (paginated); a source that cannot be listed is a problem, not a crash."""
+    from backupcheck.s3 import S3Error, S3Location, list_objects
+
+    access = remote_access(settings)
+    remote, problems = [], []
+    for url in settings.sources:
+        if not url.startswith("s3://"):
+            continue
+        location = S3Location.parse(url)
+        try:
+            remote.append((location, list_objects(access.client_for(url), location)))
+        except S3Error as exc:
+            problems.append(str(exc))
+    return remote, problems
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

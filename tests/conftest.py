@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -147,3 +149,52 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path):  # type: ignore[no-un
         return SuiteRun(result.ret, result.stdout.str() + result.stderr.str(), outcomes, messages, reports)
 
     return run
+
+
+# --- S3 over real HTTP: moto's threaded server on 127.0.0.1, one per worker ----------------------
+
+FAKE_SECRET = "fake-secret-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """boto3's standard chain, fed fake credentials through the environment only."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, aws_env: None, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A fresh bucket, filled through a plain (writing) client as a backup job would."""
+    import boto3
+
+    name = "backups-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    writer = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    writer.create_bucket(Bucket=name)
+    return name, writer
+
+

@@ -4,57 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from backupcheck.s3 import DownloadCache, ReadOnlyViolation, S3Error, S3Location, S3Options, list_objects, make_client
 
-FAKE_SECRET = "fake-secret-key-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """boto3's standard chain, fed fake credentials through the environment only."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str, aws_env: None, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """A fresh bucket, filled through a plain (writing) client as a backup job would."""
-    import boto3
-
-    name = "backups-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
-    writer = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    writer.create_bucket(Bucket=name)
-    return name, writer
+from .conftest import FAKE_SECRET, free_port
 
 
 @pytest.fixture
@@ -150,7 +105,7 @@ def test_a_missing_bucket_is_a_clear_error_without_secrets(reader):
 
 
 def test_an_unreachable_endpoint_is_a_clear_error(aws_env):
-    client = make_client(S3Options(endpoint_url=f"http://127.0.0.1:{_free_port()}", region="us-east-1", max_attempts=1))
+    client = make_client(S3Options(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1", max_attempts=1))
     with pytest.raises(S3Error, match="cannot be reached"):
         list_objects(client, S3Location.parse("s3://any/database/"))
 

@@ -1,0 +1,88 @@
+"""The suites on a bucket: listing once, downloads cached and verified, checks without bytes never download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import FAKE_SECRET
+
+
+def upload_folder(writer, bucket: str, folder: Path, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            writer.put_object(Bucket=bucket, Key=f"{prefix}{path.relative_to(folder)}", Body=path.read_bytes())
+
+
+def s3_config(bucket: str, endpoint: str, cache: Path, prefix: str = "database/") -> str:
+    return (f'cache_dir = "{cache}"\n'
+            f'sources = [{{ url = "s3://{bucket}/{prefix}", endpoint_url = "{endpoint}", region = "us-east-1" }}]\n')
+
+
+def fetch_times(cache: Path) -> dict[str, str]:
+    return {str(p.parent.name): json.loads(p.read_text())["fetched_at"] for p in cache.glob("*/meta.json")}
+
+
+def test_a_clean_bucket_passes_and_a_second_run_downloads_nothing(run_suites, bucket, s3_endpoint, clean_dir, tmp_path):
+    name, writer = bucket
+    upload_folder(writer, name, clean_dir / "custom", "database/shop/")
+    upload_folder(writer, name, clean_dir / "pairs", "database/pairs/")
+    cache = tmp_path / "cache"
+    config = s3_config(name, s3_endpoint, cache)
+    first = run_suites(config=config)
+    assert first.failed() == set(), first.stdout[-3000:]
+    assert any(k.startswith("test_restores_without_harmful_errors[shop-") and v == "passed"
+               for k, v in first.outcomes.items())
+    assert any(k.startswith("test_sidecar_checksums_match[shop-") and v == "passed" for k, v in first.outcomes.items())
+    fetched = fetch_times(cache)
+    assert len(fetched) == 12, "each object of the 8 backups is downloaded once"
+    second = run_suites("-k", "restore", config=config)
+    assert second.failed() == set()
+    assert fetch_times(cache) == fetched, "the second run fetched nothing"
+
+
+def test_checks_that_need_no_bytes_never_download(run_suites, bucket, s3_endpoint, clean_dir, tmp_path):
+    name, writer = bucket
+    upload_folder(writer, name, clean_dir / "custom", "database/")
+    cache = tmp_path / "cache"
+    run = run_suites("-k", "freshness or size", config=s3_config(name, s3_endpoint, cache))
+    assert run.failed() == set() and run.outcomes
+    assert not list(cache.glob("*/meta.json"))
+
+
+def test_faults_in_a_bucket_fail_their_checks(run_suites, bucket, s3_endpoint, clean_dir, tmp_path):
+    name, writer = bucket
+    upload_folder(writer, name, clean_dir / "custom", "database/")
+    dumps = sorted((clean_dir / "custom").glob("*.dump"))
+    # bit rot in an older object, and a sidecar that no longer matches another
+    rotten = bytearray(dumps[1].read_bytes())
+    rotten[len(rotten) // 2] ^= 0xFF
+    writer.put_object(Bucket=name, Key=f"database/{dumps[1].name}", Body=bytes(rotten))
+    writer.put_object(Bucket=name, Key=f"database/{dumps[0].name}.sha256", Body=b"0" * 64 + b"  x\n")
+    run = run_suites(config=s3_config(name, s3_endpoint, tmp_path / "cache"))
+    key = lambda p: "shop-" + p.name.split("_", 1)[1].split(".")[0].replace("_", "T") + "Z"  # noqa: E731
+    assert run.failed() == {f"test_sidecar_checksums_match[{key(dumps[0])}]", f"test_sidecar_checksums_match[{key(dumps[1])}]",
+                            f"test_every_artifact_is_complete_and_readable[{key(dumps[1])}]"}, run.stdout[-3000:]
+
+
+def test_a_missing_bucket_is_one_failed_check_and_the_rest_goes_on(run_suites, s3_endpoint, aws_env, clean_dir, tmp_path):
+    config = f'cache_dir = "{tmp_path / "cache"}"\n[s3]\nendpoint_url = "{s3_endpoint}"\nregion = "us-east-1"\n'
+    run = run_suites("--backups", str(clean_dir / "custom"), "--backups", "s3://no-such-bucket/database/",
+                     config=config)
+    assert run.failed() == {"test_every_source_holds_readable_backups"}
+    assert "does not exist" in run.messages["test_every_source_holds_readable_backups"]
+    assert any(k.startswith("test_restores_without_harmful_errors[shop-") for k in run.outcomes)
+
+
+def test_no_secret_reaches_any_report_or_log(run_suites, bucket, s3_endpoint, clean_dir, tmp_path, monkeypatch):
+    name, writer = bucket
+    upload_folder(writer, name, clean_dir / "custom", "database/")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "fake-session-token-abcdef")
+    monkeypatch.setenv("PGPASSWORD", "fake-pg-password-xyz")
+    run = run_suites("-n", "2", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
+    assert run.outcomes
+    secrets = [FAKE_SECRET, "fake-session-token-abcdef", "fake-pg-password-xyz"]
+    leaks = [(str(p), s) for p in run.reports.rglob("*") if p.is_file()
+             for s in secrets if s in p.read_text(errors="replace")]
+    assert leaks == []
+    assert not any(s in run.stdout for s in secrets)
