@@ -7,6 +7,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -72,9 +73,10 @@ class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
     def __init__(self, rundir: Path, shared_cache: Path | None = None, pg_bin: tuple[str, ...] = (),
-                 remote: RemoteAccess | None = None) -> None:
+                 remote: RemoteAccess | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
         self.rundir = rundir
         self.remote = remote
+        self.passphrase_env = passphrase_env
         self._local: dict[str, Backup] = {}
         self.cache = shared_cache or (rundir / "evidence")
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -86,13 +88,15 @@ class EvidenceStore:
     # -- objects in S3 become local files ---------------------------------------------------------
 
     def localize(self, backup: Backup) -> Backup:
-        """The backup with every S3 object downloaded (cached, verified) and its format sniffed."""
-        if not any(a.is_remote for a in backup.artifacts):
+        """The backup as local plaintext: S3 objects downloaded (cached, verified), gpg files decrypted."""
+        if not any(a.is_remote or a.format == "gpg" for a in backup.artifacts):
             return backup
         with self._lock:
             if backup.key in self._local:
                 return self._local[backup.key]
-        local = replace(backup, artifacts=tuple(self._localize(a) if a.is_remote else a for a in backup.artifacts))
+        local = replace(backup, artifacts=tuple(
+            self._decrypt(self._localize(a) if a.is_remote else a) for a in backup.artifacts
+        ))
         with self._lock:
             self._local[backup.key] = local
         return local
@@ -119,6 +123,24 @@ class EvidenceStore:
         role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")
         return replace(a, path=got.path, format=fmt, compression=layers, note=note, role=role,
                        sidecars=tuple(sidecars))
+
+    def _decrypt(self, a: Artifact) -> Artifact:
+        if a.format != "gpg":
+            return a
+        from .discovery import role_from_content
+        from .gpg import DecryptError, decrypt
+
+        name = a.path.name
+        for suffix in (".gpg", ".pgp", ".asc"):
+            name = name.removesuffix(suffix)
+        target = self.rundir / "decrypted" / _key(a, False) / name
+        try:
+            decrypt(a.path, target, os.environ.get(self.passphrase_env))
+        except DecryptError as exc:
+            return replace(a, format="unknown", encrypted="gpg", note=f"{exc} (passphrase from ${self.passphrase_env})")
+        fmt, layers, note = sniff(target)
+        role = a.role or (role_from_content(target, layers) if fmt in ("plain", "dumpall") else "")
+        return replace(a, path=target, format=fmt, compression=layers, note=note, role=role, encrypted="gpg")
 
     # -- archives a tool can open --------------------------------------------------------------
 

@@ -13,7 +13,7 @@ def _artifact_json(a: Artifact) -> dict:
     return {
         "path": str(a.path), "size": a.size, "mtime": a.mtime.isoformat(), "format": a.format,
         "compression": list(a.compression), "role": a.role, "sidecars": [str(s) for s in a.sidecars], "note": a.note,
-        "url": a.url, "etag": a.etag, "sidecar_urls": list(a.sidecar_urls),
+        "url": a.url, "etag": a.etag, "sidecar_urls": list(a.sidecar_urls), "encrypted": a.encrypted,
     }
 
 
@@ -44,7 +44,7 @@ def load(path: Path) -> Listing:
                 Artifact(path=Path(a["path"]), size=a["size"], mtime=datetime.fromisoformat(a["mtime"]),
                          format=a["format"], compression=tuple(a["compression"]), role=a["role"],
                          sidecars=tuple(Path(x) for x in a["sidecars"]), note=a["note"], url=a["url"],
-                         etag=a["etag"], sidecar_urls=tuple(a["sidecar_urls"]))
+                         etag=a["etag"], sidecar_urls=tuple(a["sidecar_urls"]), encrypted=a["encrypted"])
                 for a in b["artifacts"]
             )
             backups.append(Backup(series=b["series"], taken_at=datetime.fromisoformat(b["taken_at"]),

@@ -21,6 +21,7 @@ class Artifact:
     sidecars: tuple[Path, ...] = ()
     note: str = ""  # why sniffing could not tell, if it could not
     url: str = ""  # s3://bucket/key for an object not downloaded yet (format "remote")
+    encrypted: str = ""  # "gpg" when this is the decrypted content of an encrypted file
     etag: str = ""
     sidecar_urls: tuple[str, ...] = ()
 
@@ -72,8 +73,8 @@ class Backup:
 
     @property
     def restorable(self) -> bool:
-        """Holds a dump, or objects not downloaded yet that may be one (their bytes will tell)."""
-        return bool(self.dumps) or any(a.is_remote for a in self.artifacts)
+        """Holds a dump, or objects not downloaded or decrypted yet that may be one (their bytes will tell)."""
+        return bool(self.dumps) or any(a.is_remote or a.format == "gpg" for a in self.artifacts)
 
     def format_summary(self) -> str:
         return ", ".join(sorted({a.describe() for a in self.artifacts})) or "none"

@@ -303,3 +303,12 @@ class RemoteAccess:
         except Exception as exc:
             raise explain(exc, f"downloading {url}") from None
         target.write_bytes(body)
+
+    def head(self, url: str) -> dict[str, str]:
+        """Server-side encryption of an object, read without downloading it."""
+        bucket, _, key = url[len("s3://"):].partition("/")
+        try:
+            answer = self.client_for(url).head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise explain(exc, f"reading the metadata of {url}") from None
+        return {"sse": answer.get("ServerSideEncryption", ""), "kms_key_id": answer.get("SSEKMSKeyId", "")}

@@ -111,12 +111,15 @@ class SeriesSettings:
     restore: str | int | None = None
     severity: str = "normal"
     tolerated_errors: tuple[str, ...] = ()
+    encryption: str | None = None  # gpg, sse, AES256 or aws:kms: required of every artifact
+    kms_key_id: str = ""
 
 
 _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
-    "restore", "severity", "tolerated_errors",
+    "restore", "severity", "tolerated_errors", "encryption", "kms_key_id",
 }
+ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
 
 
 def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> SeriesSettings:
@@ -160,6 +163,12 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
         if not isinstance(rel, list):
             raise ConfigError(f"{where}.relations: expected a list like [\"orders.user_id -> users.id\"]")
         s = replace(s, relations=tuple(Relation.parse(str(r), f"{where}.relations") for r in rel))
+    if "encryption" in raw:
+        if raw["encryption"] not in ENCRYPTIONS:
+            raise ConfigError(f"{where}.encryption = {raw['encryption']!r}: expected one of {', '.join(ENCRYPTIONS)}")
+        s = replace(s, encryption=raw["encryption"])
+    if "kms_key_id" in raw:
+        s = replace(s, kms_key_id=str(raw["kms_key_id"]), encryption=s.encryption or "aws:kms")
     if "tolerated_errors" in raw:
         errs = raw["tolerated_errors"]
         if not isinstance(errs, list):
@@ -206,6 +215,7 @@ class Settings:
     config_file: Path | None = None
     demo: bool = False
     cache_dir: Path | None = None  # downloads from S3, kept between runs
+    gpg_passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE"  # the variable holding the passphrase (never the value)
     s3: dict[str, Any] = field(default_factory=dict)  # source URL -> S3Options ("" holds the [s3] defaults)
 
     def s3_options(self, url: str) -> Any:
@@ -222,7 +232,7 @@ class Settings:
 
 
 _TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series", "s3",
-             "cache_dir"}
+             "cache_dir", "gpg_passphrase_env"}
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -320,4 +330,5 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
         defaults=defaults, series=series, config_file=config_file,
         cache_dir=Path(cache_dir).expanduser() if cache_dir else None, s3=s3,
+        gpg_passphrase_env=str(file_data.get("gpg_passphrase_env", "BACKUPCHECK_GPG_PASSPHRASE")),
     )

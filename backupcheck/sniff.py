@@ -90,10 +90,23 @@ def _looks_like_sql(text: str) -> bool:
     return "-- PostgreSQL database dump" in text
 
 
+def _is_openpgp(head: bytes) -> bool:
+    """An OpenPGP message: armoured, or starting with a (public- or symmetric-key) session key packet."""
+    if head.startswith(b"-----BEGIN PGP MESSAGE-----"):
+        return True
+    first = head[0]
+    if not first & 0x80:
+        return False
+    tag = first & 0x3F if first & 0x40 else (first & 0x3C) >> 2
+    return tag in (1, 3)
+
+
 def classify_head(head: bytes) -> tuple[str, str]:
     """Return (format, note) for the first decompressed bytes of a file."""
     if not head:
         return "empty", "the file holds no bytes"
+    if _is_openpgp(head):
+        return "gpg", ""
     if head.startswith(b"PGDMP"):
         return "custom", ""
     if len(head) >= 263 and head[257:262] == b"ustar":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backupcheck.checks import integrity
 from backupcheck.model import Finding, render
 
@@ -32,4 +34,12 @@ def test_sidecar_checksums_match(backup, artifact_evidence):
 def test_dump_carries_no_commands_for_the_host(backup, artifact_evidence):
     """A dump holds no psql meta-command or server-side escape (COPY PROGRAM, untrusted code) that could act on the checking host."""
     findings = integrity.safety(backup, artifact_evidence)
+    assert not findings, render(findings)
+
+
+@pytest.mark.when_configured("encryption")
+def test_artifacts_are_encrypted_as_required(backup, encryption_evidence, series_settings):
+    """Every artifact is encrypted as the series requires: with gpg, or server-side in S3 (with the expected KMS key)."""
+    findings = integrity.encryption(backup, encryption_evidence, series_settings.encryption or "",
+                                    series_settings.kms_key_id)
     assert not findings, render(findings)

@@ -22,6 +22,18 @@ def test_the_config_example_is_valid(tmp_path):
     assert shop.rto is not None and shop.critical_tables and shop.relations and shop.severity == "critical"
 
 
+def test_every_toml_and_json_example_parses(tmp_path):
+    import json
+
+    blocks = re.findall(r"```(toml|json)\n(.*?)```", README, re.S)
+    assert len(blocks) >= 3
+    for kind, text in blocks:
+        if kind == "json":
+            json.loads(text)
+        else:
+            build({}, tomllib.loads(text), tmp_path / "backupcheck.toml", tmp_path)
+
+
 def test_every_option_the_readme_names_exists(pytester):
     help_text = pytester.runpytest_subprocess("--help", "-p", "plugins.options").stdout.str()
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - {"--help"}

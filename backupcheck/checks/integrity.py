@@ -46,3 +46,35 @@ def safety(backup: Backup, evidence: list[ArtifactEvidence]) -> list[Finding]:
                 item, hint="do not restore this file with psql; find out who wrote it", where=ev.path)
         for ev in evidence for item in ev.security
     ]
+
+
+def encryption(backup: Backup, evidence: list[tuple[str, str, dict[str, str]]], required: str,
+               kms_key_id: str) -> list[Finding]:
+    """Every artifact is encrypted as the series requires: gpg at rest, or server-side in S3 (and with that key)."""
+    findings = []
+    for name, at_rest, sse in evidence:
+        if required == "gpg":
+            if at_rest != "gpg":
+                findings.append(Finding(CHECK, backup.key, "an artifact is not encrypted with gpg",
+                                        "a gpg-encrypted file", f"{name} is plaintext",
+                                        hint="encrypt backups (gpg --symmetric --cipher-algo AES256) before they leave the host"))
+            continue
+        if "error" in sse:
+            findings.append(Finding(CHECK, backup.key, "the encryption of an object cannot be read",
+                                    "its server-side encryption, from HeadObject", sse["error"], where=name))
+            continue
+        if not sse:
+            findings.append(Finding(CHECK, backup.key, "a file is not in S3, so it has no server-side encryption",
+                                    f"an S3 object encrypted with {required}", f"{name} is a local file"))
+            continue
+        found = sse.get("sse") or "none"
+        wanted = {"sse": ("AES256", "aws:kms", "aws:kms:dsse"), "AES256": ("AES256",),
+                  "aws:kms": ("aws:kms", "aws:kms:dsse")}[required]
+        if found not in wanted:
+            findings.append(Finding(CHECK, backup.key, "an object is not encrypted as required",
+                                    f"server-side encryption {' or '.join(wanted)}", f"{name}: {found}",
+                                    hint="set default encryption on the bucket or prefix"))
+        elif kms_key_id and kms_key_id not in (sse.get("kms_key_id") or ""):
+            findings.append(Finding(CHECK, backup.key, "an object is encrypted with another KMS key",
+                                    f"KMS key {kms_key_id}", f"{name}: {sse.get('kms_key_id') or 'no key id'}"))
+    return findings
