@@ -30,7 +30,7 @@ def dump(listing: Listing, path: Path) -> None:
         ],
     }
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
     tmp.rename(path)
 
 

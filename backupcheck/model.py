@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,9 +56,9 @@ class Backup:
     artifacts: tuple[Artifact, ...]
     time_source: str = "name"  # name, header or mtime
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """A test id that is readable, stable and safe for ``-k``."""
+        """A test id that is readable, stable and safe for ``-k`` (computed once: tens of thousands of uses)."""
         return f"{safe_id(self.series)}-{self.taken_at.strftime('%Y%m%dT%H%M%SZ')}"
 
     @property

@@ -87,16 +87,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     settings = config.stash.get(SETTINGS, None)
     if settings is None:
         return
+    marks: dict[tuple[str, str], pytest.Mark] = {}
+
+    def label(value: str, kind: str) -> pytest.Mark:
+        # One Mark per label, shared by every item that carries it (tens of thousands on large buckets).
+        key = (value, kind)
+        if key not in marks:
+            marks[key] = pytest.mark.allure_label(value, label_type=kind).mark
+        return marks[key]
+
     for item in items:
         family = family_of(item)
-        group, series = subject_of(item)
         if not family:
             continue
-        item.add_marker(pytest.mark.allure_label(family, label_type="feature"))
+        _group, series = subject_of(item)
+        item.own_markers.append(label(family, "feature"))
         if series:
-            item.add_marker(pytest.mark.allure_label(series, label_type="story"))
-            item.add_marker(pytest.mark.allure_label(settings.for_series(series).severity, label_type="severity"))
-        item.add_marker(pytest.mark.allure_label("backupcheck", label_type="epic"))
+            item.own_markers.append(label(series, "story"))
+            item.own_markers.append(label(settings.for_series(series).severity, "severity"))
+        item.own_markers.append(label("backupcheck", "epic"))
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

@@ -220,3 +220,12 @@ def test_a_newer_pg_dump_of_a_15_20_server_is_caught_unrestorable(run_suites, fa
     message = run.messages["test_restores_without_harmful_errors[ledger-20250101T020000Z]"]
     assert run.outcomes["test_restores_without_harmful_errors[ledger-20250101T020000Z]"] == "failed"
     assert 'unrecognized parameter "pg_attver"' in message and "lost table public.users" in message
+
+
+def test_a_source_with_nothing_to_restore_runs_without_restore_tests(run_suites, clean_dir):
+    """Config files and bundles only: the restore-based checks have no backup to apply to, and say nothing."""
+    run = run_suites("--backups", str(clean_dir / "configs"))
+    assert run.ret == 0, run.stdout[-2000:]
+    assert "INTERNALERROR" not in run.stdout
+    assert not any("restore" in k or "row" in k or "foreign_key" in k for k in run.outcomes)
+    assert any(k.startswith("test_every_artifact_is_complete_and_readable[") for k in run.outcomes)
