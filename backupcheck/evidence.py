@@ -112,6 +112,11 @@ class EvidenceStore:
         except S3Error as exc:
             return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
         sidecars = []
+        for algorithm, digest in got.declared:
+            # A checksum from the object's metadata is checked like a sidecar file of that algorithm.
+            declared = got.path.parent / f"{got.path.name}.metadata.{algorithm}"
+            declared.write_text(f"{digest}  {got.path.name}\n")
+            sidecars.append(declared)
         for url in a.sidecar_urls:
             target = got.path.parent / url.rsplit("/", 1)[-1]
             try:

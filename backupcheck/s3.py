@@ -94,7 +94,7 @@ def make_client(options: S3Options):  # type: ignore[no-untyped-def]
     extra: dict[str, Any] = {}
     if options.checksum_when_required:
         extra = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
-    config = Config(retries={"max_attempts": options.max_attempts, "mode": "standard"}, connect_timeout=10,
+    config = Config(retries={"total_max_attempts": options.max_attempts, "mode": "standard"}, connect_timeout=10,
                     read_timeout=60, **extra)
     session = boto3.session.Session(profile_name=options.profile)
     client = session.client("s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config)
@@ -162,6 +162,21 @@ class Fetched:
     path: Path
     sha256: str
     downloaded: int  # bytes fetched by this call: 0 when the cache served it
+    declared: tuple[tuple[str, str], ...] = ()  # (algorithm, hex digest) the object's metadata states
+
+
+_DECLARED = {"sha256": "sha256", "sha256sum": "sha256", "content-sha256": "sha256", "md5": "md5", "md5sum": "md5",
+             "content-md5": "md5"}
+
+
+def declared_checksums(metadata: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Checksums a backup job put in the object's user metadata (x-amz-meta-sha256 and the like)."""
+    out = []
+    for key, value in sorted(metadata.items()):
+        algorithm = _DECLARED.get(key.lower())
+        if algorithm and value.strip():
+            out.append((algorithm, value.strip().lower()))
+    return tuple(out)
 
 
 class DownloadCache:
@@ -196,7 +211,7 @@ class DownloadCache:
                 digest.update(block)
         if digest.hexdigest() != meta.get("sha256"):
             return None  # changed or corrupted on disk since it was fetched: never trusted
-        return Fetched(data, meta["sha256"], 0)
+        return Fetched(data, meta["sha256"], 0, tuple(tuple(d) for d in meta.get("declared", [])))
 
     def fetch(self, client: Any, obj: RemoteObject, attempts: int = 3,
               progress: Callable[[int, int], None] | None = None) -> Fetched:
@@ -265,10 +280,11 @@ class DownloadCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        declared = declared_checksums(response.get("Metadata") or {})
         meta = {"url": obj.url, "etag": obj.etag, "version_id": obj.version_id, "size": obj.size,
-                "sha256": digest.hexdigest(), "fetched_at": datetime.now(UTC).isoformat()}
+                "sha256": digest.hexdigest(), "fetched_at": datetime.now(UTC).isoformat(), "declared": declared}
         (entry / "meta.json").write_text(json.dumps(meta))
-        return Fetched(self._data(entry, obj), digest.hexdigest(), done)
+        return Fetched(self._data(entry, obj), digest.hexdigest(), done, declared)
 
 
 def remote_object(url: str, size: int, modified: datetime, etag: str) -> RemoteObject:
@@ -279,9 +295,11 @@ def remote_object(url: str, size: int, modified: datetime, etag: str) -> RemoteO
 class RemoteAccess:
     """Clients per source (each with its own endpoint and region) and the shared download cache."""
 
-    def __init__(self, options: dict[str, S3Options], cache: DownloadCache) -> None:
+    def __init__(self, options: dict[str, S3Options], cache: DownloadCache,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
         self.options = options
         self.cache = cache
+        self.progress = progress  # (url, bytes done, bytes in all), for long downloads
         self._clients: dict[S3Options, Any] = {}
 
     def client_for(self, url: str) -> Any:
@@ -293,7 +311,9 @@ class RemoteAccess:
 
     def fetch(self, url: str, size: int, modified: datetime, etag: str) -> Fetched:
         obj = remote_object(url, size, modified, etag)
-        return self.cache.fetch(self.client_for(url), obj)
+        report = self.progress
+        return self.cache.fetch(self.client_for(url), obj,
+                                progress=(lambda done, total: report(url, done, total)) if report else None)
 
     def fetch_small(self, url: str, target: Path, limit: int = 1 << 20) -> None:
         """A sidecar object (a checksum line), read whole."""

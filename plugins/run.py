@@ -143,12 +143,30 @@ def cache_dir(settings: Settings) -> Path:
     return Path(base) / "backupcheck" / "downloads"
 
 
-def remote_access(settings: Settings):  # type: ignore[no-untyped-def]
+def remote_access(settings: Settings, config: pytest.Config | None = None):  # type: ignore[no-untyped-def]
     if not any(s.startswith("s3://") for s in settings.sources):
         return None
     from backupcheck.s3 import DownloadCache, RemoteAccess
 
-    return RemoteAccess(settings.s3, DownloadCache(cache_dir(settings)))
+    return RemoteAccess(settings.s3, DownloadCache(cache_dir(settings)), _progress(config) if config else None)
+
+
+def _progress(config: pytest.Config):  # type: ignore[no-untyped-def]
+    """Progress of long downloads on the terminal, in steps of 10% (xdist workers have no terminal)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or hasattr(config, "workerinput"):
+        return None
+    shown: dict[str, int] = {}
+
+    def report(url: str, done: int, total: int) -> None:
+        if total < 64 * 1024**2:
+            return
+        step = done * 10 // total
+        if shown.get(url, -1) < step:
+            shown[url] = step
+            reporter.write_line(f"backupcheck: downloading {url}: {done / 1024**2:,.0f} of {total / 1024**2:,.0f} MiB")
+
+    return report
 
 
 def list_remote(settings: Settings):  # type: ignore[no-untyped-def]

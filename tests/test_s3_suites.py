@@ -86,3 +86,30 @@ def test_no_secret_reaches_any_report_or_log(run_suites, bucket, s3_endpoint, cl
              for s in secrets if s in p.read_text(errors="replace")]
     assert leaks == []
     assert not any(s in run.stdout for s in secrets)
+
+
+def test_a_checksum_in_object_metadata_is_verified(run_suites, bucket, s3_endpoint, clean_dir, tmp_path):
+    import hashlib
+
+    name, writer = bucket
+    dumps = sorted((clean_dir / "custom").glob("*.dump"))[:2]
+    good = hashlib.sha256(dumps[0].read_bytes()).hexdigest()
+    writer.put_object(Bucket=name, Key=f"database/{dumps[0].name}", Body=dumps[0].read_bytes(),
+                      Metadata={"sha256": good})
+    writer.put_object(Bucket=name, Key=f"database/{dumps[1].name}", Body=dumps[1].read_bytes(),
+                      Metadata={"sha256": good})  # the other night's checksum: wrong for this object
+    run = run_suites("-k", "sidecar", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
+    key = lambda p: "shop-" + p.name.split("_", 1)[1].split(".")[0].replace("_", "T") + "Z"  # noqa: E731
+    assert run.outcomes[f"test_sidecar_checksums_match[{key(dumps[0])}]"] == "passed"
+    assert run.outcomes[f"test_sidecar_checksums_match[{key(dumps[1])}]"] == "failed"
+    assert "metadata.sha256" in run.messages[f"test_sidecar_checksums_match[{key(dumps[1])}]"]
+
+
+def test_long_downloads_show_progress(run_suites, bucket, s3_endpoint, tmp_path):
+    import os
+
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/big_20250101_020000.bin", Body=os.urandom(70 * 1024**2))
+    run = run_suites("-k", "complete_and_readable", "-s", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
+    lines = [ln for ln in run.stdout.splitlines() if "backupcheck: downloading s3://" in ln]
+    assert len(lines) >= 5 and lines[-1].endswith("70 of 70 MiB"), lines
