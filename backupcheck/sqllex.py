@@ -151,6 +151,19 @@ class _State:
     backslash_quotes: bool = False  # standard_conforming_strings = off
 
 
+def _past_quote(line: bytes, i: int, quote: bytes) -> tuple[int, bool]:
+    """Inside a quoted string or identifier: where scanning goes on, and whether the quote closed.
+
+    A doubled quote is the quote character itself, not the end.
+    """
+    j = line.find(quote, i)
+    if j < 0:
+        return len(line), False
+    if line[j + 1 : j + 2] == quote:
+        return j + 2, False
+    return j + 1, True
+
+
 def _is_routine(words: list[bytes]) -> bool:
     w = [x.lower() for x in words[:4]]
     if len(w) >= 2 and w[0] == b"create" and w[1] in (b"function", b"procedure"):
@@ -258,36 +271,19 @@ def events(stream: BinaryIO) -> Iterator[Event]:
                             st.begin_depth += 1
                         elif low == b"end" and st.begin_depth > 0:
                             st.begin_depth -= 1
-            elif st.mode == _SQ:
-                j = line.find(b"'", i)
-                if j < 0:
-                    i = n
-                elif j + 1 < n and line[j + 1] == 0x27:
-                    i = j + 2
-                else:
-                    i = j + 1
+            elif st.mode in (_SQ, _DQ):
+                i, closed = _past_quote(line, i, b"'" if st.mode == _SQ else b'"')
+                if closed:
                     st.mode = _NORMAL
             elif st.mode == _ESQ:
                 j = line.find(b"'", i)
                 k = line.find(b"\\", i)
                 if 0 <= k < j or (j < 0 and k >= 0):
-                    i = k + 2
-                elif j < 0:
-                    i = n
-                elif j + 1 < n and line[j + 1] == 0x27:
-                    i = j + 2
+                    i = k + 2  # a backslash escapes the next byte, a quote included
                 else:
-                    i = j + 1
-                    st.mode = _NORMAL
-            elif st.mode == _DQ:
-                j = line.find(b'"', i)
-                if j < 0:
-                    i = n
-                elif j + 1 < n and line[j + 1] == 0x22:
-                    i = j + 2
-                else:
-                    i = j + 1
-                    st.mode = _NORMAL
+                    i, closed = _past_quote(line, i, b"'")
+                    if closed:
+                        st.mode = _NORMAL
             elif st.mode == _DOLLAR:
                 j = line.find(st.dollar_tag, i)
                 if j < 0:

@@ -27,6 +27,7 @@ def test_a_clean_bucket_passes_and_a_second_run_downloads_nothing(run_suites, bu
     name, writer = bucket
     upload_folder(writer, name, clean_dir / "custom", "database/shop/")
     upload_folder(writer, name, clean_dir / "pairs", "database/pairs/")
+    upload_folder(writer, name, clean_dir / "folders", "database/folders/")
     cache = tmp_path / "cache"
     config = s3_config(name, s3_endpoint, cache)
     first = run_suites(config=config)
@@ -34,8 +35,12 @@ def test_a_clean_bucket_passes_and_a_second_run_downloads_nothing(run_suites, bu
     assert any(k.startswith("test_restores_without_harmful_errors[shop-") and v == "passed"
                for k, v in first.outcomes.items())
     assert any(k.startswith("test_sidecar_checksums_match[shop-") and v == "passed" for k, v in first.outcomes.items())
+    assert any(k.startswith("test_restores_without_harmful_errors[backup-") and v == "passed"
+               for k, v in first.outcomes.items()), "a timestamped folder in S3 is one backup"
+    assert any(k.startswith("test_restores_without_harmful_errors[pairs-") and v == "passed"
+               for k, v in first.outcomes.items()), "schema_ and data_ objects of one moment restore together"
     fetched = fetch_times(cache)
-    assert len(fetched) == 12, "each object of the 8 backups is downloaded once"
+    assert len(fetched) == 20, "each object of the 12 backups is downloaded once"
     second = run_suites("-k", "restore", config=config)
     assert second.failed() == set()
     assert fetch_times(cache) == fetched, "the second run fetched nothing"
