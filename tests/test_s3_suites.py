@@ -118,3 +118,15 @@ def test_long_downloads_show_progress(run_suites, bucket, s3_endpoint, tmp_path)
     run = run_suites("-k", "complete_and_readable", "-s", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
     lines = [ln for ln in run.stdout.splitlines() if "backupcheck: downloading s3://" in ln]
     assert len(lines) >= 5 and lines[-1].endswith("70 of 70 MiB"), lines
+
+
+def test_a_bucket_of_config_files_has_nothing_to_restore_and_fails_nothing(run_suites, bucket, s3_endpoint,
+                                                                          clean_dir, tmp_path):
+    name, writer = bucket
+    for path in sorted((clean_dir / "configs").glob("settings_*.json")):
+        writer.put_object(Bucket=name, Key=f"database/{path.name}", Body=path.read_bytes())
+    run = run_suites(config=s3_config(name, s3_endpoint, tmp_path / "cache"))
+    assert run.failed() == set(), run.stdout[-2000:]
+    restore = {k: v for k, v in run.outcomes.items() if k.startswith("test_restores_without_harmful_errors[")}
+    assert restore and set(restore.values()) == {"skipped"}
+    assert "nothing to restore" in run.messages[next(iter(restore))]
