@@ -67,16 +67,11 @@ class RemoteObject:
     size: int
     last_modified: datetime
     etag: str
-    version_id: str | None = None
+    version_id: str | None = None  # the ETag only identifies a version for the cache: a multipart ETag is no MD5
 
     @property
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
-
-    @property
-    def multipart(self) -> bool:
-        """A multipart upload's ETag is not an MD5 of the content: never compare it as one."""
-        return "-" in self.etag
 
 
 def _refuse_writes(model: Any, **_: Any) -> None:

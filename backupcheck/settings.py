@@ -115,6 +115,11 @@ class SeriesSettings:
     kms_key_id: str = ""
 
 
+_PARSERS = {
+    "rpo": parse_duration, "schedule": parse_duration, "rto": parse_duration, "size_tolerance": parse_share,
+    "max_row_drop": parse_share, "min_size": parse_size, "restore": parse_restore,
+}
+
 _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
     "restore", "severity", "tolerated_errors", "encryption", "kms_key_id",
@@ -127,20 +132,9 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
     if unknown:
         raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_SERIES_KEYS))}")
     s = base
-    if "rpo" in raw:
-        s = replace(s, rpo=parse_duration(raw["rpo"], f"{where}.rpo"))
-    if "schedule" in raw:
-        s = replace(s, schedule=parse_duration(raw["schedule"], f"{where}.schedule"))
-    if "rto" in raw:
-        s = replace(s, rto=parse_duration(raw["rto"], f"{where}.rto"))
-    if "size_tolerance" in raw:
-        s = replace(s, size_tolerance=parse_share(raw["size_tolerance"], f"{where}.size_tolerance"))
-    if "max_row_drop" in raw:
-        s = replace(s, max_row_drop=parse_share(raw["max_row_drop"], f"{where}.max_row_drop"))
-    if "min_size" in raw:
-        s = replace(s, min_size=parse_size(raw["min_size"], f"{where}.min_size"))
-    if "restore" in raw:
-        s = replace(s, restore=parse_restore(raw["restore"], f"{where}.restore"))
+    for key, parse in _PARSERS.items():
+        if key in raw:
+            s = replace(s, **{key: parse(raw[key], f"{where}.{key}")})
     if "severity" in raw:
         sev = str(raw["severity"]).lower()
         if sev not in SEVERITIES:

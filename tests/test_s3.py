@@ -137,15 +137,6 @@ def test_urls_with_credentials_or_no_bucket_are_refused(url):
         S3Location.parse(url)
 
 
-def test_a_multipart_etag_is_known_not_to_be_a_content_hash():
-    from datetime import UTC, datetime
-
-    from backupcheck.s3 import RemoteObject
-
-    assert RemoteObject("b", "k", 1, datetime.now(UTC), "abc-3").multipart
-    assert not RemoteObject("b", "k", 1, datetime.now(UTC), "d41d8cd98f00b204e9800998ecf8427e").multipart
-
-
 def test_third_party_endpoints_get_the_checksum_settings_they_need(aws_env):
     plain = make_client(S3Options(region="us-east-1"))
     relaxed = make_client(S3Options(region="us-east-1", checksum_when_required=True))
