@@ -148,6 +148,8 @@ class Listing:
 
     series: list[Series] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # sources that could not be read
+    _by_name: dict[str, Series] | None = field(default=None, repr=False, compare=False)
+    _by_key: dict[str, int] | None = field(default=None, repr=False, compare=False)
 
     def backups(self) -> list[Backup]:
         return [b for s in self.series for b in s.backups]
@@ -159,7 +161,20 @@ class Listing:
         raise KeyError(key)
 
     def series_of(self, backup: Backup) -> Series:
-        for s in self.series:
-            if s.name == backup.series:
-                return s
-        raise KeyError(backup.series)
+        return self._index()[backup.series]
+
+    def newest_first_position(self, backup: Backup) -> int:
+        """0 for the newest backup of its series, 1 for the one before, and so on."""
+        backups = self.series_of(backup).backups
+        return len(backups) - 1 - self._positions()[backup.key]
+
+    def _index(self) -> dict[str, Series]:
+        # Built once: tests ask per item, and a bucket can hold tens of thousands of backups.
+        if self._by_name is None:
+            self._by_name = {s.name: s for s in self.series}
+        return self._by_name
+
+    def _positions(self) -> dict[str, int]:
+        if self._by_key is None:
+            self._by_key = {b.key: i for s in self.series for i, b in enumerate(s.backups)}
+        return self._by_key

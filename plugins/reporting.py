@@ -123,9 +123,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 
             from .run import RUN
 
-            listing = item.config.stash[RUN].listing
-            backups = listing.series_of(backup).backups
-            position = len(backups) - 1 - [b.key for b in backups].index(backup.key)
+            position = item.config.stash[RUN].listing.newest_first_position(backup)
             allure.dynamic.parameter("backup", backup.key, excluded=True)
             allure.dynamic.parameter("series", backup.series)
             allure.dynamic.parameter("slot", "newest" if position == 0 else f"newest-{position}")

@@ -229,3 +229,23 @@ def test_a_source_with_nothing_to_restore_runs_without_restore_tests(run_suites,
     assert "INTERNALERROR" not in run.stdout
     assert not any("restore" in k or "row" in k or "foreign_key" in k for k in run.outcomes)
     assert any(k.startswith("test_every_artifact_is_complete_and_readable[") for k in run.outcomes)
+
+
+def test_an_archive_refused_for_security_is_still_read_in_full_for_integrity(run_suites, farm, tmp_path):
+    """No restore means no restore-read: the data blocks are read without a server, and a cut archive still fails."""
+    db = farm.clone(farm.states[-1], "hostile_archive")
+    farm.sql(db, "create function public.sneaky() returns void language plpgsql as "
+                 "$$ begin execute 'COPY public.users TO PROGRAM ''id'''; end $$")
+    folder = tmp_path / "refused"
+    intact = farm.dump(db, folder / "vault_20250101_020000.dump")
+    cut = folder / "vault_20250102_020000.dump"
+    data = intact.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    run = run_suites("--backups", str(folder))
+    for day in ("20250101", "20250102"):
+        key = f"vault-{day}T020000Z"
+        assert run.outcomes[f"test_dump_carries_no_commands_for_the_host[{key}]"] == "failed"
+    assert "not restored" in run.messages["test_restores_without_harmful_errors[vault-20250102T020000Z]"]
+    assert run.outcomes["test_every_artifact_is_complete_and_readable[vault-20250101T020000Z]"] == "passed"
+    assert run.outcomes["test_every_artifact_is_complete_and_readable[vault-20250102T020000Z]"] == "failed"
+    assert "data block" in run.messages["test_every_artifact_is_complete_and_readable[vault-20250102T020000Z]"]
