@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .model import Artifact, Backup, Listing, Series, utc
@@ -180,6 +180,32 @@ def _file_candidate(path: Path, folder: Path) -> _Candidate:
         return _Candidate(path, folder, stem, role, None, "mtime")
 
 
+_TRIO = ("roles", "schema", "data")
+TRIO_WINDOW = timedelta(minutes=30)
+
+
+def _merge_cli_trios(candidates: list[_Candidate]) -> list[_Candidate]:
+    """``supabase db dump`` writes roles.sql, schema.sql and data.sql with no time in their names; files of
+    one folder written within half an hour of each other are one backup, taken when the first was written."""
+    trio: dict[str, list[_Candidate]] = defaultdict(list)
+    rest = []
+    for c in candidates:
+        if c.unit is None and c.source == "mtime" and c.when is not None and strip_extensions(c.path.name) in _TRIO:
+            trio[str(c.folder)].append(c)
+        else:
+            rest.append(c)
+    for members in trio.values():
+        members.sort(key=lambda c: c.when)  # type: ignore[arg-type, return-value]
+        start = previous = members[0].when
+        for c in members:
+            assert c.when is not None and previous is not None
+            if c.when - previous > TRIO_WINDOW:
+                start = c.when
+            previous = c.when
+            rest.append(replace(c, when=start))
+    return rest
+
+
 def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = (),
              remote: list[tuple[S3Location, list[RemoteObject]]] | None = None) -> Listing:
     """Group every artifact under ``sources`` (and listed S3 objects) into series of backups, oldest first.
@@ -203,6 +229,7 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
         else:
             _walk(source, candidates, listing.problems, skip)
 
+    candidates = _merge_cli_trios(candidates)
     groups: dict[tuple[str, str, datetime | None, Path | None], list[_Candidate]] = defaultdict(list)
     for c in candidates:
         groups[(str(c.folder), c.stem, c.when if c.unit is None and c.source == "name" else c.when, c.unit)].append(c)

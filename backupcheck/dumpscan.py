@@ -25,6 +25,59 @@ _FK = re.compile(
     re.I | re.S,
 )
 _CREATE_DB = re.compile(rf"^\s*CREATE\s+DATABASE\s+({_IDENT})", re.I)
+_ROLE_LIST = rf"((?:GROUP\s+)?{_IDENT}(?:\s*,\s*(?:GROUP\s+)?{_IDENT})*)"
+_ROLE_USES = [
+    re.compile(rf"\bOWNER\s+TO\s+({_IDENT})", re.I),
+    re.compile(rf"^\s*GRANT\b.*?\bTO\s+{_ROLE_LIST}", re.I | re.S),
+    re.compile(rf"^\s*REVOKE\b.*?\bFROM\s+{_ROLE_LIST}", re.I | re.S),
+    re.compile(rf"^\s*CREATE\s+POLICY\b.*?\bTO\s+{_ROLE_LIST}", re.I | re.S),
+    re.compile(rf"^\s*ALTER\s+DEFAULT\s+PRIVILEGES\s+FOR\s+(?:ROLE|USER)\s+{_ROLE_LIST}", re.I),
+    re.compile(rf"^\s*SET\s+(?:SESSION\s+)?ROLE\s+({_IDENT})", re.I),
+    re.compile(rf"^\s*SET\s+SESSION\s+AUTHORIZATION\s+({_IDENT})", re.I),
+]
+_NOT_ROLES = {"public", "current_user", "session_user", "current_role", "none", "default"}
+_CREATE_ROLE = re.compile(rf"^\s*CREATE\s+(?:ROLE|USER|GROUP)\s+({_IDENT})", re.I)
+_CREATE_EXTENSION = re.compile(rf"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})", re.I)
+_TABLESPACE = re.compile(rf"(?:\bTABLESPACE\s+({_IDENT})|default_tablespace\s*=\s*'([^']+)')", re.I)
+_CREATE_TABLESPACE = re.compile(rf"^\s*CREATE\s+TABLESPACE\s+({_IDENT})", re.I)
+
+
+def _add(into: list[str], name: str) -> None:
+    if name and name not in into:
+        into.append(name)
+
+
+def note_requirements(scan: DumpScan, sql: str) -> None:
+    """Record the roles, extensions and tablespaces one statement needs or creates."""
+    head = sql.lstrip()[:40].upper()
+    if head.startswith(("CREATE ROLE", "CREATE USER", "CREATE GROUP")):
+        m = _CREATE_ROLE.match(sql)
+        if m:
+            _add(scan.roles_created, split_ident(m.group(1))[0])
+        return
+    if head.startswith("CREATE EXTENSION"):
+        m = _CREATE_EXTENSION.match(sql)
+        if m:
+            _add(scan.extensions, split_ident(m.group(1))[0])
+        return
+    if head.startswith("CREATE TABLESPACE"):
+        m = _CREATE_TABLESPACE.match(sql)
+        if m:
+            _add(scan.tablespaces_created, split_ident(m.group(1))[0])
+        return
+    if "TO" in sql.upper() or head.startswith(("SET", "REVOKE", "ALTER DEFAULT")):
+        for pattern in _ROLE_USES:
+            m = pattern.search(sql)
+            if m:
+                for part in re.split(r"\s*,\s*", m.group(1)):
+                    name = split_ident(re.sub(r"^GROUP\s+", "", part.strip(), flags=re.I))
+                    if name and name[0].lower() not in _NOT_ROLES:
+                        _add(scan.roles_used, name[0])
+    if "TABLESPACE" in sql.upper() and not head.startswith(("CREATE TABLESPACE", "DROP", "COMMENT")):
+        for m in _TABLESPACE.finditer(sql):
+            name = m.group(2) if m.group(2) is not None else split_ident(m.group(1))[0]
+            if name and name.lower() not in ("pg_default", "pg_global"):
+                _add(scan.tablespaces, name)
 
 
 def split_ident(text: str) -> list[str]:
@@ -69,6 +122,11 @@ class DumpScan:
     trailer: bool = False
     statements: int = 0
     data_read: bool = False  # every data block was read (False: only the TOC)
+    roles_used: list[str] = field(default_factory=list)  # owners, grantees, SET ROLE targets
+    roles_created: list[str] = field(default_factory=list)  # CREATE ROLE in the dump itself
+    extensions: list[str] = field(default_factory=list)  # CREATE EXTENSION
+    tablespaces: list[str] = field(default_factory=list)  # non-default tablespaces objects are placed in
+    tablespaces_created: list[str] = field(default_factory=list)  # CREATE TABLESPACE (cluster dumps)
 
     @property
     def dump_major(self) -> int | None:
@@ -166,6 +224,7 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
             last_statement_line = ev.line
             for reason in security.statement_problems(sql):
                 scan.security.append(f"line {ev.line}: {reason}")
+            note_requirements(scan, sql)
             cluster_db = db if scan.kind == "dumpall" else None
             m = _CREATE_TABLE.match(sql)
             if m:
@@ -196,6 +255,15 @@ def scan_archive_toc(info: ArchiveInfo) -> DumpScan:
     scan = DumpScan(kind="archive", dump_version=info.dump_version, server_version=info.server_version,
                     has_header=True, trailer=True)
     for e in info.entries:
+        if e.owner:
+            _add(scan.roles_used, e.owner)
+        if e.tablespace and e.tablespace not in ("pg_default", "pg_global"):
+            _add(scan.tablespaces, e.tablespace)
+        if e.desc == "EXTENSION":
+            _add(scan.extensions, e.tag)
+        elif e.desc in ("ACL", "DEFAULT ACL", "POLICY") and e.defn:
+            for statement in e.defn.split(";\n"):
+                note_requirements(scan, statement)
         for text in (e.defn, e.copy_stmt):
             if text:
                 for reason in security.statement_problems(text):

@@ -73,6 +73,7 @@ class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
     def __init__(self, rundir: Path, shared_cache: Path | None = None, pg_bin: tuple[str, ...] = (),
+                 pg_bin_only: bool = False,
                  remote: RemoteAccess | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
         self.rundir = rundir
         self.remote = remote
@@ -81,6 +82,7 @@ class EvidenceStore:
         self.cache = shared_cache or (rundir / "evidence")
         self.cache.mkdir(parents=True, exist_ok=True)
         self.pg_bin = pg_bin
+        self.pg_bin_only = pg_bin_only
         self._memo: dict[str, ArtifactEvidence] = {}
         self._materialized: dict[str, Path] = {}
         self._lock = threading.Lock()
@@ -266,7 +268,8 @@ class EvidenceStore:
         if not full:
             return
         try:
-            inst = pgbin.pick(ev.min_restore_major, self.pg_bin, why=f"archive {info.version_text}, pg_dump {info.dump_version}")
+            inst = pgbin.pick(ev.min_restore_major, self.pg_bin, why=f"archive {info.version_text}, pg_dump {info.dump_version}",
+                              only=self.pg_bin_only)
         except pgbin.NoSuitableBinaries as exc:
             ev.problems.append(f"{a.name}: cannot read its data blocks: {exc}")
             return

@@ -32,6 +32,7 @@ class TocEntry:
     has_data: bool
     offset_set: bool
     filename: str = ""
+    tablespace: str = ""
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _read_toc(r: _Reader, info: ArchiveInfo, container: str) -> None:
         r.str()  # drop statement
         copy_stmt = r.str() or ""
         namespace = r.str() or ""
-        r.str()  # tablespace
+        tablespace = r.str() or ""
         r.str()  # table access method
         if v >= (1, 16):
             r.int()  # relkind
@@ -178,7 +179,7 @@ def _read_toc(r: _Reader, info: ArchiveInfo, container: str) -> None:
         else:
             filename = r.str() or ""
         info.entries.append(
-            TocEntry(dump_id, desc, namespace, tag, owner, defn, copy_stmt, has_data, offset_set, filename)
+            TocEntry(dump_id, desc, namespace, tag, owner, defn, copy_stmt, has_data, offset_set, filename, tablespace)
         )
 
 

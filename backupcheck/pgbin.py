@@ -52,9 +52,11 @@ def _embedded_dirs() -> list[Path]:
     return sorted(p for p in root.glob("pginstall*/bin") if p.is_dir())
 
 
-def places_to_look(extra: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
-    """Every folder searched, most explicit first."""
+def places_to_look(extra: tuple[str, ...] = (), only: bool = False) -> list[tuple[Path, str]]:
+    """Every folder searched, most explicit first; with ``only``, the --pg-bin folders alone."""
     places: list[tuple[Path, str]] = [(Path(p), "--pg-bin") for p in extra]
+    if only:
+        return places
     places += [(Path(p), "/usr/lib/postgresql") for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
     places += [(Path(p), "/usr/pgsql") for p in sorted(glob.glob("/usr/pgsql-*/bin"))]
     pg_config = shutil.which("pg_config")
@@ -103,10 +105,10 @@ def _version_of(binary: Path) -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def installations(extra: tuple[str, ...] = ()) -> tuple[Installation, ...]:
+def installations(extra: tuple[str, ...] = (), only: bool = False) -> tuple[Installation, ...]:
     """Every distinct installation with a server, initdb and pg_restore, newest first."""
     found: dict[str, Installation] = {}
-    for folder, origin in places_to_look(extra):
+    for folder, origin in places_to_look(extra, only):
         probe = folder / "postgres"
         if not (probe.is_file() and os.access(probe, os.X_OK)):
             continue
@@ -122,13 +124,13 @@ def installations(extra: tuple[str, ...] = ()) -> tuple[Installation, ...]:
     return tuple(sorted(found.values(), key=lambda i: (i.major, i.minor), reverse=True))
 
 
-def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "") -> Installation:
+def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "", only: bool = False) -> Installation:
     """The closest installation at or above ``min_major`` (the newest minor of that major).
 
     The closest major restores a dump most faithfully; the newest minor carries
     the latest security fixes. Installations named with --pg-bin come first.
     """
-    found = installations(extra)
+    found = installations(extra, only)
     need = min_major or 0
     fitting = [i for i in found if i.major >= need]
     chosen = [i for i in fitting if i.origin == "--pg-bin"]
@@ -137,7 +139,7 @@ def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "") -> I
     if fitting:
         closest = min(i.major for i in fitting)
         return max((i for i in fitting if i.major == closest), key=lambda i: i.minor)
-    looked = "\n".join(f"  - {p} ({o})" for p, o in places_to_look(extra))
+    looked = "\n".join(f"  - {p} ({o})" for p, o in places_to_look(extra, only))
     have = "\n".join(f"  - {i.describe()}" for i in found) or "  - none"
     raise NoSuitableBinaries(
         f"no PostgreSQL installation with a server, initdb and pg_restore of major version >= {need} "

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO
 
 from . import security, sqllex
-from .cluster import Cluster
+from .pgarchive import TocEntry
 
 BENIGN, NOTICE, HARMFUL = "benign", "notice", "harmful"
+_CREATE_EXTENSION = re.compile(r'^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
 
 
 @dataclass(frozen=True)
@@ -168,40 +167,123 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
     return errors, fatal
 
 
-def restore_archive(cluster: Cluster, archive: Path, dbname: str, jobs: int, artifact: str,
-                    tolerated: Iterable[str] = ()) -> tuple[list[RestoreError], str]:
-    cmd = [cluster.installation.tool("pg_restore"), "--no-password", "-d", dbname]
+def pg_restore_args(dbname: str, jobs: int, archive: str, list_file: str | None = None) -> list[str]:
+    """Arguments after the program name; the same inside a container and on this machine."""
+    args = ["--no-password", "-d", dbname]
     if jobs > 1:
-        cmd += ["-j", str(jobs)]
-    cmd.append(str(archive))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cluster.env(), stdin=subprocess.DEVNULL)
-    errors, fatal = parse_pg_restore_errors(proc.stderr, artifact, tolerated)
-    if proc.returncode != 0 and not errors and not fatal:
-        fatal = f"pg_restore exited with code {proc.returncode}: {proc.stderr.strip()[-500:]}"
+        args += ["-j", str(jobs)]
+    if list_file:
+        args += ["-L", list_file]
+    return [*args, archive]
+
+
+def outcome_of_pg_restore(returncode: int, stderr: str, artifact: str,
+                          tolerated: Iterable[str] = ()) -> tuple[list[RestoreError], str]:
+    errors, fatal = parse_pg_restore_errors(stderr, artifact, tolerated)
+    if returncode != 0 and not errors and not fatal:
+        fatal = f"pg_restore exited with code {returncode}: {stderr.strip()[-500:]}"
     return errors, fatal
+
+
+def restore_list(entries: Iterable[TocEntry], skip_extensions: Iterable[str]) -> tuple[str, list[str]]:
+    """A ``pg_restore -L`` list of every TOC entry but the skipped extensions; the second value names those."""
+    skip = set(skip_extensions)
+    lines, skipped = [], []
+    for e in entries:
+        desc, tag = e.desc, e.tag
+        if (desc == "EXTENSION" and tag in skip) or (desc == "COMMENT" and tag.startswith("EXTENSION ")
+                                                      and tag.split(" ", 1)[1] in skip):
+            if desc == "EXTENSION":
+                skipped.append(tag)
+            continue
+        lines.append(f"{e.dump_id}; 0 0 {desc} {e.namespace or '-'} {tag}")
+    return "\n".join(lines) + "\n", skipped
+
+
+# --- plain SQL through psql inside a container ----------------------------------------------------
+
+_PSQL_LINE = re.compile(r"^psql:(.*?):(\d+): (ERROR|FATAL|STATEMENT|error|WARNING|invalid command|\S+):?\s*(.*)$")
+
+
+def parse_psql_errors(stderr: str, artifact: str, tolerated: Iterable[str] = ()) -> list[RestoreError]:
+    """psql -b output (ERROR, continuation lines, STATEMENT) as classified errors."""
+    errors: list[RestoreError] = []
+    message, statement, line = "", [], ""
+    state = ""
+
+    def flush() -> None:
+        nonlocal message, statement, state
+        if message:
+            stmt = "\n".join(statement).strip()
+            sev, lost = classify(message, stmt, "", "", tolerated)
+            errors.append(RestoreError(sev, message, stmt, lost, artifact, f"line {line}"))
+        message, statement, state = "", [], ""
+
+    for raw in stderr.splitlines():
+        m = _PSQL_LINE.match(raw)
+        if m:
+            kind, text = m.group(3), m.group(4)
+            if kind == "STATEMENT":
+                statement, state = [text], "statement"
+                continue
+            flush()
+            line = m.group(2)
+            if kind in ("ERROR", "FATAL", "error"):
+                message, state = text.strip(), "message"
+            elif kind == "invalid command":
+                message, state = f"invalid command {text.strip()}", "message"
+            continue
+        if state == "statement":
+            statement.append(raw)
+        elif state == "message" and raw.startswith(("DETAIL:", "HINT:", "CONTEXT:")):
+            message += " " + raw.strip()
+    flush()
+    return errors
 
 
 # --- plain SQL through psycopg: psql never sees the file ----------------------------------------
 
 
-class PlainRunner:
-    """Runs a plain dump statement by statement; meta-commands other than \\connect are never run."""
+_CLUSTER_WIDE = re.compile(r"^\s*(?:CREATE|ALTER|DROP)\s+(?:ROLE|USER|GROUP|DATABASE|TABLESPACE)\b", re.I)
 
-    def __init__(self, cluster: Cluster, first_db: str, artifact: str, tolerated: Iterable[str] = ()) -> None:
-        self.cluster = cluster
+
+class PlainRunner:
+    """Runs a plain dump statement by statement; meta-commands other than \\connect are never run.
+
+    ``conninfo`` gives the connection parameters of a database. With ``confined`` (a shared server)
+    statements that change other databases or cluster-wide roles are skipped and listed instead of run.
+    """
+
+    def __init__(self, conninfo: Callable[[str], dict], first_db: str, artifact: str, tolerated: Iterable[str] = (),
+                 confined: bool = False, skip_extensions: Iterable[str] = ()) -> None:
+        self.conninfo = conninfo
         self.db = first_db
         self.artifact = artifact
         self.tolerated = tuple(tolerated)
+        self.confined = confined
+        self.skip_extensions = {e.lower() for e in skip_extensions}
         self.errors: list[RestoreError] = []
         self.databases: list[str] = [first_db]
+        self.skipped: list[str] = []
         self._conns: dict[str, object] = {}
+
+    def _skip(self, statement: str) -> bool:
+        if self.confined and _CLUSTER_WIDE.match(statement):
+            self.skipped.append(" ".join(statement.split())[:120])
+            return True
+        if self.skip_extensions:
+            m = _CREATE_EXTENSION.match(statement)
+            if m and m.group(1).strip('"').lower() in self.skip_extensions:
+                self.skipped.append(" ".join(statement.split())[:120])
+                return True
+        return False
 
     def _conn(self):  # type: ignore[no-untyped-def]
         import psycopg
 
         conn = self._conns.get(self.db)
         if conn is None or conn.closed:  # type: ignore[attr-defined]
-            conn = psycopg.connect(**self.cluster.conninfo(self.db), autocommit=True)  # type: ignore[arg-type]
+            conn = psycopg.connect(**self.conninfo(self.db), autocommit=True)  # type: ignore[arg-type]
             conn.add_notice_handler(lambda diag: None)
             self._conns[self.db] = conn
         return conn
@@ -223,6 +305,8 @@ class PlainRunner:
 
         for ev in sqllex.events(stream):
             if isinstance(ev, sqllex.Statement):
+                if self._skip(ev.text.decode("utf-8", "replace")):
+                    continue
                 try:
                     self._conn().execute(ev.text)  # type: ignore[attr-defined]
                 except psycopg.Error as exc:
@@ -239,6 +323,13 @@ class PlainRunner:
                     self._record(exc, ev.statement.text.decode("utf-8", "replace"), ev.statement.line)
             elif isinstance(ev, sqllex.MetaCommand) and ev.name in ("connect", "c"):
                 target = security.connect_target(ev.args)
+                if target and self.confined and target != self.db:
+                    self.skipped.append(f"\\connect {target} (the restore stays in its own database)")
+                    self.errors.append(RestoreError(
+                        HARMFUL, f"\\connect {target}: a shared server is restored into one fresh database only",
+                        f"\\connect {target}", f"everything the dump puts in database {target}", self.artifact,
+                        f"line {ev.line}"))
+                    continue
                 if target:
                     previous = self.db
                     self.db = target
@@ -262,11 +353,11 @@ class PlainRunner:
         self._conns.clear()
 
 
-def create_database(cluster: Cluster, name: str) -> None:
+def create_database(conninfo: dict, name: str) -> None:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(**cluster.conninfo("postgres"), autocommit=True) as conn:  # type: ignore[arg-type]
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -9,18 +9,30 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from . import pgbin
-from .cluster import Cluster, ClusterFactory
+from .cluster import ServerStartError
+from .compat import Compatibility, assess
+from .containers import ContainerError
 from .dumpscan import ForeignKey, split_ident
 from .evidence import ArtifactEvidence, EvidenceStore
 from .model import ARCHIVE_FORMATS, Backup
-from .restore import HARMFUL, PlainRunner, RestoreError, RestoreResult, create_database, restore_archive
-from .sniff import open_decompressed
+from .profiles import Profile
+from .providers import Provider, ProviderError
+from .restore import HARMFUL, RestoreError, RestoreResult
+from .targets import DsnTarget, Target
 
 log = logging.getLogger("backupcheck.restored")
 
 
 class RestoreRefused(Exception):
     """The backup carries something that must not run; it is not restored."""
+
+
+class NoServer(Exception):
+    """No server could be had for the backup; ``compat`` says what does not fit, when that is why."""
+
+    def __init__(self, message: str, compat: Compatibility) -> None:
+        super().__init__(message)
+        self.compat = compat
 
 
 @dataclass(frozen=True)
@@ -39,27 +51,34 @@ def _split_key(key: str) -> tuple[str | None, str, str]:
 
 
 class RestoredBackup:
-    """Context manager: restore ``backup`` on enter, remove the cluster on exit."""
+    """Context manager: restore ``backup`` on enter (compatibility assessed first), clean up on exit."""
 
-    def __init__(self, backup: Backup, factory: ClusterFactory, store: EvidenceStore, jobs: int = 2,
-                 pg_bin: tuple[str, ...] = (), tolerated: tuple[str, ...] = ()) -> None:
+    def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
+                 profile: Profile | None = None, tolerated: tuple[str, ...] = (), pg_bin: tuple[str, ...] = (),
+                 pg_bin_only: bool = False) -> None:
         self.backup = backup
-        self.factory = factory
+        self.provider = provider
         self.store = store
         self.jobs = jobs
+        self.profile = profile or Profile()
+        self.tolerated = tuple(tolerated) + self.profile.tolerated()
         self.pg_bin = pg_bin
-        self.tolerated = tolerated
-        self.cluster: Cluster | None = None
-        self.installation: pgbin.Installation | None = None
+        self.pg_bin_only = pg_bin_only
+        self.target: Target | None = None
         self.result = RestoreResult(backup=backup.key, databases=[])
         self.evidence: list[ArtifactEvidence] = []
+        self.compat = Compatibility()
+        self.skipped: list[str] = []
         self.main_db = "restored"
+        self._entries: dict[str, list] = {}
+        self.target_label = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> RestoredBackup:
         try:
             self._prepare()
+            self._acquire()
             self._restore()
         except BaseException:
             self.__exit__(None, None, None)
@@ -79,62 +98,82 @@ class RestoredBackup:
         unreadable = [p for ev in self.evidence for p in ev.problems if ev.scan is None]
         if unreadable:
             raise RestoreRefused("not restored, because the dump cannot be read:\n  " + "\n  ".join(unreadable[:10]))
-        need = max([ev.min_restore_major or ev.dump_major or 0 for ev in self.evidence] or [0])
-        self.installation = pgbin.pick(need or None, self.pg_bin, why=f"the dump of {self.backup.key} needs it")
         for a in dumps:
             if a.format in ARCHIVE_FORMATS:
                 from .pgarchive import read_archive
 
                 info = read_archive(self.store.archive_path(a), a.format)
-                if info.dbname and info.dbname not in ("postgres", "template1", "template0"):
+                self._entries[a.name] = info.entries
+                if info.dbname and info.dbname not in ("postgres", "template1", "template0") and \
+                        self.main_db == "restored":
                     self.main_db = info.dbname
-                break
 
-    def _restore(self) -> None:
-        assert self.installation is not None
+    def need_major(self) -> int | None:
+        need = max([ev.min_restore_major or ev.dump_major or 0 for ev in self.evidence] or [0])
+        return need or None
+
+    def _acquire(self) -> None:
+        """Get a server, prepare it for the profile, and compare it with the dump before restoring."""
         # A restored database can take 20 times its compressed dump (18x measured on repetitive data);
         # plain SQL about twice its size, indexes included.
-        need = sum(a.size * (20 if a.format in ARCHIVE_FORMATS or a.compression else 2) for a in self.backup.dumps)
-        self.cluster = self.factory.cluster(self.installation, need).__enter__()
-        t0 = time.monotonic()
+        need_bytes = sum(a.size * (20 if a.format in ARCHIVE_FORMATS or a.compression else 2) for a in self.backup.dumps)
+        kind = self.provider.kind
+        try:
+            self.target = self.provider.target(self.need_major(), need_bytes, f"the dump of {self.backup.key} needs it")
+            self.target.__enter__()
+        except (pgbin.NoSuitableBinaries, ServerStartError, ContainerError, ProviderError) as exc:
+            self.target = None
+            self.compat = assess(self.evidence, None, None, self.profile, kind, self.backup.series, self.pg_bin,
+                                 self.pg_bin_only)
+            raise NoServer(str(exc), self.compat) from None
+        self.target_label = self.target.label
+        if isinstance(self.target, DsnTarget):
+            self.main_db = self.target.dbname
         dumps = self.backup.dumps
-        dumpall = any(a.format == "dumpall" for a in dumps)
-        if not dumpall or any(a.format != "dumpall" for a in dumps):
-            create_database(self.cluster, self.main_db)
+        dumpall_only = all(a.format == "dumpall" for a in dumps)
+        if not dumpall_only or self.profile.bootstrap():
+            self.target.create_database(self.main_db)
             self.result.databases.append(self.main_db)
-        for a, ev in zip(dumps, self.evidence, strict=True):
+        for script in self.profile.bootstrap():
+            self.target.run_sql(self.main_db, script)
+        self.compat = assess(self.evidence, self.target, self.target.inventory(self.main_db if self.result.databases
+                                                                                else self.target.admin_db),
+                             self.profile, kind, self.backup.series, self.pg_bin, self.pg_bin_only)
+
+    def _restore(self) -> None:
+        target = self.target
+        assert target is not None
+        t0 = time.monotonic()
+        self.result.tool = f"{target.label}; " + ("pg_restore and psql run inside the container" if target.kind == "container"
+                                                   else "pg_restore from this machine, plain SQL through psycopg (psql is never used)")
+        skip = self.profile.skipped_extensions()
+        for a, ev in zip(self.backup.dumps, self.evidence, strict=True):
             if a.format in ARCHIVE_FORMATS:
                 jobs = self.jobs if a.format != "tar" and ev.has_offsets else 1
-                errors, fatal = restore_archive(self.cluster, self.store.archive_path(a), self.main_db, jobs,
-                                                a.name, self.tolerated)
-                self.result.errors += errors
-                if fatal:
-                    self.result.aborted = f"{a.name}: pg_restore stopped: {fatal}"
-                    self.result.errors.append(RestoreError(HARMFUL, fatal, "", "everything after the failure",
-                                                           a.name))
-                self.result.tool = self.installation.describe() if self.installation else ""
+                done = target.restore_archive(a, self.store.archive_path(a), self._entries.get(a.name, []),
+                                              self.main_db, jobs, self.tolerated, skip)
             else:
-                first = "postgres" if a.format == "dumpall" else self.main_db
-                runner = PlainRunner(self.cluster, first, a.name, self.tolerated)
-                try:
-                    with open_decompressed(a.path, a.compression) as stream:
-                        runner.run(stream)
-                finally:
-                    runner.close()
-                self.result.errors += runner.errors
-                for db in runner.databases:
-                    if db not in self.result.databases:
-                        self.result.databases.append(db)
-                self.result.tool = "psycopg (plain SQL; psql is never used)"
+                first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
+                local_copy = self.store.archive_path(a) if target.kind == "container" else None
+                done = target.restore_plain(a, local_copy, first, self.tolerated, skip)
+            self.result.errors += done.errors
+            self.skipped += done.skipped
+            if done.fatal:
+                self.result.aborted = f"{a.name}: the restore stopped: {done.fatal}"
+                self.result.errors.append(RestoreError(HARMFUL, done.fatal, "", "everything after the failure", a.name))
+            for db in done.databases:
+                if db not in self.result.databases:
+                    self.result.databases.append(db)
         self.result.seconds = time.monotonic() - t0
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        cluster, self.cluster = self.cluster, None
-        if cluster is not None:
+        target, self.target = self.target, None
+        if target is not None:
             try:
-                cluster.__exit__(et, ev, tb)
+                target.__exit__(et, ev, tb)
+                self.provider.release(target)
             except Exception:
-                log.exception("removing the cluster of %s failed", self.backup.key)
+                log.exception("cleaning up after the restore of %s failed", self.backup.key)
         for a in self.backup.dumps:
             try:
                 self.store.release(a)
@@ -149,10 +188,8 @@ class RestoredBackup:
         return db or self.main_db, schema, table
 
     def _connect(self, db: str):  # type: ignore[no-untyped-def]
-        import psycopg
-
-        assert self.cluster is not None
-        return psycopg.connect(**self.cluster.conninfo(db), autocommit=True)  # type: ignore[arg-type]
+        assert self.target is not None
+        return self.target.connect(db)
 
     def expected_tables(self) -> list[str]:
         seen: list[str] = []
@@ -246,24 +283,27 @@ class RestoreCache:
     """Keeps the one backup this process restored last; restoring another removes it first.
 
     Tests are ordered backup by backup, so each backup is restored once per run
-    while at most one cluster's disk is in use per process.
+    while at most one restored database's disk is in use per process.
     """
 
-    def __init__(self, factory: ClusterFactory, store: EvidenceStore, jobs: int, pg_bin: tuple[str, ...]) -> None:
-        self.factory = factory
+    def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, pg_bin: tuple[str, ...],
+                 pg_bin_only: bool = False) -> None:
+        self.provider = provider
         self.store = store
         self.jobs = jobs
         self.pg_bin = pg_bin
+        self.pg_bin_only = pg_bin_only
         self._current: RestoredBackup | None = None
         self._failures: dict[str, Exception] = {}
 
-    def get(self, backup: Backup, tolerated: tuple[str, ...] = ()) -> RestoredBackup:
+    def get(self, backup: Backup, profile: Profile | None = None, tolerated: tuple[str, ...] = ()) -> RestoredBackup:
         if backup.key in self._failures:
             raise self._failures[backup.key]
         if self._current is not None and self._current.backup.key == backup.key:
             return self._current
         self.close()
-        restored = RestoredBackup(backup, self.factory, self.store, self.jobs, self.pg_bin, tolerated)
+        restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.pg_bin,
+                                  self.pg_bin_only)
         try:
             self._current = restored.__enter__()
         except Exception as exc:

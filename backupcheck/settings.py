@@ -113,6 +113,7 @@ class SeriesSettings:
     tolerated_errors: tuple[str, ...] = ()
     encryption: str | None = None  # gpg, sse, AES256 or aws:kms: required of every artifact
     kms_key_id: str = ""
+    profile: str = "vanilla"
 
 
 _PARSERS = {
@@ -122,7 +123,7 @@ _PARSERS = {
 
 _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
-    "restore", "severity", "tolerated_errors", "encryption", "kms_key_id",
+    "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile",
 }
 ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
 
@@ -164,16 +165,62 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
     if "kms_key_id" in raw:
         s = replace(s, kms_key_id=str(raw["kms_key_id"]), encryption=s.encryption or "aws:kms")
     if "tolerated_errors" in raw:
-        errs = raw["tolerated_errors"]
-        if not isinstance(errs, list):
-            raise ConfigError(f"{where}.tolerated_errors: expected a list of regular expressions")
-        for e in errs:
-            try:
-                re.compile(str(e))
-            except re.error as exc:
-                raise ConfigError(f"{where}.tolerated_errors: {e!r} is not a regular expression ({exc})") from None
-        s = replace(s, tolerated_errors=tuple(str(e) for e in errs))
+        s = replace(s, tolerated_errors=_patterns(raw["tolerated_errors"], f"{where}.tolerated_errors"))
+    if "profile" in raw:
+        s = replace(s, profile=str(raw["profile"]))
     return s
+
+
+def _patterns(errs: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(errs, list):
+        raise ConfigError(f"{key}: expected a list of regular expressions")
+    for e in errs:
+        try:
+            re.compile(str(e))
+        except re.error as exc:
+            raise ConfigError(f"{key}: {e!r} is not a regular expression ({exc})") from None
+    return tuple(str(e) for e in errs)
+
+
+PROVIDERS = ("auto", "container", "local", "dsn")
+_PROFILE_KEYS = {"base", "bootstrap_sql", "bootstrap_files", "tolerated_errors", "skip_extensions"}
+
+
+def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
+    from .profiles import BUILTIN, Profile, builtin
+
+    if not isinstance(raw, dict):
+        raise ConfigError("[profiles]: expected tables like [profiles.supabase]")
+    out = {}
+    for name, spec in raw.items():
+        where = f"profiles.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"[{where}]: expected a table with keys {', '.join(sorted(_PROFILE_KEYS))}")
+        unknown = set(spec) - _PROFILE_KEYS
+        if unknown:
+            raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_PROFILE_KEYS))}")
+        base = str(spec.get("base", name if name in BUILTIN else "vanilla"))
+        if base not in BUILTIN:
+            raise ConfigError(f"{where}.base = {base!r}: expected one of {', '.join(BUILTIN)}")
+        sql = str(spec.get("bootstrap_sql", ""))
+        files = spec.get("bootstrap_files", [])
+        if isinstance(files, str):
+            files = [files]
+        for f in files:
+            path = Path(f) if Path(f).is_absolute() else base_dir / f
+            try:
+                sql += "\n" + path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"{where}.bootstrap_files: cannot read {path}: {exc.strerror or exc}") from None
+        skip = spec.get("skip_extensions", [])
+        if not isinstance(skip, list):
+            raise ConfigError(f"{where}.skip_extensions: expected a list of extension names")
+        out[name] = Profile(name=name, base=base, bootstrap_sql=sql,
+                            tolerated_errors=_patterns(spec.get("tolerated_errors", []), f"{where}.tolerated_errors"),
+                            skip_extensions=tuple(str(x) for x in skip))
+    for name in BUILTIN:
+        out.setdefault(name, builtin(name))
+    return out
 
 
 _S3_KEYS = {"endpoint_url", "region", "profile", "checksum_when_required", "max_attempts"}
@@ -211,6 +258,18 @@ class Settings:
     cache_dir: Path | None = None  # downloads from S3, kept between runs
     gpg_passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE"  # the variable holding the passphrase (never the value)
     s3: dict[str, Any] = field(default_factory=dict)  # source URL -> S3Options ("" holds the [s3] defaults)
+    pg_bin_only: bool = False
+    pg_provider: str = "auto"  # auto, container, local or dsn
+    container_image: str = "postgres:{major}"
+    ryuk: bool = True
+    dsn: str = ""  # for the dsn provider; may hold a password, so it is never shown as is
+    profiles: dict[str, Any] = field(default_factory=dict)  # name -> Profile
+
+    def profile(self, series: str) -> Any:
+        from .profiles import builtin
+
+        name = self.for_series(series).profile
+        return self.profiles.get(name) or builtin(name)
 
     def s3_options(self, url: str) -> Any:
         from .s3 import S3Options
@@ -226,7 +285,9 @@ class Settings:
 
 
 _TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series", "s3",
-             "cache_dir", "gpg_passphrase_env"}
+             "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
+             "pg_bin_only"}
+_CONTAINER_KEYS = {"image", "ryuk"}
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -319,10 +380,35 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
     if not isinstance(series_raw, dict):
         raise ConfigError("[series]: expected tables like [series.orders]")
     series = {name: _series_settings(raw or {}, defaults, f"series.{name}") for name, raw in series_raw.items()}
+    profiles = _profiles(file_data.get("profiles", {}) or {}, base_dir)
+    for where, cfg in [("defaults", defaults), *((f"series.{n}", c) for n, c in series.items())]:
+        if cfg.profile not in profiles:
+            raise ConfigError(f"{where}.profile = {cfg.profile!r}: expected one of {', '.join(sorted(profiles))} "
+                              "(or define it under [profiles.NAME])")
+
+    provider = str(pick("pg_provider", "auto"))
+    if provider not in PROVIDERS:
+        raise ConfigError(f"pg_provider = {provider!r}: expected one of {', '.join(PROVIDERS)}")
+    container = file_data.get("container", {}) or {}
+    if not isinstance(container, dict) or set(container) - _CONTAINER_KEYS:
+        raise ConfigError(f"[container]: expected a table with keys {', '.join(sorted(_CONTAINER_KEYS))}")
+    image = str(cli["container_image"]) if cli.get("container_image") is not None else str(container.get("image", "postgres:{major}"))
+    if "{major}" not in image and ":" not in image.rsplit("/", 1)[-1]:
+        raise ConfigError(f"container.image = {image!r}: expected a template like 'postgres:{{major}}' or a full image name with a tag")
+    ryuk_raw = cli.get("ryuk") if cli.get("ryuk") is not None else container.get("ryuk", True)
+    if isinstance(ryuk_raw, str) and ryuk_raw.lower() in ("on", "off", "true", "false"):
+        ryuk_raw = ryuk_raw.lower() in ("on", "true")
+    if not isinstance(ryuk_raw, bool):
+        raise ConfigError(f"container.ryuk = {ryuk_raw!r}: expected true or false (--container-ryuk on|off)")
+    dsn = str(pick("dsn", ""))
+    if provider == "dsn" and not dsn:
+        raise ConfigError("pg_provider = 'dsn' needs a server: --pg-dsn 'host=... user=... dbname=postgres' (config: dsn); "
+                          "give the password through PGPASSWORD or ~/.pgpass")
     return Settings(
         sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,
         work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
         defaults=defaults, series=series, config_file=config_file,
         cache_dir=Path(cache_dir).expanduser() if cache_dir else None, s3=s3,
         gpg_passphrase_env=str(file_data.get("gpg_passphrase_env", "BACKUPCHECK_GPG_PASSPHRASE")),
+        pg_bin_only=bool(pick("pg_bin_only", False)), pg_provider=provider, container_image=image, ryuk=ryuk_raw, dsn=dsn, profiles=profiles,
     )

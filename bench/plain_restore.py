@@ -29,7 +29,7 @@ def make_plain(factory: ClusterFactory, inst: pgbin.Installation, target: Path, 
 
 
 def with_psql(cluster: Cluster, dump: Path) -> float:
-    create_database(cluster, "app")
+    create_database(cluster.conninfo("postgres"), "app")
     t0 = time.monotonic()
     subprocess.run([cluster.installation.tool("psql"), "-X", "-q", "-d", "app", "-f", str(dump)],
                    env=cluster.env(), check=True, capture_output=True)
@@ -37,8 +37,8 @@ def with_psql(cluster: Cluster, dump: Path) -> float:
 
 
 def with_backupcheck(cluster: Cluster, dump: Path) -> float:
-    create_database(cluster, "app")
-    runner = PlainRunner(cluster, "app", dump.name)
+    create_database(cluster.conninfo("postgres"), "app")
+    runner = PlainRunner(cluster.conninfo, "app", dump.name)
     t0 = time.monotonic()
     try:
         with open(dump, "rb") as stream:

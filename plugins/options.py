@@ -19,6 +19,13 @@ HELP_JOBS = "Parallel jobs for pg_restore of archives (default 2; config: restor
 HELP_PG_BIN = "A PostgreSQL bin folder to consider first (repeatable; config: pg_bin)."
 HELP_WORK_DIR = "Where disposable servers and decompressed copies live (default: the system temp folder; config: work_dir)."
 HELP_CACHE = "Folder for downloads from S3, kept between runs (default: ~/.cache/backupcheck; config: cache_dir)."
+HELP_PROVIDER = ("Where backups are restored: auto (containers when a Docker engine answers, else local), container, "
+                 "local or dsn (config: pg_provider).")
+HELP_DSN = ("An existing server for --pg-provider dsn, as 'host=... user=... dbname=postgres'; each backup gets a fresh "
+            "database, dropped afterwards. Give the password through PGPASSWORD or ~/.pgpass (config: dsn).")
+HELP_IMAGE = "Container image, {major} replaced by the dump's PostgreSQL major (default postgres:{major}; config: container.image)."
+HELP_RYUK = "Ryuk, testcontainers' cleanup helper: on (default) or off where its image cannot be had (config: container.ryuk)."
+HELP_PG_BIN_ONLY = "Use only the --pg-bin folders, not the PostgreSQL installations found elsewhere (config: pg_bin_only)."
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -29,6 +36,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--restore", dest="bc_restore", default=None, metavar="WHICH", help=HELP_RESTORE)
     group.addoption("--restore-jobs", dest="bc_jobs", default=None, metavar="N", help=HELP_JOBS)
     group.addoption("--pg-bin", action="append", dest="bc_pg_bin", default=None, metavar="DIR", help=HELP_PG_BIN)
+    group.addoption("--pg-bin-only", action="store_const", const=True, dest="bc_pg_bin_only", default=None,
+                    help=HELP_PG_BIN_ONLY)
+    group.addoption("--pg-provider", dest="bc_provider", default=None, metavar="KIND", help=HELP_PROVIDER)
+    group.addoption("--pg-dsn", dest="bc_dsn", default=None, metavar="DSN", help=HELP_DSN)
+    group.addoption("--container-image", dest="bc_image", default=None, metavar="IMAGE", help=HELP_IMAGE)
+    group.addoption("--container-ryuk", dest="bc_ryuk", default=None, metavar="on|off", help=HELP_RYUK)
     group.addoption("--work-dir", dest="bc_work_dir", default=None, metavar="DIR", help=HELP_WORK_DIR)
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
     group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
@@ -108,6 +121,11 @@ def resolve(config: pytest.Config) -> Settings:
         "work_dir": absolute("bc_work_dir"),
         "reports_dir": absolute("bc_reports_dir"),
         "cache_dir": absolute("bc_cache_dir"),
+        "pg_bin_only": config.getoption("bc_pg_bin_only"),
+        "pg_provider": config.getoption("bc_provider"),
+        "dsn": config.getoption("bc_dsn"),
+        "container_image": config.getoption("bc_image"),
+        "ryuk": config.getoption("bc_ryuk"),
     }
     try:
         path = _config_file(config)

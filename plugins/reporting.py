@@ -201,6 +201,16 @@ def backup_rows(config: pytest.Config) -> list[dict[str, str]]:
 _COLUMNS = ("series", "time", "format", "size", "age", "restore", "verdict")
 
 
+def provider_line(config: pytest.Config) -> str:
+    from .run import RUN
+
+    state = config.stash.get(RUN, None)
+    if state is None:
+        return ""
+    kind = {"local": "local clusters", "container": "containers", "dsn": "an existing server"}[state.decision.kind]
+    return f"{kind} ({state.decision.reason})"
+
+
 def _banner(config: pytest.Config) -> str:
     settings = config.stash[SETTINGS]
     if settings.demo:
@@ -246,7 +256,8 @@ class Summary:
             ) + "</tr>"
             for r in backup_rows(self.config)
         )
-        block = f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>"
+        block = (f"<p><b>Restored in:</b> {html.escape(provider_line(self.config))}</p>"
+                 f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
         if banner:
             block = f"<p style='font-weight:bold;color:#b35900'>{html.escape(banner)}</p>" + block
         prefix.append(block)
@@ -260,6 +271,7 @@ class Summary:
         banner = _banner(self.config)
         if banner:
             tr.write_line(banner, yellow=True, bold=True)
+        tr.write_line(f"restored in: {provider_line(self.config)}")
         widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
         tr.write_line("  ".join(c.ljust(widths[c]) for c in _COLUMNS))
         for r in rows:
@@ -274,7 +286,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(RUN, None)
     if state is None or hasattr(config, "workerinput"):
         return []
-    lines = [f"backupcheck: {len(state.listing.backups())} backup(s) in {len(state.listing.series)} series"]
+    lines = [f"backupcheck: {len(state.listing.backups())} backup(s) in {len(state.listing.series)} series",
+             f"backupcheck: restores in: {provider_line(config)}"]
     banner = _banner(config)
     if banner:
         lines.insert(0, banner)

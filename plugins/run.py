@@ -13,6 +13,7 @@ from backupcheck.cluster import ClusterFactory, RunDir, ServerStartError, fast_b
 from backupcheck.discovery import discover
 from backupcheck.model import Listing
 from backupcheck.pgbin import NoSuitableBinaries
+from backupcheck.providers import Decision, Provider, ProviderError
 from backupcheck.settings import ConfigError, Settings, build, load_file
 
 from .options import SETTINGS
@@ -28,11 +29,16 @@ class RunState:
     demo_dir: Path | None
     _cms: list[RunDir]
     factory: ClusterFactory
+    decision: Decision
+    provider: Provider
 
     def close(self) -> None:
-        self.factory.wait()
-        for cm in reversed(self._cms):
-            cm.__exit__(None, None, None)
+        try:
+            self.provider.close()
+        finally:
+            self.factory.wait()
+            for cm in reversed(self._cms):
+                cm.__exit__(None, None, None)
 
 
 RUN = pytest.StashKey[RunState]()
@@ -101,15 +107,77 @@ def pytest_configure(config: pytest.Config) -> None:
             listing = discover(local, exclude=own, remote=remote)
             listing.problems[:0] = problems
             listing_io.dump(listing, rundir / "listing.json")
+        final = config.stash[SETTINGS]
+        if workerinput is not None and "backupcheck_provider" in workerinput:
+            decision = Decision(workerinput["backupcheck_provider"], workerinput["backupcheck_provider_reason"])
+        else:
+            decision = _decide(final, listing)
+        provider = _provider(decision, final, factory, rundir)
     except BaseException:
         factory.wait()
         for cm in reversed(cms):
             cm.__exit__(None, None, None)
         raise
-    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory)
+    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory, decision, provider)
     distributing = workerinput is None and config.getoption("numprocesses", None)
-    if not distributing:
+    if not distributing and decision.kind == "local":
         _prewarm(factory, listing, config.stash[SETTINGS])
+
+
+def _decide(settings: Settings, listing: Listing) -> Decision:
+    """On the controller, once: which provider restores, and why (workers are told, not asked)."""
+    from backupcheck import containers, providers
+
+    try:
+        decision = providers.decide(settings.pg_provider, settings.container_image, settings.dsn,
+                                    _needed_majors(listing, settings) if settings.pg_provider == "auto" else set())
+    except ProviderError as exc:
+        raise pytest.UsageError(f"backupcheck: {exc}") from None
+    if decision.kind == "container":
+        swept = containers.sweep_stale()
+        if swept:
+            decision = Decision(decision.kind, decision.reason + f"; removed {len(swept)} container(s) left by a "
+                                "crashed run")
+    return decision
+
+
+def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, rundir: Path) -> Provider:
+    from backupcheck import providers
+
+    if decision.kind == "container":
+        return providers.ContainerProvider(settings.container_image, rundir.name, settings.ryuk)
+    if decision.kind == "dsn":
+        try:
+            return providers.DsnProvider(settings.dsn, settings.pg_bin, settings.pg_bin_only)
+        except ProviderError as exc:
+            raise pytest.UsageError(f"backupcheck: {exc}") from None
+    return providers.LocalProvider(factory, settings.pg_bin, settings.pg_bin_only)
+
+
+def _needed_majors(listing: Listing, settings: Settings) -> set[int]:
+    """The server versions the planned restores need, from archive headers and plain dumps' first lines."""
+    import re
+
+    from backupcheck.pgarchive import ArchiveError, read_archive
+    from backupcheck.sniff import open_decompressed
+
+    from .collection import selected_for_restore
+
+    needs: set[int] = set()
+    for backup in selected_for_restore(listing, settings):
+        for a in backup.dumps:
+            try:
+                if a.format in ("custom", "directory", "tar") and not a.compression:
+                    info = read_archive(a.path, a.format)
+                    needs.add(max(info.min_restore_major, info.dump_major or 0))
+                elif a.format in ("plain", "dumpall"):
+                    with open_decompressed(a.path, a.compression) as f:
+                        m = re.search(rb"Dumped by pg_dump(?:all)? version (\d+)", f.read(4096))
+                    if m:
+                        needs.add(int(m.group(1)))
+            except (ArchiveError, OSError, ValueError):
+                continue
+    return needs
 
 
 def _prewarm(factory: ClusterFactory, listing: Listing, settings: Settings) -> None:
@@ -130,7 +198,7 @@ def _prewarm(factory: ClusterFactory, listing: Listing, settings: Settings) -> N
                 needs.add(max(info.min_restore_major, info.dump_major or 0))
     for need in sorted(needs)[:2]:
         try:
-            factory.prewarm(pgbin.pick(need, settings.pg_bin))
+            factory.prewarm(pgbin.pick(need, settings.pg_bin, only=settings.pg_bin_only))
         except NoSuitableBinaries:
             pass  # the restore test says so, with every place looked
 
@@ -202,3 +270,5 @@ def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
     node.workerinput["backupcheck_listing"] = str(state.rundir / "listing.json")
     node.workerinput["backupcheck_shared"] = str(state.rundir)
     node.workerinput["backupcheck_demo"] = str(state.demo_dir) if state.demo_dir else ""
+    node.workerinput["backupcheck_provider"] = state.decision.kind
+    node.workerinput["backupcheck_provider_reason"] = state.decision.reason

@@ -9,10 +9,22 @@ from backupcheck.model import render
 
 
 @pytest.mark.needs_restore
+def test_restoring_server_fits_the_dump(restore_attempt, attach):
+    """Before restoring: pg_restore reads the archive's version, the server is not older than the dump's pg_dump, and the roles, extensions and tablespaces the dump needs exist."""
+    attempt = restore_attempt
+    if attempt.compat is None:  # refused before any server was asked for: the restore test says why
+        attempt.require()
+    where = attempt.db.target_label if attempt.db is not None else ""
+    attach("compatibility", attempt.compat.report())
+    findings = restoring.compatible(attempt.backup.key, attempt.compat, where)
+    assert not findings, render(findings)
+
+
+@pytest.mark.needs_restore
 def test_restores_without_harmful_errors(restored, attach):
     """The backup restores into a fresh database with no error that loses a table, rows, an index or a constraint."""
     db = restored.require()
-    attach("restore errors", db.result.report())
+    attach("restore errors", db.result.report() + (f"\nskipped: {', '.join(db.skipped)}" if db.skipped else ""))
     attach("restore", f"tool: {db.result.tool}\nseconds: {db.result.seconds:.2f}\ndatabases: {', '.join(db.result.databases)}")
     findings = restoring.restored_cleanly(db)
     assert not findings, render(findings)

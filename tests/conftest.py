@@ -143,6 +143,8 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path):  # type: ignore[no-un
         cmd = [str(suites), "--backup-config", str(cfg), "--reports-dir", str(reports), *args]
         if work is not None:
             cmd += ["--work-dir", str(work)]
+        if "--pg-provider" not in args and "pg_provider" not in (config or ""):
+            cmd += ["--pg-provider", "local"]  # containers are asked for by the tests about them
         result = pytester.runpytest_subprocess(*cmd, timeout=600)
         junit = reports / "junit.xml"
         outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})

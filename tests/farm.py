@@ -289,3 +289,69 @@ def build_hostile(farm: Farm, root: Path, marker: Path) -> dict[str, Path]:
         out[kind] = target
     shutil.rmtree(root / "tmp")
     return out
+
+
+SUPABASE_SOURCE = """
+CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE service_role NOLOGIN BYPASSRLS;
+CREATE ROLE app_reader NOLOGIN;
+CREATE SCHEMA auth;
+CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
+  AS $$ SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
+CREATE TABLE auth.users (id uuid PRIMARY KEY, email varchar(255));
+CREATE TABLE public.profiles (id uuid PRIMARY KEY REFERENCES auth.users(id), username text NOT NULL);
+CREATE TABLE public.notes (id bigserial PRIMARY KEY, owner uuid NOT NULL REFERENCES public.profiles(id), body text);
+ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "owners read their notes" ON public.notes FOR SELECT TO authenticated USING (auth.uid() = owner);
+GRANT SELECT ON public.notes TO anon, authenticated, app_reader;
+GRANT ALL ON public.notes, public.profiles TO service_role;
+INSERT INTO auth.users SELECT md5(g::text)::uuid, 'user' || g || '@example.com' FROM generate_series(1, 50) g;
+INSERT INTO public.profiles SELECT id, split_part(email, '@', 1) FROM auth.users;
+INSERT INTO public.notes (owner, body) SELECT id, 'note ' || n FROM public.profiles, generate_series(1, 3) n;
+"""
+_PLATFORM = ("auth", "storage", "extensions", "graphql", "graphql_public", "realtime", "vault", "pgsodium")
+
+
+def _like_supabase_cli(sql: str) -> str:
+    """What `supabase db dump` does to pg_dump's output: no comments, \\restrict commented out, IF NOT EXISTS."""
+    out = []
+    for line in sql.splitlines():
+        if line.startswith("--"):
+            continue
+        if line.startswith(("\\restrict", "\\unrestrict")):
+            line = "-- " + line
+        line = line.replace("CREATE SCHEMA ", "CREATE SCHEMA IF NOT EXISTS ").replace(
+            "CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def build_supabase(cluster: Cluster, root: Path, when: datetime) -> dict[str, Path]:
+    """A Supabase project's backups, made by real pg_dump on a cluster shaped like Supabase's:
+    the CLI trio (roles.sql, schema.sql, data.sql) and a dashboard download (pg_dumpall, gzipped)."""
+    with psycopg.connect(**cluster.conninfo("postgres"), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute("CREATE DATABASE supa")
+    with psycopg.connect(**cluster.conninfo("supa"), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute(SUPABASE_SOURCE)
+    trio = root / "cli" / f"{when:%Y-%m-%dT%H-%M-%S}"
+    trio.mkdir(parents=True)
+    tmp = root / "tmp"
+    env = cluster.env()
+    proc = subprocess.run([cluster.installation.tool("pg_dumpall"), "--roles-only"], env=env, capture_output=True,
+                          text=True, check=True)
+    # The CLI leaves out the roles the platform owns; the project's own roles stay.
+    kept = [ln for ln in proc.stdout.splitlines()
+            if "app_reader" in ln or not ln.startswith(("CREATE ROLE", "ALTER ROLE"))]
+    (trio / "roles.sql").write_text(_like_supabase_cli("\n".join(kept)))
+    excluded = [a for s in _PLATFORM for a in ("--exclude-schema", s)]
+    schema = sampledb.pg_dump(cluster, "supa", tmp / "schema.sql", "plain", extra=("--schema-only", *excluded))
+    text = _like_supabase_cli(schema.read_text())
+    (trio / "schema.sql").write_text('CREATE EXTENSION IF NOT EXISTS "pgsodium" WITH SCHEMA "pgsodium";\n' + text)
+    data = sampledb.pg_dump(cluster, "supa", tmp / "data.sql", "plain", extra=("--data-only",))
+    (trio / "data.sql").write_text("SET session_replication_role = replica;\n" + _like_supabase_cli(data.read_text()))
+    for f in trio.iterdir():
+        stamp(f, when)
+    stamp(trio, when)
+    dashboard = root / "dashboard" / f"db_cluster-{when:%d-%m-%Y@%H-%M-%S}.backup"
+    gz(sampledb.pg_dumpall(cluster, dashboard))
+    shutil.rmtree(tmp)
+    return {"trio": trio, "dashboard": dashboard.parent}

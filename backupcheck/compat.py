@@ -1,0 +1,134 @@
+"""Does the restoring server fit the dump? One sentence per mismatch, each with its fix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from . import pgbin
+from .evidence import ArtifactEvidence
+from .pgarchive import major_of
+from .profiles import SUPABASE_EXTENSIONS, SUPABASE_ROLES, Profile
+from .targets import Inventory, Target
+
+
+@dataclass
+class Compatibility:
+    """What was compared before the restore, and what did not fit."""
+
+    mismatches: list[str] = field(default_factory=list)
+    tolerated: list[str] = field(default_factory=list)  # mismatches the profile's tolerated_errors cover
+    skipped_extensions: list[str] = field(default_factory=list)
+    compared: list[str] = field(default_factory=list)  # what was checked, for the report
+
+    def report(self) -> str:
+        lines = [f"mismatch: {m}" for m in self.mismatches] + [f"tolerated: {m}" for m in self.tolerated]
+        if self.skipped_extensions:
+            lines.append(f"skipped extensions (the profile's platform): {', '.join(self.skipped_extensions)}")
+        return "\n".join(lines + self.compared) or "nothing to compare"
+
+
+def _fix_for_version(provider: str, major: int) -> str:
+    if provider == "container":
+        return f"set container.image to an image of PostgreSQL {major} or newer"
+    if provider == "dsn":
+        return f"point --pg-dsn at a PostgreSQL {major} server or newer, or use --pg-provider container"
+    return f"install PostgreSQL {major} (apt-get install postgresql-{major}) or use --pg-provider container"
+
+
+def _names(items: list[str]) -> str:
+    return ", ".join(sorted(items)[:12]) + (f" and {len(items) - 12} more" if len(items) > 12 else "")
+
+
+def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: Inventory | None, profile: Profile,
+           provider: str, series: str, pg_bin: tuple[str, ...] = (), only: bool = False) -> Compatibility:
+    """Compare the dump with the server; ``target`` is None when no server could be had for it."""
+    out = Compatibility()
+    scans = [ev.scan for ev in evidence if ev.scan is not None]
+    # 1. archive format version vs the pg_restore that reads it
+    for ev in evidence:
+        if not ev.archive_version or not ev.min_restore_major:
+            continue
+        need = ev.min_restore_major
+        if target is not None:
+            tool_version, tool_path = target.tool_version, target.tool_path
+        else:
+            found = pgbin.installations(pg_bin, only)
+            best = max(found, key=lambda i: (i.major, i.minor)) if found else None
+            tool_version, tool_path = (best.version, best.tool("pg_restore")) if best else ("", "")
+        have = major_of(tool_version) if tool_version else 0
+        out.compared.append(f"archive {ev.archive_version} ({ev.path.rsplit('/', 1)[-1]}) vs pg_restore "
+                            f"{tool_version or 'none'}")
+        if have < need:
+            found_text = f"found {tool_version} at {tool_path}" if tool_version else "found no pg_restore"
+            out.mismatches.append(
+                f"archive {ev.archive_version} needs pg_restore ≥ {need}; {found_text}; install PostgreSQL {need} "
+                f"client tools or use --pg-provider container"
+            )
+    # 2. the pg_dump that made the dump vs the server
+    dump_versions = [s.dump_version for s in scans if s.dump_version]
+    if dump_versions and target is not None and target.server_version:
+        newest = max(dump_versions, key=lambda v: (major_of(v), v))
+        out.compared.append(f"pg_dump {newest} vs server {target.server_version}")
+        if major_of(newest) > target.server_major():
+            out.mismatches.append(
+                f"the dump was made by pg_dump {newest}, newer than the restoring server ({target.label}); "
+                f"{_fix_for_version(provider, major_of(newest))}"
+            )
+    elif dump_versions and target is None and not out.mismatches and provider != "container":
+        newest = max(dump_versions, key=lambda v: (major_of(v), v))
+        found = pgbin.installations(pg_bin, only)
+        best = max(found, key=lambda i: (i.major, i.minor)).describe() if found else "none"
+        if not found or max(i.major for i in found) < major_of(newest):
+            out.mismatches.append(
+                f"the dump was made by pg_dump {newest}; no PostgreSQL {major_of(newest)} or newer was found here "
+                f"(newest: {best}); {_fix_for_version(provider, major_of(newest))}"
+            )
+    if target is None or inventory is None:
+        return _apply_tolerance(out, profile)
+    # 3. roles
+    used = {r for s in scans for r in s.roles_used}
+    created = {r for s in scans for r in s.roles_created}
+    missing = sorted(used - created - inventory.roles)
+    out.compared.append(f"{len(used)} role(s) referenced, {len(created)} created by the dump")
+    if missing:
+        if set(missing) & set(SUPABASE_ROLES) and not profile.supabase:
+            fix = f'this is a Supabase dump: set profile = "supabase" for series {series}'
+        else:
+            fix = (f"keep the roles with the backup (pg_dumpall --roles-only) or create them in bootstrap_sql of "
+                   f"profile {profile.name!r}")
+        out.mismatches.append(f"the dump references role(s) {_names(missing)} that neither it nor the server has; "
+                              f"their ownerships and grants fail to restore; {fix}")
+    # 4. extensions
+    wanted = {e for s in scans for e in s.extensions}
+    skip = set(profile.skipped_extensions())
+    out.skipped_extensions = sorted(wanted & skip)
+    absent = sorted(wanted - skip - inventory.extensions)
+    out.compared.append(f"{len(wanted)} extension(s) created by the dump")
+    if absent:
+        if set(absent) & set(SUPABASE_EXTENSIONS) and not profile.supabase:
+            fix = f'this is a Supabase dump: set profile = "supabase" for series {series} to skip and list them'
+        else:
+            fix = (f"use a server that has them (container.image) or list them in skip_extensions of profile "
+                   f"{profile.name!r}")
+        out.mismatches.append(f"the dump creates extension(s) {_names(absent)}, which {target.label} does not have; "
+                              f"objects that use them fail to restore; {fix}")
+    # 5. tablespaces
+    spaces = {t for s in scans for t in s.tablespaces} - {t for s in scans for t in s.tablespaces_created}
+    lacking = sorted(spaces - inventory.tablespaces)
+    if lacking:
+        out.mismatches.append(
+            f"the dump places objects in tablespace(s) {_names(lacking)}, which the server lacks; they are restored "
+            f"into the default tablespace after an error each; create them in bootstrap_sql of profile "
+            f"{profile.name!r}, or add 'tablespace .* does not exist' to its tolerated_errors"
+        )
+    return _apply_tolerance(out, profile)
+
+
+def _apply_tolerance(out: Compatibility, profile: Profile) -> Compatibility:
+    patterns = profile.tolerated_errors
+    keep = []
+    for m in out.mismatches:
+        (out.tolerated if any(re.search(p, m) for p in patterns) else keep).append(m)
+    out.mismatches = keep
+    return out

@@ -1,0 +1,228 @@
+"""Disposable PostgreSQL containers: one per process and server version, ports on 127.0.0.1 only, swept after a crash."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .cluster import THROWAWAY_SETTINGS, _alive, _process_start_time
+
+log = logging.getLogger("backupcheck.containers")
+
+LABEL = "io.backupcheck"
+INBOX = "/backupcheck-in"  # where dumps are copied into the container, read-only
+DATA_MOUNT = "/var/lib/postgresql/tmp"  # a tmpfs: the data directory never touches the host's disk
+
+
+class ContainerError(Exception):
+    """A container could not be started or used; the message says what to do."""
+
+
+def docker_client(timeout: int = 5) -> Any:
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def engine_answers() -> tuple[bool, str]:
+    """(True, what answered) when a Docker engine answers, else (False, why not)."""
+    try:
+        client = docker_client(timeout=3)
+        try:
+            version = client.version().get("Version", "?")
+            return True, f"Docker engine {version} at {client.api.base_url}"
+        finally:
+            client.close()
+    except Exception as exc:  # docker.errors.DockerException, connection errors, a missing socket
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return False, f"no Docker engine answered ({text[:160]})"
+
+
+def image_for(template: str, major: int) -> str:
+    return template.replace("{major}", str(major))
+
+
+def ensure_image(name: str) -> str:
+    """'' when the image is here (pulled if needed), else why it cannot be had."""
+    import docker
+
+    client = docker_client(timeout=120)
+    try:
+        try:
+            client.images.get(name)
+            return ""
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+            client.images.pull(repo, tag=tag)
+            return ""
+        except Exception as exc:
+            return f"image {name} is not here and could not be pulled ({str(exc).splitlines()[0][:200]})"
+    finally:
+        client.close()
+
+
+def _labels(run: str) -> dict[str, str]:
+    return {
+        f"{LABEL}.run": run,
+        f"{LABEL}.host": socket.gethostname(),
+        f"{LABEL}.pid": str(os.getpid()),
+        f"{LABEL}.start": _process_start_time(os.getpid()) or "",
+    }
+
+
+def sweep_stale(client: Any | None = None) -> list[str]:
+    """Remove containers this tool started on this host from a process that is gone (kill -9, a crash)."""
+    own = client is None
+    try:
+        client = client or docker_client()
+    except Exception:
+        return []
+    removed = []
+    try:
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL}.pid"}):
+            labels = c.labels or {}
+            if labels.get(f"{LABEL}.host") != socket.gethostname():
+                continue
+            try:
+                pid = int(labels.get(f"{LABEL}.pid", "0"))
+            except ValueError:
+                continue
+            if pid and _alive(pid, labels.get(f"{LABEL}.start") or None):
+                continue
+            try:
+                c.remove(force=True, v=True)
+                removed.append(c.name)
+            except Exception as exc:
+                log.warning("could not remove stale container %s: %s", c.name, exc)
+    finally:
+        if own:
+            client.close()
+    return removed
+
+
+def tar_stream(files: list[tuple[Path | bytes, str]]) -> Iterator[bytes]:
+    """A tar of ``(local path or bytes, name inside)`` pairs, streamed in blocks (no copy on disk), read-only."""
+    dirs: set[str] = set()
+    for _, name in files:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in dirs:
+                dirs.add(d)
+                info = tarfile.TarInfo(d)
+                info.type, info.mode = tarfile.DIRTYPE, 0o555
+                yield info.tobuf(format=tarfile.PAX_FORMAT)
+    for source, name in files:
+        info = tarfile.TarInfo(name)
+        info.size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        info.mode = 0o444
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        if isinstance(source, bytes):
+            yield source
+        else:
+            with open(source, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+        pad = (-info.size) % tarfile.BLOCKSIZE
+        if pad:
+            yield b"\0" * pad
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+class ContainerServer:
+    """One PostgreSQL container (testcontainers), started on first use and removed on exit."""
+
+    def __init__(self, image: str, run: str, ryuk: bool) -> None:
+        self.image = image
+        self.run = run
+        self.ryuk = ryuk
+        self.password = secrets.token_urlsafe(24)  # lives in this process and the container only
+        self.port = 0
+        self.version = ""
+        self._pc: Any = None
+        self._inbox = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ContainerServer:
+        from testcontainers.community.postgres import PostgresContainer
+        from testcontainers.core.config import testcontainers_config
+
+        testcontainers_config.ryuk_disabled = not self.ryuk
+        settings = {k: v.strip("'") for k, v in THROWAWAY_SETTINGS.items()
+                    if k not in ("listen_addresses", "logging_collector", "log_min_messages")}
+        pc = PostgresContainer(self.image, username="postgres", password=self.password, dbname="postgres", driver=None)
+        pc.ports["5432"] = ("127.0.0.1", None)  # never on other interfaces
+        pc.tmpfs = {DATA_MOUNT: "mode=1777"}
+        pc.with_env("PGDATA", f"{DATA_MOUNT}/data").with_env("POSTGRES_INITDB_ARGS", "--no-sync")
+        pc.with_command(["postgres", *[f"-c{k}={v}" for k, v in settings.items()]])
+        pc.with_name(f"backupcheck-{os.getpid()}-{secrets.token_hex(3)}")
+        pc.with_kwargs(labels=_labels(self.run), shm_size="512m")
+        self._pc = pc
+        try:
+            pc.start()
+            self.port = int(pc.get_exposed_port(5432))
+            code, out = self.exec(["postgres", "--version"])
+            self.version = out.strip().rsplit(" ", 1)[-1]
+        except BaseException as exc:
+            logs = self._logs()
+            self.__exit__(None, None, None)
+            if isinstance(exc, Exception):
+                raise ContainerError(f"container {self.image} did not come up: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                                     + ("\n  its log ends:\n    " + "\n    ".join(logs) if logs else "")) from None
+            raise
+        return self
+
+    def _logs(self) -> list[str]:
+        try:
+            raw = self._pc.get_wrapped_container().logs(tail=15).decode("utf-8", "replace")
+            return raw.splitlines()
+        except Exception:
+            return []
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        pc, self._pc = self._pc, None
+        if pc is not None:
+            try:
+                pc.stop()
+            except Exception as exc:  # already gone, or the engine went away: the next run sweeps it
+                log.warning("removing container %s failed: %s", self.image, exc)
+
+    @property
+    def container(self) -> Any:
+        return self._pc.get_wrapped_container()
+
+    def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
+        return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "password": self.password,
+                "dbname": dbname, "connect_timeout": 10}
+
+    def exec(self, cmd: list[str], user: str = "postgres") -> tuple[int, str]:
+        """Run ``cmd`` inside the container; (exit code, stdout+stderr as text)."""
+        result = self.container.exec_run(cmd, user=user, demux=False)
+        return result.exit_code, (result.output or b"").decode("utf-8", "replace")
+
+    def exec_split(self, cmd: list[str], user: str = "postgres") -> tuple[int, str, str]:
+        result = self.container.exec_run(cmd, user=user, demux=True)
+        out, err = result.output or (None, None)
+        return result.exit_code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
+
+    def copy_in(self, files: list[tuple[Path | bytes, str]]) -> str:
+        """Copy files into a new folder of the inbox (read-only for the server); returns the folder."""
+        with self._lock:
+            self._inbox += 1
+            folder = f"{INBOX.strip('/')}/{self._inbox}"
+        if not self.container.put_archive("/", tar_stream([(src, f"{folder}/{name}") for src, name in files])):
+            raise ContainerError(f"copying the dump into container {self.image} failed")
+        return "/" + folder
+
+    def remove(self, folder: str) -> None:
+        self.exec(["rm", "-rf", folder], user="root")

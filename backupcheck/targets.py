@@ -1,0 +1,333 @@
+"""Where one backup is restored: a local cluster, a database in a container, or a database on a given server."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import pgbin
+from .cluster import Cluster
+from .containers import ContainerServer
+from .model import Artifact
+from .pgarchive import TocEntry
+from .restore import (
+    PlainRunner,
+    RestoreError,
+    create_database,
+    outcome_of_pg_restore,
+    parse_psql_errors,
+    pg_restore_args,
+    restore_list,
+)
+from .sniff import open_decompressed
+
+log = logging.getLogger("backupcheck.targets")
+
+
+@dataclass
+class Restored:
+    """What restoring one artifact did."""
+
+    errors: list[RestoreError] = field(default_factory=list)
+    fatal: str = ""
+    databases: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What the restoring server has before the dump is restored."""
+
+    roles: frozenset[str]
+    extensions: frozenset[str]  # available to CREATE EXTENSION
+    tablespaces: frozenset[str]
+
+
+class Target:
+    """A server and a fresh database to restore one backup into; a context manager."""
+
+    kind = ""
+    confined = False  # True: a shared server, so nothing outside the fresh database may change
+
+    def __init__(self) -> None:
+        self.server_version = ""
+        self.tool_version = ""  # the pg_restore used
+        self.tool_path = ""
+
+    # -- what every target answers the same way, over a connection ---------------------------
+    def conninfo(self, dbname: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def connect(self, dbname: str) -> Any:
+        import psycopg
+
+        return psycopg.connect(**self.conninfo(dbname), autocommit=True)
+
+    def server_major(self) -> int:
+        return int(self.server_version.split(".")[0]) if self.server_version else 0
+
+    def create_database(self, name: str) -> None:
+        create_database(self.conninfo(self.admin_db), name)
+
+    admin_db = "postgres"
+
+    def run_sql(self, dbname: str, script: str) -> None:
+        with self.connect(dbname) as conn:
+            conn.execute(script)
+
+    def inventory(self, dbname: str) -> Inventory:
+        with self.connect(dbname) as conn:
+            roles = {r[0] for r in conn.execute("select rolname from pg_roles")}
+            exts = {r[0] for r in conn.execute("select name from pg_available_extensions")}
+            spaces = {r[0] for r in conn.execute("select spcname from pg_tablespace")}
+        return Inventory(frozenset(roles), frozenset(exts), frozenset(spaces))
+
+    def _read_server_version(self) -> None:
+        with self.connect(self.admin_db) as conn:
+            self.server_version = str(conn.execute("show server_version").fetchone()[0]).split()[0]
+
+    # -- restoring ---------------------------------------------------------------------------
+    def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+        raise NotImplementedError
+
+    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
+                      skip_extensions: tuple[str, ...]) -> Restored:
+        raise NotImplementedError
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        pass
+
+
+def _run_plain_here(target: Target, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
+                    skip_extensions: tuple[str, ...]) -> Restored:
+    runner = PlainRunner(target.conninfo, first_db, artifact.name, tolerated, confined=target.confined,
+                         skip_extensions=skip_extensions)
+    try:
+        with open_decompressed(artifact.path, artifact.compression) as stream:
+            runner.run(stream)
+    finally:
+        runner.close()
+    return Restored(runner.errors, "", list(runner.databases), runner.skipped)
+
+
+def _pg_restore_here(target: Target, inst: pgbin.Installation, env: dict[str, str], dbname: str, jobs: int,
+                     artifact: Artifact, path: Path, entries: list[TocEntry], tolerated: tuple[str, ...],
+                     skip_extensions: tuple[str, ...]) -> Restored:
+    listing, skipped = restore_list(entries, skip_extensions)
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as lf:
+        lf.write(listing)
+        lf.flush()
+        cmd = [inst.tool("pg_restore"), *pg_restore_args(dbname, jobs, str(path), lf.name if skipped else None)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    errors, fatal = outcome_of_pg_restore(proc.returncode, proc.stderr, artifact.name, tolerated)
+    return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
+
+
+class LocalTarget(Target):
+    """A disposable cluster of its own, started from this machine's binaries."""
+
+    kind = "local"
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.installation = cluster.installation
+        self.server_version = self.tool_version = cluster.installation.version
+        self.tool_path = cluster.installation.tool("pg_restore")
+
+    @property
+    def label(self) -> str:
+        return f"local cluster, {self.installation.describe()}"
+
+    def conninfo(self, dbname: str) -> dict[str, Any]:
+        return dict(self.cluster.conninfo(dbname))
+
+    def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+        return _pg_restore_here(self, self.installation, self.cluster.env(), dbname, jobs, artifact, path, entries,
+                                tolerated, skip_extensions)
+
+    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
+                      skip_extensions: tuple[str, ...]) -> Restored:
+        return _run_plain_here(self, artifact, first_db, tolerated, skip_extensions)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.cluster.__exit__(et, ev, tb)
+
+
+class ContainerTarget(Target):
+    """A fresh database in a running container; pg_restore and psql run inside it.
+
+    Databases and roles the restore creates are dropped on exit, so the next backup
+    restored in the same container starts from the same state.
+    """
+
+    kind = "container"
+
+    def __init__(self, server: ContainerServer) -> None:
+        super().__init__()
+        self.server = server
+        self.server_version = self.tool_version = server.version
+        self.tool_path = f"pg_restore inside {server.image}"
+        self._roles: set[str] = set()
+        self._dbs: set[str] = set()
+
+    @property
+    def label(self) -> str:
+        return f"container {self.server.image} (PostgreSQL {self.server.version})"
+
+    def conninfo(self, dbname: str) -> dict[str, Any]:
+        return dict(self.server.conninfo(dbname))
+
+    def __enter__(self) -> ContainerTarget:
+        with self.connect("postgres") as conn:
+            self._roles = {r[0] for r in conn.execute("select rolname from pg_roles")}
+            self._dbs = {r[0] for r in conn.execute("select datname from pg_database")}
+        return self
+
+    def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+        listing, skipped = restore_list(entries, skip_extensions)
+        if path.is_dir():
+            files: list[tuple[Path | bytes, str]] = [(f, f"dump/{f.name}") for f in sorted(path.iterdir()) if f.is_file()]
+        else:
+            files = [(path, "dump")]
+        files.append((listing.encode(), "restore.list"))
+        folder = self.server.copy_in(files)
+        try:
+            code, _out, err = self.server.exec_split(
+                ["pg_restore", "-U", "postgres", *pg_restore_args(dbname, jobs, f"{folder}/dump",
+                                                                  f"{folder}/restore.list" if skipped else None)])
+        finally:
+            self.server.remove(folder)
+        errors, fatal = outcome_of_pg_restore(code, err, artifact.name, tolerated)
+        return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
+
+    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
+                      skip_extensions: tuple[str, ...]) -> Restored:
+        folder = self.server.copy_in([(Path(local_copy), "dump.sql")])
+        try:
+            code, _out, err = self.server.exec_split(
+                ["psql", "-X", "-q", "-b", "-U", "postgres", "-d", first_db, "-v", "ON_ERROR_STOP=0",
+                 "-f", f"{folder}/dump.sql"])
+        finally:
+            self.server.remove(folder)
+        errors = parse_psql_errors(err, artifact.name, tolerated)
+        fatal = "" if code == 0 or errors else f"psql exited with code {code}: {err.strip()[-300:]}"
+        with self.connect("postgres") as conn:
+            now = [r[0] for r in conn.execute("select datname from pg_database order by oid")]
+        databases = [first_db] + [d for d in now if d not in self._dbs and d != first_db]
+        return Restored(errors, fatal, databases, [])
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        """Drop what the restore added: its databases, then its roles."""
+        from psycopg import sql
+
+        try:
+            with self.connect("postgres") as conn:
+                for (db,) in conn.execute("select datname from pg_database").fetchall():
+                    if db not in self._dbs:
+                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+                added = [r for (r,) in conn.execute("select rolname from pg_roles").fetchall() if r not in self._roles]
+                if added:
+                    roles = sql.SQL(", ").join(sql.Identifier(r) for r in added)
+                    for db in sorted(self._dbs - {"template0"}):
+                        with self.connect(db) as other:
+                            other.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(roles))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(roles))
+        except Exception as exc:
+            # The container cannot be trusted to be clean: the provider replaces it.
+            log.warning("cleaning container %s after a restore failed: %s", self.server.image, exc)
+            self.dirty = True
+
+    dirty = False
+
+
+class DsnTarget(Target):
+    """A fresh database on a server the user runs (a staging instance), dropped afterwards.
+
+    Nothing outside that database changes: statements that create roles or databases,
+    or \\connect to another database, are skipped and reported.
+    """
+
+    kind = "dsn"
+    confined = True
+
+    def __init__(self, params: dict[str, Any], installation: pgbin.Installation) -> None:
+        super().__init__()
+        self.params = params
+        self.admin_db = str(params.get("dbname") or "postgres")
+        self.installation = installation
+        self.tool_version = installation.version
+        self.tool_path = installation.tool("pg_restore")
+        self.dbname = f"backupcheck_{secrets.token_hex(4)}"
+        self._created = False
+
+    @property
+    def label(self) -> str:
+        return f"server {describe_dsn(self.params)} (PostgreSQL {self.server_version}), database {self.dbname}"
+
+    def conninfo(self, dbname: str) -> dict[str, Any]:
+        return {**self.params, "dbname": dbname}
+
+    def __enter__(self) -> DsnTarget:
+        self._read_server_version()
+        self.create_database(self.dbname)
+        self._created = True
+        return self
+
+    def _env(self) -> dict[str, str]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        keys = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
+                "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "passfile": "PGPASSFILE"}
+        for key, var in keys.items():
+            if self.params.get(key) not in (None, ""):
+                env[var] = str(self.params[key])
+        for var in ("PGPASSWORD", "PGPASSFILE"):
+            if var not in env and var in os.environ:
+                env[var] = os.environ[var]
+        return env
+
+    def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+        return _pg_restore_here(self, self.installation, self._env(), dbname, jobs, artifact, path, entries,
+                                tolerated, skip_extensions)
+
+    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
+                      skip_extensions: tuple[str, ...]) -> Restored:
+        return _run_plain_here(self, artifact, first_db, tolerated, skip_extensions)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if not self._created:
+            return
+        from psycopg import sql
+
+        try:
+            with self.connect(self.admin_db) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.dbname)))
+        except Exception as exc:
+            log.warning("dropping database %s on %s failed: %s", self.dbname, describe_dsn(self.params), exc)
+
+
+def describe_dsn(params: dict[str, Any]) -> str:
+    """host:port/dbname as user, never the password."""
+    host = params.get("host") or "localhost"
+    port = params.get("port") or 5432
+    user = params.get("user")
+    return f"{host}:{port}/{params.get('dbname') or 'postgres'}" + (f" as {user}" if user else "")
