@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import tarfile
@@ -172,7 +173,8 @@ class ContainerServer:
             pc.start()
             self.port = int(pc.get_exposed_port(5432))
             code, out = self.exec(["postgres", "--version"])
-            self.version = out.strip().rsplit(" ", 1)[-1]
+            m = re.search(r"\) (\d+(?:\.\d+)?)", out)
+            self.version = m.group(1) if m else out.strip()[-40:]
         except BaseException as exc:
             logs = self._logs()
             self.__exit__(None, None, None)

@@ -38,6 +38,10 @@ def record_restore(node: pytest.Item, restored: object) -> None:
         "restored_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(result.seconds, 3),
         "tool": result.tool, "harmful_errors": len(result.harmful), "errors": len(result.errors),
         "aborted": result.aborted, "pid": os.getpid(),
+        "server": getattr(restored, "target_label", ""),
+        "compatibility": list(getattr(getattr(restored, "compat", None), "mismatches", [])),
+        "skipped": list(getattr(restored, "skipped", [])),
+        "profile": getattr(getattr(restored, "profile", None), "name", ""),
     })
     path = node.config.stash[SETTINGS].reports_dir / "restore-log.jsonl"
     try:

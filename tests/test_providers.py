@@ -1,0 +1,258 @@
+"""Providers end to end: containers on a real Docker engine, local clusters, an existing server; profiles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backupcheck import pgbin
+from backupcheck.cluster import ClusterFactory
+from backupcheck.containers import LABEL, docker_client, engine_answers
+
+from . import farm as farmlib
+from .conftest import REPO, SUITES
+
+IMAGE = "backupcheck/postgres:{major}"
+CONTAINER_CONFIG = f'[container]\nimage = "{IMAGE}"\nryuk = false\n'
+RESTORE_SUITE = SUITES / "test_restore.py"
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> None:
+    """A Docker engine with the images images/build.sh makes; CI sets BACKUPCHECK_REQUIRE_DOCKER so none is skipped."""
+    answers, what = engine_answers()
+    problem = "" if answers else what
+    if answers:
+        client = docker_client()
+        try:
+            missing = [IMAGE.format(major=m) for m in (15, 16) if not client.images.list(name=IMAGE.format(major=m))]
+        finally:
+            client.close()
+        if missing:
+            problem = f"images {', '.join(missing)} are not built (run images/build.sh)"
+    if problem:
+        if os.environ.get("BACKUPCHECK_REQUIRE_DOCKER"):
+            pytest.fail(f"container tests cannot run: {problem}")
+        pytest.skip(f"container tests need Docker: {problem}")
+
+
+def restore_log(run) -> list[dict]:  # type: ignore[no-untyped-def]
+    import json
+
+    return [json.loads(line) for line in (run.reports / "restore-log.jsonl").read_text().splitlines()]
+
+
+def leftover_containers() -> list[str]:
+    """Containers of ours whose owning process is gone: what a crash would leave behind."""
+    from backupcheck.cluster import _alive
+
+    client = docker_client()
+    try:
+        out = []
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL}.pid"}):
+            if not _alive(int(c.labels[f"{LABEL}.pid"]), c.labels.get(f"{LABEL}.start") or None):
+                out.append(c.name)
+        return out
+    finally:
+        client.close()
+
+
+SUPABASE_TIME = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+STAMP = SUPABASE_TIME.strftime("%Y%m%dT%H%M%SZ")
+
+
+@pytest.fixture(scope="session")
+def supabase_dir(pg_run: ClusterFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Made three hours ago, so freshness holds."""
+    root = tmp_path_factory.mktemp("supabase")
+    with pg_run.cluster(pgbin.pick(None)) as cluster:
+        farmlib.build_supabase(cluster, root, SUPABASE_TIME)
+    return root
+
+
+@pytest.mark.parametrize("provider", ["container", "local"])
+def test_dumps_of_15_and_16_restore_in_matching_servers(provider, run_suites, clean_dir, farm_major, request):
+    """A pg_dump 15 archive, a pg_dump 16 directory dump and a plain dump restore, each in a server of its version."""
+    if provider == "container":
+        request.getfixturevalue("docker_images")
+    run = run_suites("--backups", str(clean_dir / "custom"), "--backups", str(clean_dir / "dir16"),
+                     "--backups", str(clean_dir / "plain"), "--pg-provider", provider,
+                     config=CONTAINER_CONFIG, suites=RESTORE_SUITE)
+    assert run.ret == 0, run.stdout[-3000:]
+    assert len(run.with_outcome("passed")) == 3 * 3
+    servers = {r["series"]: r["server"] for r in restore_log(run)}
+    if provider == "container":
+        assert "restores in: containers (pg_provider = container was asked for" in run.stdout
+        assert servers["shop"].startswith(f"container backupcheck/postgres:{farm_major} (PostgreSQL {farm_major}.")
+        assert servers["backup"].startswith(f"container backupcheck/postgres:{farm_major} (PostgreSQL {farm_major}.")
+        assert servers["vercel"].startswith("container backupcheck/postgres:16 (PostgreSQL 16.")
+        assert all("inside the container" in r["tool"] for r in restore_log(run))
+        assert leftover_containers() == []
+    else:
+        assert "restores in: local clusters" in run.stdout
+        assert servers["vercel"].startswith("local cluster, PostgreSQL 16.")
+
+
+def test_a_16_dump_with_only_15_tools_fails_with_the_precise_sentence(run_suites, clean_dir, farm_major):
+    """Archive 1.15 (pg_dump 16) with only PostgreSQL 15 here: the compatibility check names version, path and fix."""
+    if farm_major != 15 or not Path("/usr/lib/postgresql/15/bin/pg_restore").exists():
+        pytest.skip("needs Debian's PostgreSQL 15 (installed by .ci/run)")
+    version = next(i.version for i in pgbin.installations() if i.major == 15)
+    run = run_suites("--backups", str(clean_dir / "dir16"), "--pg-bin", "/usr/lib/postgresql/15/bin",
+                     "--pg-bin-only", "--restore", "newest", suites=RESTORE_SUITE)
+    compat = next(m for k, m in run.messages.items() if k.startswith("test_restoring_server_fits_the_dump"))
+    assert (f"archive 1.15 needs pg_restore ≥ 16; found {version} at /usr/lib/postgresql/15/bin/pg_restore; "
+            "install PostgreSQL 16 client tools or use --pg-provider container") in compat
+    assert "vercel-" in compat  # names the backup
+    restore = next(k for k in run.outcomes if k.startswith("test_restores_without_harmful_errors"))
+    assert run.outcomes[restore] == "error" and "Places looked" in run.messages[restore]
+
+
+@pytest.mark.parametrize("provider", ["container", "local"])
+def test_a_supabase_dump_restores_under_the_supabase_profile(provider, run_suites, supabase_dir, request):
+    """The CLI trio (roles, schema with pgsodium and an RLS policy on auth.uid(), data) and a dashboard download."""
+    if provider == "container":
+        request.getfixturevalue("docker_images")
+    run = run_suites("--backups", str(supabase_dir), "--pg-provider", provider,
+                     config=CONTAINER_CONFIG + '[defaults]\nprofile = "supabase"\n')
+    assert run.failed() == set(), run.stdout[-3000:]
+    passed = run.with_outcome("passed")
+    for name in ("test_restoring_server_fits_the_dump", "test_restores_without_harmful_errors",
+                 "test_every_foreign_key_has_no_orphans"):
+        assert {f"{name}[cli-{STAMP}]", f"{name}[db_cluster-{STAMP}]"} <= passed
+    log = {r["series"]: r for r in restore_log(run)}
+    assert log["cli"]["profile"] == "supabase" and log["cli"]["compatibility"] == []
+    if provider == "local":  # plain SQL through our runner skips the statement; psql in a container tolerates it
+        assert any("pgsodium" in s for s in log["cli"]["skipped"])
+
+
+def test_the_same_supabase_dump_fails_precisely_under_vanilla(run_suites, supabase_dir, docker_images):
+    """Without the profile: missing roles and pgsodium named with the fix, and the rows and key the restore lost."""
+    run = run_suites("--backups", str(supabase_dir / "cli"), "--pg-provider", "container", config=CONTAINER_CONFIG)
+    key = f"cli-{STAMP}"
+    compat = run.messages[f"test_restoring_server_fits_the_dump[{key}]"]
+    assert "references role(s) anon, authenticated, service_role that neither it nor the server has" in compat
+    assert 'set profile = "supabase" for series cli' in compat
+    assert "creates extension(s) pgsodium, which container backupcheck/postgres:15" in compat
+    restore = run.messages[f"test_restores_without_harmful_errors[{key}]"]
+    assert "lost rows of table auth.users" in restore and "lost constraint profiles_id_fkey" in restore
+    assert 'schema "auth" does not exist' in restore
+    assert run.outcomes[f"test_every_foreign_key_has_no_orphans[{key}]"] == "failed"
+    assert leftover_containers() == []
+
+
+@pytest.fixture(scope="session")
+def big_dump(pg_run: ClusterFactory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A custom dump whose restore takes seconds, so a run can be killed in the middle of it."""
+    root = tmp_path_factory.mktemp("big")
+    os.chmod(root, 0o755)
+    with pg_run.cluster(pgbin.pick(None)) as cluster:
+        with psycopg.connect(**cluster.conninfo("postgres"), autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute("create database big")
+        with psycopg.connect(**cluster.conninfo("big"), autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute("create table items as select g as id, md5(g::text) as a, md5((g * 7)::text) as b "
+                         "from generate_series(1, 2000000) g")
+            conn.execute("alter table items add primary key (id)")
+            conn.execute("create index on items (a)")
+            conn.execute("create index on items (b)")
+        farmlib.Farm(cluster, datetime.now(UTC)).dump("big", root / "big_20261122_020000.dump")
+    return root
+
+
+def _pg_restore_running(pid: int) -> bool:
+    client = docker_client()
+    try:
+        for c in client.containers.list(filters={"label": f"{LABEL}.pid={pid}"}):
+            if any("pg_restore" in " ".join(p) for p in c.top().get("Processes") or []):
+                return True
+    finally:
+        client.close()
+    return False
+
+
+def test_a_run_killed_mid_restore_leaves_no_container_after_the_next_run(big_dump, run_suites, clean_dir, tmp_path,
+                                                                         docker_images):
+    """SIGKILL while pg_restore runs in the container; the next run sweeps the container and says so."""
+    cmd = [sys.executable, "-m", "pytest", str(RESTORE_SUITE), "--backups", str(big_dump), "--pg-provider", "container",
+           "--container-image", IMAGE, "--container-ryuk", "off", "--reports-dir", str(tmp_path / "killed"),
+           "-p", "no:cacheprovider", "-q"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _pg_restore_running(proc.pid):
+            assert proc.poll() is None, "the run ended before its restore could be caught"
+            assert time.monotonic() < deadline, "pg_restore never started in a container"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    client = docker_client()
+    try:
+        orphans = client.containers.list(all=True, filters={"label": f"{LABEL}.pid={proc.pid}"})
+    finally:
+        client.close()
+    assert len(orphans) == 1, "the killed run's container should still be there before the next run"
+    run = run_suites("--backups", str(clean_dir / "custom"), "--pg-provider", "container", config=CONTAINER_CONFIG,
+                     suites=RESTORE_SUITE)
+    assert run.ret == 0, run.stdout[-2000:]
+    assert "removed 1 container(s) left by a crashed run" in run.stdout
+    client = docker_client()
+    try:
+        assert client.containers.list(all=True, filters={"label": f"{LABEL}.pid={proc.pid}"}) == []
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def staging(pg_run: ClusterFactory) -> Iterator[tuple[str, dict]]:
+    """An existing server with a database of its own that no restore may touch."""
+    with pg_run.cluster(pgbin.pick(None)) as cluster:
+        with psycopg.connect(**cluster.conninfo("postgres"), autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute("create database keepme")
+        with psycopg.connect(**cluster.conninfo("keepme"), autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute("create table precious as select g from generate_series(1, 10) g")
+        info = cluster.conninfo("postgres")
+        yield f"host={info['host']} port={info['port']} user=postgres dbname=postgres", dict(info)
+
+
+def _databases(info: dict) -> set[str]:
+    with psycopg.connect(**info, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("select datname from pg_database")}
+
+
+def test_the_dsn_provider_restores_into_a_fresh_database_and_drops_it(run_suites, clean_dir, staging):
+    """Each backup gets its own database on the given server; afterwards the server holds what it held before."""
+    dsn, info = staging
+    before = _databases(info)
+    run = run_suites("--backups", str(clean_dir / "custom"), "--backups", str(clean_dir / "plain"),
+                     config=f'pg_provider = "dsn"\ndsn = "{dsn}"\n', suites=RESTORE_SUITE)
+    assert run.ret == 0, run.stdout[-3000:]
+    assert "restores in: an existing server (pg_provider = dsn was asked for" in run.stdout
+    assert _databases(info) == before
+    with psycopg.connect(**{**info, "dbname": "keepme"}) as conn:
+        assert conn.execute("select count(*) from precious").fetchone()[0] == 10
+
+
+def test_auto_falls_back_to_local_clusters_and_says_why(run_suites, clean_dir, docker_images):
+    """auto with an image that cannot be had: local clusters, and the header gives the reason."""
+    run = run_suites("--backups", str(clean_dir / "custom"), "--pg-provider", "auto",
+                     "--container-image", "backupcheck/no-such-image:{major}", suites=RESTORE_SUITE)
+    assert run.ret == 0, run.stdout[-2000:]
+    assert "restores in: local clusters (auto: Docker engine" in run.stdout
+    assert "image backupcheck/no-such-image:" in run.stdout and "could not be pulled" in run.stdout
+
+
+def test_auto_uses_containers_when_docker_answers(run_suites, clean_dir, docker_images):
+    run = run_suites("--backups", str(clean_dir / "custom"), "--pg-provider", "auto", config=CONTAINER_CONFIG,
+                     suites=RESTORE_SUITE)
+    assert run.ret == 0, run.stdout[-2000:]
+    assert "restores in: containers (auto: Docker engine" in run.stdout
