@@ -179,6 +179,10 @@ class ContainerServer:
             logs = self._logs()
             self.__exit__(None, None, None)
             if isinstance(exc, Exception):
+                if self.ryuk and "ryuk" in str(exc).lower():
+                    raise ContainerError(f"Ryuk, testcontainers' cleanup container, could not start ({str(exc).splitlines()[0][:200]}); "
+                                         "where its image cannot be had, set container.ryuk = false "
+                                         "(--container-ryuk off): backupcheck's own labels still sweep leftovers") from None
                 raise ContainerError(f"container {self.image} did not come up: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                                      + ("\n  its log ends:\n    " + "\n    ".join(logs) if logs else "")) from None
             raise

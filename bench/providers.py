@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -71,8 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"backupcheck providers benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {what}, repeat {args.repeat}")
     with RunDir() as rundir, RunDir(fast_base()) as fast:
         # Cold: a new process's first server (local: initdb of the template; container: docker run + initdb).
-        cold_local = median(lambda: first_query(LocalProvider(ClusterFactory(rundir, fast), (), False), inst.major),
-                            args.repeat)
+        def fresh_factory() -> ClusterFactory:
+            """Its own folders, so its first cluster pays for initdb as a new run's does."""
+            dirs = [Path(tempfile.mkdtemp(dir=d)) for d in (rundir, fast)]
+            for d in dirs:
+                d.chmod(0o711)
+            return ClusterFactory(dirs[0], dirs[1])
+
+        cold_local = median(lambda: first_query(LocalProvider(fresh_factory(), (), False), inst.major), args.repeat)
         local = LocalProvider(ClusterFactory(rundir, fast), (), False)
         first_query(local, inst.major)
         warm_local = median(lambda: first_query(local, inst.major), args.repeat)

@@ -256,3 +256,15 @@ def test_auto_uses_containers_when_docker_answers(run_suites, clean_dir, docker_
                      suites=RESTORE_SUITE)
     assert run.ret == 0, run.stdout[-2000:]
     assert "restores in: containers (auto: Docker engine" in run.stdout
+
+
+def test_ryuk_that_cannot_start_is_an_error_naming_the_switch(run_suites, clean_dir, docker_images):
+    """Ryuk stays on by default; where its image cannot be had, the restore errors and names container.ryuk."""
+    run = run_suites("--backups", str(clean_dir / "custom"), "--pg-provider", "container",
+                     "--container-image", IMAGE, "--container-ryuk", "on", suites=RESTORE_SUITE)
+    restore = next(k for k in run.outcomes if k.startswith("test_restores_without_harmful_errors"))
+    if run.outcomes[restore] == "passed":
+        pytest.skip("Ryuk's image is available here, so it started")
+    assert run.outcomes[restore] == "error"
+    assert "set container.ryuk = false (--container-ryuk off)" in run.messages[restore]
+    assert leftover_containers() == []
