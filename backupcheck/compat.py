@@ -92,11 +92,8 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
     missing = sorted(used - created - inventory.roles)
     out.compared.append(f"{len(used)} role(s) referenced, {len(created)} created by the dump")
     if missing:
-        if set(missing) & set(SUPABASE_ROLES) and not profile.supabase:
-            fix = f'this is a Supabase dump: set profile = "supabase" for series {series}'
-        else:
-            fix = (f"keep the roles with the backup (pg_dumpall --roles-only) or create them in bootstrap_sql of "
-                   f"profile {profile.name!r}")
+        fix = _fix(missing, SUPABASE_ROLES, profile, series, "",
+                   "keep the roles with the backup (pg_dumpall --roles-only) or create them in bootstrap_sql")
         out.mismatches.append(f"the dump references role(s) {_names(missing)} that neither it nor the server has; "
                               f"their ownerships and grants fail to restore; {fix}")
     # 4. extensions
@@ -106,11 +103,8 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
     absent = sorted(wanted - skip - inventory.extensions)
     out.compared.append(f"{len(wanted)} extension(s) created by the dump")
     if absent:
-        if set(absent) & set(SUPABASE_EXTENSIONS) and not profile.supabase:
-            fix = f'this is a Supabase dump: set profile = "supabase" for series {series} to skip and list them'
-        else:
-            fix = (f"use a server that has them (container.image) or list them in skip_extensions of profile "
-                   f"{profile.name!r}")
+        fix = _fix(absent, SUPABASE_EXTENSIONS, profile, series, " to skip and list them",
+                   "use a server that has them (container.image) or list them in skip_extensions")
         out.mismatches.append(f"the dump creates extension(s) {_names(absent)}, which {target.label} does not have; "
                               f"objects that use them fail to restore; {fix}")
     # 5. tablespaces
@@ -123,6 +117,13 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
             f"{profile.name!r}, or add 'tablespace .* does not exist' to its tolerated_errors"
         )
     return _apply_tolerance(out, profile)
+
+
+def _fix(names: list[str], platform: tuple[str, ...], profile: Profile, series: str, why: str, otherwise: str) -> str:
+    """Point at the Supabase profile when the names are Supabase's, else at the general remedy."""
+    if set(names) & set(platform) and not profile.supabase:
+        return f'this is a Supabase dump: set profile = "supabase" for series {series}{why}'
+    return f"{otherwise} of profile {profile.name!r}"
 
 
 def _apply_tolerance(out: Compatibility, profile: Profile) -> Compatibility:
