@@ -108,10 +108,15 @@ def pytest_configure(config: pytest.Config) -> None:
             listing.problems[:0] = problems
             listing_io.dump(listing, rundir / "listing.json")
         final = config.stash[SETTINGS]
+        distributing = workerinput is None and config.getoption("numprocesses", None)
+        # Read once: the controller's auto needs them to check images, a process that restores to prewarm initdb.
+        deciding = workerinput is None and final.pg_provider == "auto"
+        restoring_here = not distributing and final.pg_provider in ("auto", "local")
+        majors = _needed_majors(listing, final) if deciding or restoring_here else set()
         if workerinput is not None and "backupcheck_provider" in workerinput:
             decision = Decision(workerinput["backupcheck_provider"], workerinput["backupcheck_provider_reason"])
         else:
-            decision = _decide(final, listing)
+            decision = _decide(final, majors)
         provider = _provider(decision, final, factory, rundir)
     except BaseException:
         factory.wait()
@@ -119,18 +124,17 @@ def pytest_configure(config: pytest.Config) -> None:
             cm.__exit__(None, None, None)
         raise
     config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory, decision, provider)
-    distributing = workerinput is None and config.getoption("numprocesses", None)
     if not distributing and decision.kind == "local":
-        _prewarm(factory, listing, config.stash[SETTINGS])
+        _prewarm(factory, majors, config.stash[SETTINGS])
 
 
-def _decide(settings: Settings, listing: Listing) -> Decision:
+def _decide(settings: Settings, majors: set[int]) -> Decision:
     """On the controller, once: which provider restores, and why (workers are told, not asked)."""
     from backupcheck import containers, providers
 
     try:
         decision = providers.decide(settings.pg_provider, settings.container_image, settings.dsn,
-                                    _needed_majors(listing, settings) if settings.pg_provider == "auto" else set())
+                                    majors)
     except ProviderError as exc:
         raise pytest.UsageError(f"backupcheck: {exc}") from None
     if decision.kind == "container":
@@ -180,23 +184,11 @@ def _needed_majors(listing: Listing, settings: Settings) -> set[int]:
     return needs
 
 
-def _prewarm(factory: ClusterFactory, listing: Listing, settings: Settings) -> None:
-    """Start initdb for the installation the first restores will need, if their archives say which."""
+def _prewarm(factory: ClusterFactory, majors: set[int], settings: Settings) -> None:
+    """Start initdb for the installations the first restores will need, if their dumps say which."""
     from backupcheck import pgbin
-    from backupcheck.pgarchive import ArchiveError, read_archive
 
-    from .collection import selected_for_restore
-
-    needs: set[int] = set()
-    for backup in selected_for_restore(listing, settings):
-        for a in backup.dumps:
-            if a.format in ("custom", "directory", "tar") and not a.compression:
-                try:
-                    info = read_archive(a.path, a.format)
-                except (ArchiveError, OSError):
-                    continue
-                needs.add(max(info.min_restore_major, info.dump_major or 0))
-    for need in sorted(needs)[:2]:
+    for need in sorted(majors)[:2]:
         try:
             factory.prewarm(pgbin.pick(need, settings.pg_bin, only=settings.pg_bin_only))
         except NoSuitableBinaries:
