@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from . import pgbin
 from .evidence import ArtifactEvidence
-from .pgarchive import major_of
+from .pgarchive import major_of, version_key
 from .profiles import SUPABASE_EXTENSIONS, SUPABASE_ROLES, Profile
 from .targets import Inventory, Target
 
@@ -56,7 +56,7 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
             found = pgbin.installations(pg_bin, only)
             best = max(found, key=lambda i: (i.major, i.minor)) if found else None
             tool_version, tool_path = (best.version, best.tool("pg_restore")) if best else ("", "")
-        have = major_of(tool_version) if tool_version else 0
+        have = major_of(tool_version) or 0
         out.compared.append(f"archive {ev.archive_version} ({ev.path.rsplit('/', 1)[-1]}) vs pg_restore "
                             f"{tool_version or 'none'}")
         if have < need:
@@ -65,24 +65,29 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
                 f"archive {ev.archive_version} needs pg_restore ≥ {need}; {found_text}; install PostgreSQL {need} "
                 f"client tools or use --pg-provider container"
             )
-    # 2. the pg_dump that made the dump vs the server
-    dump_versions = [s.dump_version for s in scans if s.dump_version]
-    if dump_versions and target is not None and target.server_version:
-        newest = max(dump_versions, key=lambda v: (major_of(v), v))
+    # 2. the pg_dump that made the dump vs the server (versions that carry no number are unknown: not compared)
+    dump_versions = [s.dump_version for s in scans if major_of(s.dump_version)]
+    unknown = sorted({s.dump_version for s in scans if s.dump_version and not major_of(s.dump_version)})
+    if unknown:
+        out.compared.append(f"pg_dump version {', '.join(unknown)}: not a version number, not compared")
+    if dump_versions and target is not None and target.server_major():
+        newest = max(dump_versions, key=version_key)
+        need = major_of(newest) or 0
         out.compared.append(f"pg_dump {newest} vs server {target.server_version}")
-        if major_of(newest) > target.server_major():
+        if need > target.server_major():
             out.mismatches.append(
                 f"the dump was made by pg_dump {newest}, newer than the restoring server ({target.label}); "
-                f"{_fix_for_version(provider, major_of(newest))}"
+                f"{_fix_for_version(provider, need)}"
             )
     elif dump_versions and target is None and not out.mismatches and provider != "container":
-        newest = max(dump_versions, key=lambda v: (major_of(v), v))
+        newest = max(dump_versions, key=version_key)
+        need = major_of(newest) or 0
         found = pgbin.installations(pg_bin, only)
         best = max(found, key=lambda i: (i.major, i.minor)).describe() if found else "none"
-        if not found or max(i.major for i in found) < major_of(newest):
+        if not found or max(i.major for i in found) < need:
             out.mismatches.append(
-                f"the dump was made by pg_dump {newest}; no PostgreSQL {major_of(newest)} or newer was found here "
-                f"(newest: {best}); {_fix_for_version(provider, major_of(newest))}"
+                f"the dump was made by pg_dump {newest}; no PostgreSQL {need} or newer was found here "
+                f"(newest: {best}); {_fix_for_version(provider, need)}"
             )
     if target is None or inventory is None:
         return _apply_tolerance(out, profile)

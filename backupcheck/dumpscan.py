@@ -300,3 +300,21 @@ def scan_archive_data(archive_path: str, pg_restore: str, into: DumpScan) -> Non
         into.errors.append("pg_restore could not read every data block: " + " | ".join(message[-3:]))
     into.row_counts = counts
     into.data_read = proc.returncode == 0
+
+
+def scan_archive_sql(archive_path: str, pg_restore: str) -> DumpScan:
+    """Evidence from the SQL pg_restore makes of a whole archive (TOC and every data block), read as a plain dump.
+
+    For archives whose table of contents this package's reader cannot parse but pg_restore can.
+    """
+    proc = subprocess.Popen([pg_restore, "-f", "-", archive_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    scan = scan_plain(proc.stdout)  # type: ignore[arg-type]
+    err = proc.stderr.read()
+    proc.wait()
+    scan.kind = "archive"
+    if proc.returncode != 0:
+        message = err.decode("utf-8", "replace").strip().splitlines()
+        scan.errors.append("pg_restore could not read every data block: " + " | ".join(message[-3:]))
+    scan.data_read = proc.returncode == 0
+    return scan

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import pgbin
-from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_toc, scan_plain
+from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
 from .model import ARCHIVE_FORMATS, Artifact, Backup
-from .pgarchive import ArchiveError, read_archive
+from .pgarchive import ArchiveError, ArchiveInfo, parse_list, read_archive
 from .s3 import RemoteAccess
 from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of, sniff
 
@@ -249,6 +249,31 @@ class EvidenceStore:
             ev.problems.append(f"{a.name}: cannot be read ({exc})")
         return ev
 
+    def archive_info(self, a: Artifact) -> ArchiveInfo:
+        """The archive's header and table of contents: this package's reader, else ``pg_restore --list``.
+
+        An archive version or shape this reader does not know is no damage while pg_restore reads it.
+        """
+        real = self.archive_path(a)
+        try:
+            return read_archive(real, a.format)
+        except ArchiveError as own:
+            tool = self._newest_pg_restore()
+            if tool is None:
+                raise ArchiveError(f"{own}; no pg_restore was found here to try it") from None
+            proc = subprocess.run([tool, "--list", str(real)], capture_output=True, text=True, errors="replace",
+                                  stdin=subprocess.DEVNULL)
+            if proc.returncode != 0:
+                said = " | ".join(proc.stderr.strip().splitlines()[-2:])
+                raise ArchiveError(f"{own}; {tool} --list cannot read it either: {said}") from None
+            info = parse_list(proc.stdout)
+            info.reader = tool
+            return info
+
+    def _newest_pg_restore(self) -> str | None:
+        found = pgbin.installations(self.pg_bin, self.pg_bin_only)
+        return max(found, key=lambda i: (i.major, i.minor)).tool("pg_restore") if found else None
+
     def _read_archive(self, a: Artifact, ev: ArtifactEvidence, full: bool) -> None:
         try:
             real = self.archive_path(a)  # decompresses outer layers: every byte and CRC is read
@@ -256,9 +281,19 @@ class EvidenceStore:
             ev.problems.append(f"{a.name}: {exc}")
             return
         try:
-            info = read_archive(real, a.format)
+            info = self.archive_info(a)
         except ArchiveError as exc:
             ev.problems.append(f"{a.name}: the archive's header or table of contents is unreadable ({exc})")
+            return
+        if info.listed_by_pg_restore:
+            # pg_restore read what this reader could not: its full read is the evidence.
+            ev.scan = scan_archive_sql(str(real), info.reader)
+            ev.security += ev.scan.security
+            ev.archive_version = info.version_text
+            ev.min_restore_major = max(info.min_restore_major, info.dump_major or 0)
+            ev.has_offsets = False
+            ev.data_read = ev.scan.data_read
+            ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
             return
         ev.scan = scan_archive_toc(info)
         ev.security += ev.scan.security

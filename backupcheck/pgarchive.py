@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import tarfile
 from dataclasses import dataclass, field
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 # Archive format version -> the oldest PostgreSQL major whose pg_restore reads it.
-ARCHIVE_MIN_MAJOR = {(1, 12): 9, (1, 13): 11, (1, 14): 12, (1, 15): 16, (1, 16): 17}
+ARCHIVE_MIN_MAJOR = {(1, 10): 8, (1, 11): 8, (1, 12): 9, (1, 13): 11, (1, 14): 12, (1, 15): 16, (1, 16): 17}
+# The oldest archive this reader parses: 1.10 (PostgreSQL 8.1) added the versions to the header.
+OLDEST = (1, 10)
 
 _OFFSET_NOT_SET = 1
 _OFFSET_SET = 2
@@ -45,6 +48,8 @@ class ArchiveInfo:
     server_version: str
     dump_version: str
     entries: list[TocEntry] = field(default_factory=list)
+    listed_by_pg_restore: bool = False  # read through pg_restore --list: entries carry no definitions
+    reader: str = ""  # the pg_restore that listed it
 
     @property
     def version_text(self) -> str:
@@ -70,17 +75,44 @@ class ArchiveInfo:
         return [(e.namespace, e.tag) for e in self.entries if e.desc == "TABLE DATA"]
 
 
+# Every entry kind pg_dump writes, longest first, so "TABLE DATA" is not taken for "TABLE".
+DESCS = sorted(
+    ["TABLE DATA", "TABLE", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "SEQUENCE SET", "SEQUENCE",
+     "SEQUENCE OWNED BY", "DEFAULT ACL", "ACL", "COMMENT", "SCHEMA", "EXTENSION", "FUNCTION", "PROCEDURE", "VIEW",
+     "MATERIALIZED VIEW DATA", "MATERIALIZED VIEW", "TRIGGER", "POLICY", "ROW SECURITY", "TYPE", "DOMAIN",
+     "DEFAULT", "TABLE ATTACH", "INDEX ATTACH", "RULE", "AGGREGATE", "SECURITY LABEL", "PUBLICATION",
+     "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION", "SUBSCRIPTION TABLE", "EVENT TRIGGER",
+     "COLLATION", "CONVERSION", "OPERATOR", "OPERATOR CLASS", "OPERATOR FAMILY", "CAST", "DATABASE PROPERTIES",
+     "DATABASE", "LARGE OBJECT", "BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECTS", "ENCODING", "STDSTRINGS",
+     "SEARCHPATH", "FOREIGN TABLE", "FOREIGN DATA WRAPPER", "SERVER", "USER MAPPING", "TEXT SEARCH CONFIGURATION",
+     "TEXT SEARCH DICTIONARY", "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "PROCEDURAL LANGUAGE", "TRANSFORM",
+     "ACCESS METHOD", "STATISTICS", "SHELL TYPE", "DUMMY TYPE"],
+    key=len, reverse=True,
+)
 TABLE_DESCS = frozenset({"TABLE"})
 DATA_DESCS = frozenset({"TABLE DATA", "BLOBS", "BLOB", "LARGE OBJECTS", "SEQUENCE SET"})
 
 
-def major_of(version: str) -> int | None:
-    """``15.4 (Debian 15.4-1)`` -> 15; ``9.6.3`` -> 9."""
-    try:
-        head = version.strip().split()[0]
-        return int(head.split(".")[0])
-    except (ValueError, IndexError):
+_MAJOR = re.compile(r"(?<![\w.])(\d+)(?:\.\d+)*(?:devel|beta\d*|rc\d*|alpha\d*)?(?![\w.])", re.I)
+
+
+def major_of(version: str | None) -> int | None:
+    """``15.4 (Debian 15.4-1)`` -> 15; ``9.6.24`` -> 9; ``15beta2``, ``16devel``, ``17rc1`` -> 15, 16, 17.
+
+    Anything without a version number (vendor text alone, an empty string) is unknown: None.
+    """
+    if not version:
         return None
+    m = _MAJOR.search(version.strip())
+    if not m:
+        return None
+    major = int(m.group(1))
+    return major if 7 <= major <= 99 else None
+
+
+def version_key(version: str) -> tuple[int, str]:
+    """Sort key for version strings of any shape; unknown ones sort first."""
+    return (major_of(version) or 0, version)
 
 
 class _Reader:
@@ -122,8 +154,10 @@ def _read_header(r: _Reader) -> ArchiveInfo:
     if r.take(5) != b"PGDMP":
         raise ArchiveError("no PGDMP signature")
     vmaj, vmin, vrev = r.byte(), r.byte(), r.byte()
-    if (vmaj, vmin) < (1, 12):
+    if (vmaj, vmin) < OLDEST:
         raise ArchiveError(f"archive version {vmaj}.{vmin} is older than this reader supports")
+    if vmaj != 1 or vmin > 99:
+        raise ArchiveError(f"implausible archive version {vmaj}.{vmin}.{vrev}")
     r.int_size = r.byte()
     r.off_size = r.byte()
     if not (1 <= r.int_size <= 8 and 1 <= r.off_size <= 16):
@@ -164,7 +198,8 @@ def _read_toc(r: _Reader, info: ArchiveInfo, container: str) -> None:
         copy_stmt = r.str() or ""
         namespace = r.str() or ""
         tablespace = r.str() or ""
-        r.str()  # table access method
+        if v >= (1, 14):
+            r.str()  # table access method
         if v >= (1, 16):
             r.int()  # relkind
         owner = r.str() or ""
@@ -219,4 +254,51 @@ def _parse(stream: BinaryIO, container: str) -> ArchiveInfo:
     r = _Reader(stream)
     info = _read_header(r)
     _read_toc(r, info, container)
+    return info
+
+
+_LIST_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+_LIST_HEADER = {
+    "Dump Version": "version", "Format": "format", "dbname": "dbname", "Compression": "compression",
+    "Dumped from database version": "server_version", "Dumped by pg_dump version": "dump_version",
+}
+
+
+def split_list_entry(rest: str) -> tuple[str, str, str, str]:
+    """``TABLE DATA public actor postgres`` -> (desc, namespace, tag, owner), as ``pg_restore --list`` prints it."""
+    for d in DESCS:
+        if rest.startswith(d + " "):
+            parts = rest[len(d) + 1:].split(" ")
+            if len(parts) >= 3:
+                namespace = "" if parts[0] == "-" else parts[0]
+                return d, namespace, " ".join(parts[1:-1]), parts[-1]
+            return d, "", " ".join(parts), ""
+    return "", "", rest, ""
+
+
+def parse_list(text: str) -> ArchiveInfo:
+    """An ArchiveInfo from ``pg_restore --list`` output: names and kinds of entries, no definitions.
+
+    Used where this reader cannot parse an archive that pg_restore itself reads.
+    """
+    head: dict[str, str] = {}
+    entries: list[TocEntry] = []
+    for line in text.splitlines():
+        if line.startswith(";"):
+            key, sep, value = line.lstrip(";").strip().partition(":")
+            if sep and key.strip() in _LIST_HEADER:
+                head[_LIST_HEADER[key.strip()]] = value.strip()
+            continue
+        m = _LIST_ENTRY.match(line)
+        if m:
+            desc, namespace, tag, owner = split_list_entry(m.group(4))
+            entries.append(TocEntry(int(m.group(1)), desc, namespace, tag, owner, "", "",
+                                    desc in DATA_DESCS, False))
+    nums = re.findall(r"\d+", head.get("version", ""))
+    version = tuple(int(n) for n in (nums + ["0", "0", "0"])[:3]) if nums else (0, 0, 0)
+    fmt = {"CUSTOM": 1, "TAR": 3, "DIRECTORY": 5}.get(head.get("format", "").upper(), 0)
+    info = ArchiveInfo(version, fmt, head.get("compression", ""), None, head.get("dbname", ""),  # type: ignore[arg-type]
+                       head.get("server_version", ""), head.get("dump_version", ""))
+    info.entries = entries
+    info.listed_by_pg_restore = True
     return info

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from . import security, sqllex
-from .pgarchive import TocEntry
+from .pgarchive import DESCS, TocEntry
 
 BENIGN, NOTICE, HARMFUL = "benign", "notice", "harmful"
 _CREATE_EXTENSION = re.compile(r'^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
@@ -99,19 +99,8 @@ def classify(message: str, statement: str, desc: str, tag: str, tolerated: Itera
 # --- archives through pg_restore ---------------------------------------------------------------
 
 _TOC_LINE = re.compile(r"^pg_restore: from TOC entry (\d+); \d+ \d+ (.*)$")
-_DESCS = sorted(
-    ["TABLE DATA", "TABLE", "INDEX", "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "SEQUENCE SET", "SEQUENCE",
-     "SEQUENCE OWNED BY", "DEFAULT ACL", "ACL", "COMMENT", "SCHEMA", "EXTENSION", "FUNCTION", "PROCEDURE", "VIEW",
-     "MATERIALIZED VIEW DATA", "MATERIALIZED VIEW", "TRIGGER", "POLICY", "ROW SECURITY", "TYPE", "DOMAIN",
-     "DEFAULT", "TABLE ATTACH", "INDEX ATTACH", "RULE", "AGGREGATE", "SECURITY LABEL", "PUBLICATION",
-     "PUBLICATION TABLE", "SUBSCRIPTION", "EVENT TRIGGER", "COLLATION", "CONVERSION", "OPERATOR", "CAST",
-     "DATABASE PROPERTIES", "LARGE OBJECT", "BLOB", "BLOBS"],
-    key=len, reverse=True,
-)
-
-
 def _split_desc(rest: str) -> tuple[str, str]:
-    for d in _DESCS:
+    for d in DESCS:
         if rest.startswith(d + " "):
             parts = rest[len(d) + 1 :].split()
             # "<schema> <name> <owner>" for most; keep schema.name

@@ -100,9 +100,7 @@ class RestoredBackup:
             raise RestoreRefused("not restored, because the dump cannot be read:\n  " + "\n  ".join(unreadable[:10]))
         for a in dumps:
             if a.format in ARCHIVE_FORMATS:
-                from .pgarchive import read_archive
-
-                info = read_archive(self.store.archive_path(a), a.format)
+                info = self.store.archive_info(a)  # read above without error: pg_restore reads it at least
                 self._entries[a.name] = info.entries
                 if info.dbname and info.dbname not in ("postgres", "template1", "template0") and \
                         self.main_db == "restored":

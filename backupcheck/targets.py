@@ -15,7 +15,7 @@ from . import pgbin
 from .cluster import Cluster
 from .containers import ContainerServer
 from .model import Artifact
-from .pgarchive import TocEntry
+from .pgarchive import TocEntry, major_of
 from .restore import (
     PlainRunner,
     RestoreError,
@@ -74,7 +74,7 @@ class Target:
         return psycopg.connect(**self.conninfo(dbname), autocommit=True)
 
     def server_major(self) -> int:
-        return int(self.server_version.split(".")[0]) if self.server_version else 0
+        return major_of(self.server_version) or 0
 
     def create_database(self, name: str) -> None:
         create_database(self.conninfo(self.admin_db), name)
