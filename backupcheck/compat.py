@@ -9,6 +9,7 @@ from . import pgbin
 from .evidence import ArtifactEvidence
 from .pgarchive import major_of, version_key
 from .profiles import SUPABASE_EXTENSIONS, SUPABASE_ROLES, Profile
+from .restore import normal_locale
 from .targets import Inventory, Target
 
 
@@ -41,7 +42,8 @@ def _names(items: list[str]) -> str:
 
 
 def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: Inventory | None, profile: Profile,
-           provider: str, series: str, pg_bin: tuple[str, ...] = (), only: bool = False) -> Compatibility:
+           provider: str, series: str, pg_bin: tuple[str, ...] = (), only: bool = False,
+           locale_fallback: str = "") -> Compatibility:
     """Compare the dump with the server; ``target`` is None when no server could be had for it."""
     out = Compatibility()
     scans = [ev.scan for ev in evidence if ev.scan is not None]
@@ -121,6 +123,25 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
             f"into the default tablespace after an error each; create them in bootstrap_sql of profile "
             f"{profile.name!r}, or add 'tablespace .* does not exist' to its tolerated_errors"
         )
+    # 6. locales of the databases a cluster dump creates
+    wanted_locales = sorted({x for s in scans for x in s.locales if x not in ("C", "POSIX")})
+    have = {normal_locale(x) for x in inventory.locales}
+    absent_locales = [x for x in wanted_locales if normal_locale(x) not in have]
+    if wanted_locales:
+        out.compared.append(f"locale(s) {', '.join(wanted_locales)} asked for by CREATE DATABASE")
+    if absent_locales and locale_fallback:
+        out.compared.append(f"locale(s) {', '.join(absent_locales)} are not on the server: databases are created "
+                            f"with {locale_fallback} instead (locale_fallback)")
+    elif absent_locales:
+        shown = ", ".join(sorted(inventory.locales)[:8])
+        out.mismatches.append(
+            f"the dump creates databases with locale(s) {', '.join(absent_locales)} (provider libc), which "
+            f"{target.label} lacks (it has {shown}); CREATE DATABASE fails and everything in those databases is "
+            f'lost; set locale_fallback = "C.UTF-8" for series {series} to restore with an available locale, or '
+            f"install the locale on the server (apt-get install locales-all, or locale-gen {absent_locales[0]})")
+    icu = sorted({x for s in scans for x in s.icu_locales})
+    if icu:
+        out.compared.append(f"ICU locale(s) {', '.join(icu)} asked for by CREATE DATABASE")
     return _apply_tolerance(out, profile)
 
 

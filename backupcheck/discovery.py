@@ -180,26 +180,27 @@ def _file_candidate(path: Path, folder: Path) -> _Candidate:
         return _Candidate(path, folder, stem, role, None, "mtime")
 
 
-_TRIO = ("roles", "schema", "data")
-TRIO_WINDOW = timedelta(minutes=30)
+_PARTS = ("roles", "schema", "data")
+PARTS_WINDOW = timedelta(minutes=30)
 
 
-def _merge_cli_trios(candidates: list[_Candidate]) -> list[_Candidate]:
-    """``supabase db dump`` writes roles.sql, schema.sql and data.sql with no time in their names; files of
-    one folder written within half an hour of each other are one backup, taken when the first was written."""
-    trio: dict[str, list[_Candidate]] = defaultdict(list)
+def _merge_parts(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Roles, schema and data files with no time in their names (``supabase db dump``'s roles.sql, schema.sql and
+    data.sql; ``pagila-schema.sql`` and ``pagila-data.sql``) written within half an hour of each other in one
+    folder are one backup, taken when the first was written."""
+    parts: dict[tuple[str, str], list[_Candidate]] = defaultdict(list)
     rest = []
     for c in candidates:
-        if c.unit is None and c.source == "mtime" and c.when is not None and strip_extensions(c.path.name) in _TRIO:
-            trio[str(c.folder)].append(c)
+        if c.unit is None and c.source == "mtime" and c.when is not None and c.role in _PARTS:
+            parts[(str(c.folder), c.stem)].append(c)
         else:
             rest.append(c)
-    for members in trio.values():
+    for members in parts.values():
         members.sort(key=lambda c: c.when)  # type: ignore[arg-type, return-value]
         start = previous = members[0].when
         for c in members:
             assert c.when is not None and previous is not None
-            if c.when - previous > TRIO_WINDOW:
+            if c.when - previous > PARTS_WINDOW:
                 start = c.when
             previous = c.when
             rest.append(replace(c, when=start))
@@ -229,7 +230,7 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
         else:
             _walk(source, candidates, listing.problems, skip)
 
-    candidates = _merge_cli_trios(candidates)
+    candidates = _merge_parts(candidates)
     groups: dict[tuple[str, str, datetime | None, Path | None], list[_Candidate]] = defaultdict(list)
     for c in candidates:
         groups[(str(c.folder), c.stem, c.when if c.unit is None and c.source == "name" else c.when, c.unit)].append(c)
@@ -252,17 +253,13 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
 
     for name in sorted(by_series):
         backups = sorted(by_series[name], key=lambda b: b.taken_at)
-        # Two backups of a series at the same second would share a test id: keep them apart.
-        seen: dict[datetime, int] = {}
-        unique = []
+        # Two backups of a series within the same second would share a test id: they are one backup.
+        unique: list[Backup] = []
         for b in backups:
-            if b.taken_at in seen:
-                seen[b.taken_at] += 1
-                b = replace(b, series=b.series)  # same id is resolved by merging artifacts
+            if unique and unique[-1].key == b.key:
                 prev = unique[-1]
                 unique[-1] = replace(prev, artifacts=prev.artifacts + b.artifacts)
                 continue
-            seen[b.taken_at] = 1
             unique.append(b)
         listing.series.append(Series(name=name, backups=tuple(unique)))
     return listing

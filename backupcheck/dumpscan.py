@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 from . import security, sqllex
 from .pgarchive import ArchiveInfo, major_of
+from .rolerefs import roles_named
 
 _TRAILERS = ("PostgreSQL database dump complete", "PostgreSQL database cluster dump complete")
 _IDENT = r'(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)'
@@ -25,20 +26,10 @@ _FK = re.compile(
     re.I | re.S,
 )
 _CREATE_DB = re.compile(rf"^\s*CREATE\s+DATABASE\s+({_IDENT})", re.I)
-_ROLE_LIST = rf"((?:GROUP\s+)?{_IDENT}(?:\s*,\s*(?:GROUP\s+)?{_IDENT})*)"
-_ROLE_USES = [
-    re.compile(rf"\bOWNER\s+TO\s+({_IDENT})", re.I),
-    re.compile(rf"^\s*GRANT\b.*?\bTO\s+{_ROLE_LIST}", re.I | re.S),
-    re.compile(rf"^\s*REVOKE\b.*?\bFROM\s+{_ROLE_LIST}", re.I | re.S),
-    re.compile(rf"^\s*CREATE\s+POLICY\b.*?\bTO\s+{_ROLE_LIST}", re.I | re.S),
-    re.compile(rf"^\s*ALTER\s+DEFAULT\s+PRIVILEGES\s+FOR\s+(?:ROLE|USER)\s+{_ROLE_LIST}", re.I),
-    re.compile(rf"^\s*SET\s+(?:SESSION\s+)?ROLE\s+({_IDENT})", re.I),
-    re.compile(rf"^\s*SET\s+SESSION\s+AUTHORIZATION\s+({_IDENT})", re.I),
-]
-_NOT_ROLES = {"public", "current_user", "session_user", "current_role", "none", "default"}
 _CREATE_ROLE = re.compile(rf"^\s*CREATE\s+(?:ROLE|USER|GROUP)\s+({_IDENT})", re.I)
 _CREATE_EXTENSION = re.compile(rf"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})", re.I)
 _TABLESPACE = re.compile(rf"(?:\bTABLESPACE\s+({_IDENT})|default_tablespace\s*=\s*'([^']+)')", re.I)
+_LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE|ICU_LOCALE)\s*=\s*'((?:[^']|'')*)'", re.I)
 _CREATE_TABLESPACE = re.compile(rf"^\s*CREATE\s+TABLESPACE\s+({_IDENT})", re.I)
 
 
@@ -60,19 +51,18 @@ def note_requirements(scan: DumpScan, sql: str) -> None:
         if m:
             _add(scan.extensions, split_ident(m.group(1))[0])
         return
+    if head.startswith("CREATE DATABASE"):
+        for m in _LOCALE_CLAUSE.finditer(sql):
+            kind, value = m.group(1).upper(), m.group(2)
+            _add(scan.icu_locales if kind == "ICU_LOCALE" else scan.locales, value)
+        return
     if head.startswith("CREATE TABLESPACE"):
         m = _CREATE_TABLESPACE.match(sql)
         if m:
             _add(scan.tablespaces_created, split_ident(m.group(1))[0])
         return
-    if "TO" in sql.upper() or head.startswith(("SET", "REVOKE", "ALTER DEFAULT")):
-        for pattern in _ROLE_USES:
-            m = pattern.search(sql)
-            if m:
-                for part in re.split(r"\s*,\s*", m.group(1)):
-                    name = split_ident(re.sub(r"^GROUP\s+", "", part.strip(), flags=re.I))
-                    if name and name[0].lower() not in _NOT_ROLES:
-                        _add(scan.roles_used, name[0])
+    for name in roles_named(sql):
+        _add(scan.roles_used, name)
     if "TABLESPACE" in sql.upper() and not head.startswith(("CREATE TABLESPACE", "DROP", "COMMENT")):
         for m in _TABLESPACE.finditer(sql):
             name = m.group(2) if m.group(2) is not None else split_ident(m.group(1))[0]
@@ -127,6 +117,8 @@ class DumpScan:
     extensions: list[str] = field(default_factory=list)  # CREATE EXTENSION
     tablespaces: list[str] = field(default_factory=list)  # non-default tablespaces objects are placed in
     tablespaces_created: list[str] = field(default_factory=list)  # CREATE TABLESPACE (cluster dumps)
+    locales: list[str] = field(default_factory=list)  # libc locales CREATE DATABASE asks for
+    icu_locales: list[str] = field(default_factory=list)  # ICU locales CREATE DATABASE asks for
 
     @property
     def dump_major(self) -> int | None:
@@ -174,12 +166,62 @@ def _count_insert_rows(sql: str, has_column_list: bool) -> int:
     return max(groups, 1)
 
 
+class _Segments:
+    """pg_dump and pg_dumpall outputs in one file, each to be closed by its own completion trailer.
+
+    A file may hold one pg_dump output, a pg_dumpall output (database dumps nested in the
+    cluster dump), or several outputs one after another (a roles dump, then a database
+    dump); producers that write no header (the Supabase CLI) open no segment.
+    """
+
+    def __init__(self, scan: DumpScan) -> None:
+        self.scan = scan
+        self.open: list[tuple[str, int]] = []  # (kind, line of its header): kind "database" or "cluster"
+        self.closed = 0
+
+    def comment(self, text: str, line: int) -> None:
+        if text == _TRAILERS[0]:
+            if self.open and self.open[-1][0] == "database":
+                self.open.pop()
+                self.closed += 1
+        elif text == _TRAILERS[1]:
+            while self.open:
+                kind, start = self.open.pop()
+                if kind == "cluster":
+                    self.closed += 1
+                    break
+                self._unclosed(kind, start, f"before the cluster dump's trailer at line {line}")
+        elif text == "PostgreSQL database dump" or text == "PostgreSQL database cluster dump":
+            kind = "cluster" if "cluster" in text else "database"
+            if self.open and self.open[-1][0] == kind:
+                self._unclosed(kind, self.open.pop()[1], f"before the next one starts at line {line}")
+            self.open.append((kind, line))
+
+    def _unclosed(self, kind: str, start: int, where: str) -> None:
+        trailer = _TRAILERS[1] if kind == "cluster" else _TRAILERS[0]
+        self.scan.errors.append(f"line {start}: the {kind} dump that starts here has no completion trailer "
+                                f"('-- {trailer}') {where}: it was cut short")
+
+    def finish(self) -> None:
+        if self.open:
+            kind, _start = self.open[-1]
+            trailer = _TRAILERS[1] if kind == "cluster" else _TRAILERS[0]
+            self.scan.errors.append(
+                f"no pg_dump completion trailer after the last statement (expected '-- {trailer}'): the file is truncated")
+        self.scan.trailer = not self.open and self.closed > 0
+
+
 def scan_plain(stream: BinaryIO) -> DumpScan:
-    """Read a plain or pg_dumpall SQL stream to its end without running any of it."""
+    """Read a plain or pg_dumpall SQL stream to its end without running any of it.
+
+    Completion is judged as each producer writes files: every pg_dump or pg_dumpall output
+    in the file ends with its trailer (only session resets may follow, as ``supabase db
+    dump`` writes ``RESET ALL;``); a file without pg_dump's header (Supabase CLI schema
+    files, migrations) must end cleanly: no open quote, dollar quote, COPY block or statement.
+    """
     scan = DumpScan()
+    segments = _Segments(scan)
     db: str | None = None
-    last_statement_line = 0
-    trailer_line = 0
     for ev in sqllex.events(stream):
         if isinstance(ev, sqllex.Comment):
             text = ev.text.lstrip("-").strip()
@@ -189,15 +231,11 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
             elif text.startswith("Dumped from database version"):
                 scan.server_version = text.rsplit("version", 1)[1].strip()
                 scan.has_header = True
-            elif text.startswith("PostgreSQL database cluster dump"):
-                scan.kind = "dumpall"
+            elif text.startswith("PostgreSQL database"):
+                if text.startswith("PostgreSQL database cluster dump"):
+                    scan.kind = "dumpall"
                 scan.has_header = True
-                if text in _TRAILERS:
-                    trailer_line = ev.line
-            elif text.startswith("PostgreSQL database dump"):
-                scan.has_header = True
-                if text in _TRAILERS and scan.kind != "dumpall":
-                    trailer_line = ev.line
+                segments.comment(text, ev.line)
         elif isinstance(ev, sqllex.MetaCommand):
             problem = security.meta_problem(ev.name, ev.args, ev.inside_statement)
             if problem:
@@ -217,11 +255,9 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
                 key = table_key(m.group(1), db if scan.kind == "dumpall" else None)
                 scan.row_counts[key] = scan.row_counts.get(key, 0) + ev.rows
             scan.statements += 1
-            last_statement_line = ev.statement.line
         elif isinstance(ev, sqllex.Statement):
             sql = ev.text.decode("utf-8", "replace")
             scan.statements += 1
-            last_statement_line = ev.line
             for reason in security.statement_problems(sql):
                 scan.security.append(f"line {ev.line}: {reason}")
             note_requirements(scan, sql)
@@ -241,12 +277,7 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
         elif isinstance(ev, sqllex.Unterminated):
             scan.errors.append(f"line {ev.line}: {ev.what}")
     scan.data_read = True
-    scan.trailer = trailer_line > last_statement_line
-    if scan.has_header and not scan.trailer:
-        scan.errors.append(
-            "no pg_dump completion trailer after the last statement "
-            f"(expected '-- {_TRAILERS[1] if scan.kind == 'dumpall' else _TRAILERS[0]}'): the file is truncated"
-        )
+    segments.finish()
     return scan
 
 

@@ -61,6 +61,13 @@ CREATE OR REPLACE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE AS $$
 CREATE OR REPLACE FUNCTION auth.email() RETURNS text LANGUAGE sql STABLE AS $$
   SELECT coalesce(nullif(current_setting('request.jwt.claim.email', true), ''),
                   (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email'))::text $$;
+GRANT USAGE ON SCHEMA auth, storage, extensions TO anon, authenticated, service_role;
+"""
+
+# Stand-ins for the platform tables application objects refer to, each made only where the dump does not
+# define the table itself (a full pg_dump of a Supabase project does).
+_STAND_INS = {
+    "auth.users": """
 CREATE TABLE IF NOT EXISTS auth.users (
   instance_id uuid, id uuid PRIMARY KEY, aud varchar(255), role varchar(255), email varchar(255),
   encrypted_password varchar(255), email_confirmed_at timestamptz, invited_at timestamptz,
@@ -75,19 +82,23 @@ CREATE TABLE IF NOT EXISTS auth.users (
   banned_until timestamptz, reauthentication_token varchar(255) DEFAULT '', reauthentication_sent_at timestamptz,
   is_sso_user boolean NOT NULL DEFAULT false, deleted_at timestamptz, is_anonymous boolean NOT NULL DEFAULT false
 );
+""",
+    "storage.buckets": """
 CREATE TABLE IF NOT EXISTS storage.buckets (
   id text PRIMARY KEY, name text NOT NULL UNIQUE, owner uuid, owner_id text, created_at timestamptz DEFAULT now(),
   updated_at timestamptz DEFAULT now(), public boolean DEFAULT false, avif_autodetection boolean DEFAULT false,
   file_size_limit bigint, allowed_mime_types text[], type text DEFAULT 'STANDARD'
 );
+""",
+    "storage.objects": """
 CREATE TABLE IF NOT EXISTS storage.objects (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(), bucket_id text REFERENCES storage.buckets(id), name text,
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(), bucket_id text, name text,
   owner uuid, owner_id text, created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now(),
   last_accessed_at timestamptz DEFAULT now(), metadata jsonb, path_tokens text[], version text,
   user_metadata jsonb, level integer
 );
-GRANT USAGE ON SCHEMA auth, storage, extensions TO anon, authenticated, service_role;
-"""
+""",
+}
 
 
 @dataclass(frozen=True)
@@ -107,16 +118,17 @@ class Profile:
     def skipped_extensions(self) -> tuple[str, ...]:
         return (SUPABASE_EXTENSIONS if self.supabase else ()) + self.skip_extensions
 
-    def provided_roles(self) -> tuple[str, ...]:
-        return SUPABASE_ROLES if self.supabase else ()
+    def bootstrap(self, defined: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """SQL scripts to run, in order, as the superuser in the restore's database.
 
-    def bootstrap(self) -> list[str]:
-        """SQL scripts to run, in order, as the superuser in the restore's database."""
+        ``defined`` holds the tables (``schema.name``) the dump creates itself: no stand-in is made for them.
+        """
         scripts = []
         if self.supabase:
             roles = ", ".join(f"'{r}'" for r in SUPABASE_ROLES)
             schemas = "\n".join(f"CREATE SCHEMA IF NOT EXISTS {s};" for s in SUPABASE_SCHEMAS)
-            scripts.append(_SUPABASE_BOOTSTRAP.format(roles=roles, schemas=schemas))
+            scripts.append(_SUPABASE_BOOTSTRAP.format(roles=roles, schemas=schemas)
+                           + "".join(sql for table, sql in _STAND_INS.items() if table not in defined))
         if self.bootstrap_sql.strip():
             scripts.append(self.bootstrap_sql)
         return scripts
@@ -136,3 +148,19 @@ class Profile:
 
 def builtin(name: str) -> Profile:
     return Profile(name=name, base=name if name in BUILTIN else "vanilla")
+
+
+def detect(roles_used: set[str], tables: set[str]) -> tuple[str, str]:
+    """("supabase", why) when a dump is unmistakably Supabase's, else ("vanilla", "").
+
+    Unmistakable: two or more of the platform's own roles are referenced (owners, grants, policies),
+    or its auth and storage schemas hold tables together with one such role.
+    """
+    platform = sorted(r for r in roles_used if r in SUPABASE_ROLES)
+    schemas = sorted({t.rsplit("/", 1)[-1].split(".", 1)[0] for t in tables} & {"auth", "storage"})
+    if len(platform) >= 2 or (platform and len(schemas) == 2):
+        why = f"the dump references Supabase's role(s) {', '.join(platform)}"
+        if schemas:
+            why += f" and holds tables in its schema(s) {', '.join(schemas)}"
+        return "supabase", why
+    return "vanilla", ""

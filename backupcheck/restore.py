@@ -189,51 +189,38 @@ def restore_list(entries: Iterable[TocEntry], skip_extensions: Iterable[str]) ->
     return "\n".join(lines) + "\n", skipped
 
 
-# --- plain SQL through psql inside a container ----------------------------------------------------
-
-_PSQL_LINE = re.compile(r"^psql:(.*?):(\d+): (ERROR|FATAL|STATEMENT|error|WARNING|invalid command|\S+):?\s*(.*)$")
-
-
-def parse_psql_errors(stderr: str, artifact: str, tolerated: Iterable[str] = ()) -> list[RestoreError]:
-    """psql -b output (ERROR, continuation lines, STATEMENT) as classified errors."""
-    errors: list[RestoreError] = []
-    message, statement, line = "", [], ""
-    state = ""
-
-    def flush() -> None:
-        nonlocal message, statement, state
-        if message:
-            stmt = "\n".join(statement).strip()
-            sev, lost = classify(message, stmt, "", "", tolerated)
-            errors.append(RestoreError(sev, message, stmt, lost, artifact, f"line {line}"))
-        message, statement, state = "", [], ""
-
-    for raw in stderr.splitlines():
-        m = _PSQL_LINE.match(raw)
-        if m:
-            kind, text = m.group(3), m.group(4)
-            if kind == "STATEMENT":
-                statement, state = [text], "statement"
-                continue
-            flush()
-            line = m.group(2)
-            if kind in ("ERROR", "FATAL", "error"):
-                message, state = text.strip(), "message"
-            elif kind == "invalid command":
-                message, state = f"invalid command {text.strip()}", "message"
-            continue
-        if state == "statement":
-            statement.append(raw)
-        elif state == "message" and raw.startswith(("DETAIL:", "HINT:", "CONTEXT:")):
-            message += " " + raw.strip()
-    flush()
-    return errors
-
-
 # --- plain SQL through psycopg: psql never sees the file ----------------------------------------
 
 
 _CLUSTER_WIDE = re.compile(r"^\s*(?:CREATE|ALTER|DROP)\s+(?:ROLE|USER|GROUP|DATABASE|TABLESPACE)\b", re.I)
+# A preload setting names a library of the production server (Supabase sets supautils for its roles): it cannot
+# bring code from the dump, but sessions of that role would fail where the library is missing.
+_PRELOAD = re.compile(r"^\s*(?:ALTER\s+(?:ROLE|USER|DATABASE)\b.*?\bSET\s+|SET\s+(?:SESSION\s+)?)"
+                      r"(?:session|local)_preload_libraries\b", re.I | re.S)
+_ALTER_ROLE = re.compile(r'^\s*(?:ALTER|DROP)\s+(?:ROLE|USER)\s+(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
+_CREATE_DATABASE = re.compile(r"^\s*CREATE\s+DATABASE\b", re.I)
+_LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE)\s*=\s*'((?:[^']|'')*)'", re.I)
+
+
+def normal_locale(name: str) -> str:
+    """``en_US.UTF-8`` and ``en_US.utf8`` are one locale to glibc: compare them folded."""
+    base, dot, codeset = name.partition(".")
+    return base + (dot + codeset.lower().replace("-", "") if dot else "")
+
+
+def rewrite_locales(statement: str, available: frozenset[str], fallback: str) -> tuple[str, list[str]]:
+    """``CREATE DATABASE`` with every libc locale the server lacks replaced by ``fallback``; the names replaced."""
+    replaced: list[str] = []
+
+    def swap(m: re.Match[str]) -> str:
+        value = m.group(2)
+        if normal_locale(value) in available or value in ("C", "POSIX"):
+            return m.group(0)
+        if value not in replaced:
+            replaced.append(value)
+        return f"{m.group(1)} = '{fallback}'"
+
+    return _LOCALE_CLAUSE.sub(swap, statement), replaced
 
 
 class PlainRunner:
@@ -244,8 +231,12 @@ class PlainRunner:
     """
 
     def __init__(self, conninfo: Callable[[str], dict], first_db: str, artifact: str, tolerated: Iterable[str] = (),
-                 confined: bool = False, skip_extensions: Iterable[str] = ()) -> None:
+                 confined: bool = False, skip_extensions: Iterable[str] = (), locale_fallback: str = "",
+                 locales: frozenset[str] = frozenset()) -> None:
         self.conninfo = conninfo
+        self.restoring_role = str(conninfo(first_db).get("user") or "")
+        self.locale_fallback = locale_fallback
+        self.locales = frozenset(normal_locale(x) for x in locales)
         self.db = first_db
         self.artifact = artifact
         self.tolerated = tuple(tolerated)
@@ -259,6 +250,14 @@ class PlainRunner:
     def _skip(self, statement: str) -> bool:
         if self.confined and _CLUSTER_WIDE.match(statement):
             self.skipped.append(" ".join(statement.split())[:120])
+            return True
+        if _PRELOAD.match(statement):
+            self.skipped.append(f"{' '.join(statement.split())[:120]} (a library of the production server)")
+            return True
+        m = _ALTER_ROLE.match(statement)
+        if m and self.restoring_role and (m.group(1).strip('"') if m.group(1).startswith('"')
+                                          else m.group(1).lower()) == self.restoring_role:
+            self.skipped.append(f"{' '.join(statement.split())[:120]} (the role this restore runs as is not changed)")
             return True
         if self.skip_extensions:
             m = _CREATE_EXTENSION.match(statement)
@@ -294,10 +293,17 @@ class PlainRunner:
 
         for ev in sqllex.events(stream):
             if isinstance(ev, sqllex.Statement):
-                if self._skip(ev.text.decode("utf-8", "replace")):
+                text = ev.text.decode("utf-8", "replace")
+                if self._skip(text):
                     continue
+                sql: bytes | str = ev.text
+                if self.locale_fallback and _CREATE_DATABASE.match(text):
+                    sql, replaced = rewrite_locales(text, self.locales, self.locale_fallback)
+                    if replaced:
+                        self.skipped.append(f"locale {', '.join(replaced)} (not on the server) replaced by "
+                                            f"{self.locale_fallback} (locale_fallback) at line {ev.line}")
                 try:
-                    self._conn().execute(ev.text)  # type: ignore[attr-defined]
+                    self._conn().execute(sql)  # type: ignore[attr-defined]
                 except psycopg.Error as exc:
                     self._record(exc, ev.text.decode("utf-8", "replace"), ev.line)
             elif isinstance(ev, sqllex.CopyIn):

@@ -14,11 +14,11 @@ from .compat import Compatibility, assess
 from .containers import ContainerError
 from .dumpscan import ForeignKey, split_ident
 from .evidence import ArtifactEvidence, EvidenceStore
-from .model import ARCHIVE_FORMATS, Backup
-from .profiles import Profile
+from .model import ARCHIVE_FORMATS, Artifact, Backup
+from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
 from .restore import HARMFUL, RestoreError, RestoreResult
-from .targets import DsnTarget, Target
+from .targets import DsnTarget, Inventory, Target
 
 log = logging.getLogger("backupcheck.restored")
 
@@ -55,13 +55,19 @@ class RestoredBackup:
 
     def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
                  profile: Profile | None = None, tolerated: tuple[str, ...] = (), pg_bin: tuple[str, ...] = (),
-                 pg_bin_only: bool = False) -> None:
+                 pg_bin_only: bool = False, locale_fallback: str = "") -> None:
+        """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable)."""
         self.backup = backup
         self.provider = provider
         self.store = store
         self.jobs = jobs
         self.profile = profile or Profile()
-        self.tolerated = tuple(tolerated) + self.profile.tolerated()
+        self.profile_reason = "configured" if profile is not None else ""
+        self._auto_profile = profile is None
+        self._user_tolerated = tuple(tolerated)
+        self.tolerated = self._user_tolerated + self.profile.tolerated()
+        self.locale_fallback = locale_fallback
+        self.dumps: tuple = backup.dumps
         self.pg_bin = pg_bin
         self.pg_bin_only = pg_bin_only
         self.target: Target | None = None
@@ -72,6 +78,7 @@ class RestoredBackup:
         self.main_db = "restored"
         self._entries: dict[str, list] = {}
         self.target_label = ""
+        self.inventory = Inventory(frozenset(), frozenset(), frozenset())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,7 +97,11 @@ class RestoredBackup:
         if not dumps:
             raise RestoreRefused(f"{self.backup.key} holds no database dump to restore "
                                  f"(found: {self.backup.format_summary()})")
-        self.evidence = [self.store.inspect(a, full=False) for a in dumps]
+        evidence = [self.store.inspect(a, full=False) for a in dumps]
+        # Restore in the order of what each file holds (roles, schema, whole dumps, data), whatever the names say.
+        order = sorted(range(len(dumps)), key=lambda i: (_content_rank(dumps[i], evidence[i]), i))
+        self.dumps = dumps = tuple(dumps[i] for i in order)
+        self.evidence = [evidence[i] for i in order]
         unsafe = [f"{a.name}: {s}" for a, ev in zip(dumps, self.evidence, strict=True) for s in ev.security]
         if unsafe:
             raise RestoreRefused("not restored, because the backup carries commands for the checking host:\n  "
@@ -105,6 +116,12 @@ class RestoredBackup:
                 if info.dbname and info.dbname not in ("postgres", "template1", "template0") and \
                         self.main_db == "restored":
                     self.main_db = info.dbname
+        if self._auto_profile:
+            scans = [ev.scan for ev in self.evidence if ev.scan is not None]
+            name, why = detect({r for s in scans for r in s.roles_used}, {t for s in scans for t in s.tables})
+            self.profile = builtin(name)
+            self.profile_reason = f"auto-detected: {why}" if why else "auto-detected: no platform's roles or schemas"
+            self.tolerated = self._user_tolerated + self.profile.tolerated()
 
     def need_major(self) -> int | None:
         need = max([ev.min_restore_major or ev.dump_major or 0 for ev in self.evidence] or [0])
@@ -114,7 +131,7 @@ class RestoredBackup:
         """Get a server, prepare it for the profile, and compare it with the dump before restoring."""
         # A restored database can take 20 times its compressed dump (18x measured on repetitive data);
         # plain SQL about twice its size, indexes included.
-        need_bytes = sum(a.size * (20 if a.format in ARCHIVE_FORMATS or a.compression else 2) for a in self.backup.dumps)
+        need_bytes = sum(a.size * (20 if a.format in ARCHIVE_FORMATS or a.compression else 2) for a in self.dumps)
         kind = self.provider.kind
         try:
             self.target = self.provider.target(self.need_major(), need_bytes, f"the dump of {self.backup.key} needs it")
@@ -127,33 +144,39 @@ class RestoredBackup:
         self.target_label = self.target.label
         if isinstance(self.target, DsnTarget):
             self.main_db = self.target.dbname
-        dumps = self.backup.dumps
-        dumpall_only = all(a.format == "dumpall" for a in dumps)
-        if not dumpall_only or self.profile.bootstrap():
+        # A cluster dump restores into the databases it names; what it holds before any \connect (a roles dump
+        # followed by a pg_dump output, concatenated) belongs to the database under test, as other dumps do.
+        tables = self.expected_tables()
+        own_tables = any("/" not in t for t in tables)
+        dumpall_only = all(a.format == "dumpall" for a in self.dumps)
+        bootstrap = self.profile.bootstrap(frozenset(t.rsplit("/", 1)[-1] for t in tables))
+        if not dumpall_only or own_tables or bootstrap:
             self.target.create_database(self.main_db)
             self.result.databases.append(self.main_db)
-        for script in self.profile.bootstrap():
+        for script in bootstrap:
             self.target.run_sql(self.main_db, script)
-        self.compat = assess(self.evidence, self.target, self.target.inventory(self.main_db if self.result.databases
-                                                                                else self.target.admin_db),
-                             self.profile, kind, self.backup.series, self.pg_bin, self.pg_bin_only)
+        self.inventory = self.target.inventory(self.main_db if self.result.databases else self.target.admin_db)
+        self.compat = assess(self.evidence, self.target, self.inventory, self.profile, kind, self.backup.series,
+                             self.pg_bin, self.pg_bin_only, self.locale_fallback)
+        self.compat.compared.insert(0, f"profile {self.profile.name} ({self.profile_reason})")
 
     def _restore(self) -> None:
         target = self.target
         assert target is not None
         t0 = time.monotonic()
-        self.result.tool = f"{target.label}; " + ("pg_restore and psql run inside the container" if target.kind == "container"
-                                                   else "pg_restore from this machine, plain SQL through psycopg (psql is never used)")
+        self.result.tool = f"{target.label}; " + ("pg_restore runs inside the container" if target.kind == "container"
+                                                   else "pg_restore from this machine") + \
+            ", plain SQL through psycopg (psql is never used)"
         skip = self.profile.skipped_extensions()
-        for a, ev in zip(self.backup.dumps, self.evidence, strict=True):
+        for a, ev in zip(self.dumps, self.evidence, strict=True):
             if a.format in ARCHIVE_FORMATS:
                 jobs = self.jobs if a.format != "tar" and ev.has_offsets else 1
                 done = target.restore_archive(a, self.store.archive_path(a), self._entries.get(a.name, []),
                                               self.main_db, jobs, self.tolerated, skip)
             else:
                 first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
-                local_copy = self.store.archive_path(a) if target.kind == "container" else None
-                done = target.restore_plain(a, local_copy, first, self.tolerated, skip)
+                done = target.restore_plain(a, first, self.tolerated, skip, self.locale_fallback,
+                                            self.inventory.locales)
             self.result.errors += done.errors
             self.skipped += done.skipped
             if done.fatal:
@@ -172,7 +195,7 @@ class RestoredBackup:
                 self.provider.release(target)
             except Exception:
                 log.exception("cleaning up after the restore of %s failed", self.backup.key)
-        for a in self.backup.dumps:
+        for a in self.dumps:
             try:
                 self.store.release(a)
             except Exception:
@@ -277,6 +300,20 @@ class RestoredBackup:
         return Orphans(label, count, tuple(str(r[1]) for r in rows))
 
 
+def _content_rank(artifact: Artifact, ev: ArtifactEvidence) -> int:
+    """0 roles only, 1 schema without data, 2 schema and data (or unknown), 3 data without schema."""
+    scan = ev.scan
+    if scan is None:
+        return 2
+    if not scan.tables and not scan.row_counts and scan.roles_created:
+        return 0
+    if scan.tables and not scan.row_counts:
+        return 1
+    if scan.row_counts and not scan.tables:
+        return 3
+    return {"roles": 0, "schema": 1, "data": 3}.get(artifact.role, 2)
+
+
 class RestoreCache:
     """Keeps the one backup this process restored last; restoring another removes it first.
 
@@ -294,14 +331,15 @@ class RestoreCache:
         self._current: RestoredBackup | None = None
         self._failures: dict[str, Exception] = {}
 
-    def get(self, backup: Backup, profile: Profile | None = None, tolerated: tuple[str, ...] = ()) -> RestoredBackup:
+    def get(self, backup: Backup, profile: Profile | None = None, tolerated: tuple[str, ...] = (),
+            locale_fallback: str = "") -> RestoredBackup:
         if backup.key in self._failures:
             raise self._failures[backup.key]
         if self._current is not None and self._current.backup.key == backup.key:
             return self._current
         self.close()
         restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.pg_bin,
-                                  self.pg_bin_only)
+                                  self.pg_bin_only, locale_fallback)
         try:
             self._current = restored.__enter__()
         except Exception as exc:

@@ -27,8 +27,6 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
      "a server-side file function reads or writes the checking host's disk"),
     (re.compile(r"\bALTER\s+SYSTEM\b", re.I), "ALTER SYSTEM rewrites the server's configuration"),
     (re.compile(r"^\s*LOAD\s+(?:E?'|\$)", re.I | re.M), "LOAD loads a shared library into the server"),
-    (re.compile(r"\b(?:session|local|shared)_preload_libraries\b", re.I),
-     "preload settings load shared libraries into later sessions"),
 ]
 
 

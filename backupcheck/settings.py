@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,9 @@ class SeriesSettings:
     tolerated_errors: tuple[str, ...] = ()
     encryption: str | None = None  # gpg, sse, AES256 or aws:kms: required of every artifact
     kms_key_id: str = ""
-    profile: str = "vanilla"
+    profile: str | None = None  # None: detected from the dump (supabase when unmistakable, else vanilla)
+    locale_fallback: str = ""  # a locale to create databases with where the dump's is not on the server
+    name_timezone: str = "UTC"  # the zone of times written in backup names without an offset
 
 
 _PARSERS = {
@@ -123,7 +125,8 @@ _PARSERS = {
 
 _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
-    "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile",
+    "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
+    "name_timezone",
 }
 ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
 
@@ -168,7 +171,43 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
         s = replace(s, tolerated_errors=_patterns(raw["tolerated_errors"], f"{where}.tolerated_errors"))
     if "profile" in raw:
         s = replace(s, profile=str(raw["profile"]))
+    if "locale_fallback" in raw:
+        value = str(raw["locale_fallback"])
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", value):
+            raise ConfigError(f"{where}.locale_fallback = {raw['locale_fallback']!r}: expected a locale name like "
+                              "'C.UTF-8' or 'en_US.utf8'")
+        s = replace(s, locale_fallback=value)
+    if "name_timezone" in raw:
+        s = replace(s, name_timezone=parse_zone(raw["name_timezone"], f"{where}.name_timezone"))
     return s
+
+
+def parse_zone(value: Any, key: str) -> str:
+    """An IANA zone name (``Europe/Paris``) or UTC."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    text = str(value).strip()
+    if text.upper() in ("UTC", "Z"):
+        return "UTC"
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{key} = {value!r}: expected a time zone name like 'Europe/Paris', 'America/New_York' "
+                          "or 'UTC'") from None
+    return text
+
+
+def parse_now(value: Any, key: str) -> datetime:
+    """An ISO 8601 moment with its offset (``2026-11-21T03:00:00Z``): the moment ages are measured from."""
+    text = str(value).strip()
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(f"{key} = {value!r}: expected an ISO 8601 moment with an offset, like "
+                          "'2026-11-21T03:00:00Z'") from None
+    if when.tzinfo is None:
+        raise ConfigError(f"{key} = {value!r}: give the offset too, like '2026-11-21T03:00:00Z' or '+01:00'")
+    return when.astimezone(UTC)
 
 
 def _patterns(errs: Any, key: str) -> tuple[str, ...]:
@@ -264,11 +303,15 @@ class Settings:
     ryuk: bool = True
     dsn: str = ""  # for the dsn provider; may hold a password, so it is never shown as is
     profiles: dict[str, Any] = field(default_factory=dict)  # name -> Profile
+    now: datetime | None = None  # the moment ages are measured from (default: when the run starts)
 
     def profile(self, series: str) -> Any:
+        """The series' configured Profile, or None when it is to be detected from the dump."""
         from .profiles import builtin
 
         name = self.for_series(series).profile
+        if name is None:
+            return None
         return self.profiles.get(name) or builtin(name)
 
     def s3_options(self, url: str) -> Any:
@@ -286,7 +329,7 @@ class Settings:
 
 _TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series", "s3",
              "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
-             "pg_bin_only"}
+             "pg_bin_only", "now"}
 _CONTAINER_KEYS = {"image", "ryuk"}
 
 
@@ -382,7 +425,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
     series = {name: _series_settings(raw or {}, defaults, f"series.{name}") for name, raw in series_raw.items()}
     profiles = _profiles(file_data.get("profiles", {}) or {}, base_dir)
     for where, cfg in [("defaults", defaults), *((f"series.{n}", c) for n, c in series.items())]:
-        if cfg.profile not in profiles:
+        if cfg.profile is not None and cfg.profile not in profiles:
             raise ConfigError(f"{where}.profile = {cfg.profile!r}: expected one of {', '.join(sorted(profiles))} "
                               "(or define it under [profiles.NAME])")
 
@@ -400,6 +443,8 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         ryuk_raw = ryuk_raw.lower() in ("on", "true")
     if not isinstance(ryuk_raw, bool):
         raise ConfigError(f"container.ryuk = {ryuk_raw!r}: expected true or false (--container-ryuk on|off)")
+    now_raw = pick("now", None)
+    now = parse_now(now_raw, "now") if now_raw is not None else None
     dsn = str(pick("dsn", ""))
     if provider == "dsn" and not dsn:
         raise ConfigError("pg_provider = 'dsn' needs a server: --pg-dsn 'host=... user=... dbname=postgres' (config: dsn); "
@@ -411,4 +456,5 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         cache_dir=Path(cache_dir).expanduser() if cache_dir else None, s3=s3,
         gpg_passphrase_env=str(file_data.get("gpg_passphrase_env", "BACKUPCHECK_GPG_PASSPHRASE")),
         pg_bin_only=bool(pick("pg_bin_only", False)), pg_provider=provider, container_image=image, ryuk=ryuk_raw, dsn=dsn, profiles=profiles,
+        now=now,
     )

@@ -21,7 +21,6 @@ from .restore import (
     RestoreError,
     create_database,
     outcome_of_pg_restore,
-    parse_psql_errors,
     pg_restore_args,
     restore_list,
 )
@@ -47,6 +46,7 @@ class Inventory:
     roles: frozenset[str]
     extensions: frozenset[str]  # available to CREATE EXTENSION
     tablespaces: frozenset[str]
+    locales: frozenset[str] = frozenset()  # libc locales the server can create databases with
 
 
 class Target:
@@ -90,7 +90,10 @@ class Target:
             roles = {r[0] for r in conn.execute("select rolname from pg_roles")}
             exts = {r[0] for r in conn.execute("select name from pg_available_extensions")}
             spaces = {r[0] for r in conn.execute("select spcname from pg_tablespace")}
-        return Inventory(frozenset(roles), frozenset(exts), frozenset(spaces))
+            # initdb imports the operating system's locales as libc collations: what CREATE DATABASE can use.
+            locales = {r[0] for r in conn.execute("select collcollate from pg_collation where collprovider = 'c' "
+                                                  "and collcollate is not null")}
+        return Inventory(frozenset(roles), frozenset(exts), frozenset(spaces), frozenset(locales | {"C", "POSIX"}))
 
     def _read_server_version(self) -> None:
         with self.connect(self.admin_db) as conn:
@@ -101,27 +104,24 @@ class Target:
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
         raise NotImplementedError
 
-    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
-                      skip_extensions: tuple[str, ...]) -> Restored:
-        raise NotImplementedError
+    def restore_plain(self, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
+                      skip_extensions: tuple[str, ...], locale_fallback: str = "",
+                      locales: frozenset[str] = frozenset()) -> Restored:
+        """Plain SQL through this package's statement runner (psql never reads a dump), for every kind of server."""
+        runner = PlainRunner(self.conninfo, first_db, artifact.name, tolerated, confined=self.confined,
+                             skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales)
+        try:
+            with open_decompressed(artifact.path, artifact.compression) as stream:
+                runner.run(stream)
+        finally:
+            runner.close()
+        return Restored(runner.errors, "", list(runner.databases), runner.skipped)
 
     def __enter__(self) -> Target:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         pass
-
-
-def _run_plain_here(target: Target, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
-                    skip_extensions: tuple[str, ...]) -> Restored:
-    runner = PlainRunner(target.conninfo, first_db, artifact.name, tolerated, confined=target.confined,
-                         skip_extensions=skip_extensions)
-    try:
-        with open_decompressed(artifact.path, artifact.compression) as stream:
-            runner.run(stream)
-    finally:
-        runner.close()
-    return Restored(runner.errors, "", list(runner.databases), runner.skipped)
 
 
 def _pg_restore_here(target: Target, inst: pgbin.Installation, env: dict[str, str], dbname: str, jobs: int,
@@ -161,9 +161,6 @@ class LocalTarget(Target):
         return _pg_restore_here(self, self.installation, self.cluster.env(), dbname, jobs, artifact, path, entries,
                                 tolerated, skip_extensions)
 
-    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
-                      skip_extensions: tuple[str, ...]) -> Restored:
-        return _run_plain_here(self, artifact, first_db, tolerated, skip_extensions)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.cluster.__exit__(et, ev, tb)
@@ -217,21 +214,6 @@ class ContainerTarget(Target):
         errors, fatal = outcome_of_pg_restore(code, err, artifact.name, tolerated)
         return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
 
-    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
-                      skip_extensions: tuple[str, ...]) -> Restored:
-        folder = self.server.copy_in([(Path(local_copy), "dump.sql")])
-        try:
-            code, _out, err = self.server.exec_split(
-                ["psql", "-X", "-q", "-b", "-U", "postgres", "-d", first_db, "-v", "ON_ERROR_STOP=0",
-                 "-f", f"{folder}/dump.sql"])
-        finally:
-            self.server.remove(folder)
-        errors = parse_psql_errors(err, artifact.name, tolerated)
-        fatal = "" if code == 0 or errors else f"psql exited with code {code}: {err.strip()[-300:]}"
-        with self.connect("postgres") as conn:
-            now = [r[0] for r in conn.execute("select datname from pg_database order by oid")]
-        databases = [first_db] + [d for d in now if d not in self._dbs and d != first_db]
-        return Restored(errors, fatal, databases, [])
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         """Drop what the restore added: its databases, then its roles."""
@@ -309,9 +291,6 @@ class DsnTarget(Target):
         return _pg_restore_here(self, self.installation, self._env(), dbname, jobs, artifact, path, entries,
                                 tolerated, skip_extensions)
 
-    def restore_plain(self, artifact: Artifact, local_copy: Any, first_db: str, tolerated: tuple[str, ...],
-                      skip_extensions: tuple[str, ...]) -> Restored:
-        return _run_plain_here(self, artifact, first_db, tolerated, skip_extensions)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if not self._created:

@@ -26,6 +26,8 @@ HELP_DSN = ("An existing server for --pg-provider dsn, as 'host=... user=... dbn
 HELP_IMAGE = "Container image, {major} replaced by the dump's PostgreSQL major (default postgres:{major}; config: container.image)."
 HELP_RYUK = "Ryuk, testcontainers' cleanup helper: on (default) or off where its image cannot be had (config: container.ryuk)."
 HELP_PG_BIN_ONLY = "Use only the --pg-bin folders, not the PostgreSQL installations found elsewhere (config: pg_bin_only)."
+HELP_NOW = ("The moment ages and freshness are measured from, in ISO 8601 with an offset (default: when the run "
+            "starts; config: now), to reproduce a verdict of another day.")
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -44,6 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--container-ryuk", dest="bc_ryuk", default=None, metavar="on|off", help=HELP_RYUK)
     group.addoption("--work-dir", dest="bc_work_dir", default=None, metavar="DIR", help=HELP_WORK_DIR)
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
+    group.addoption("--now", dest="bc_now", default=None, metavar="MOMENT", help=HELP_NOW)
     group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
 
 
@@ -126,6 +129,7 @@ def resolve(config: pytest.Config) -> Settings:
         "dsn": config.getoption("bc_dsn"),
         "container_image": config.getoption("bc_image"),
         "ryuk": config.getoption("bc_ryuk"),
+        "now": config.getoption("bc_now"),
     }
     try:
         path = _config_file(config)

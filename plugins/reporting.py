@@ -188,7 +188,7 @@ def backup_rows(config: pytest.Config) -> list[dict[str, str]]:
     if state is None:
         return []
     outcomes = config.stash[_OUTCOMES]
-    now = datetime.now(UTC)
+    now = config.stash[SETTINGS].now or datetime.now(UTC)
     rows = []
     for b in state.listing.backups():
         o = outcomes.get(b.key, {})

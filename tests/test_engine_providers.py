@@ -13,33 +13,17 @@ from backupcheck.discovery import discover
 from backupcheck.dumpscan import DumpScan, note_requirements
 from backupcheck.pgarchive import TocEntry
 from backupcheck.profiles import Profile
-from backupcheck.restore import BENIGN, HARMFUL, parse_psql_errors, restore_list
+from backupcheck.restore import BENIGN, HARMFUL, classify, restore_list
 from backupcheck.settings import ConfigError, build
-
-PSQL_STDERR = """\
-psql:/backupcheck-in/1/dump.sql:12: ERROR:  relation "t" already exists
-psql:/backupcheck-in/1/dump.sql:12: STATEMENT:  CREATE TABLE public.t (a integer);
-psql:/backupcheck-in/1/dump.sql:40: ERROR:  schema "auth" does not exist
-psql:/backupcheck-in/1/dump.sql:40: STATEMENT:  COPY auth.users (id, email) FROM stdin;
-psql:/backupcheck-in/1/dump.sql:55: ERROR:  invalid input syntax for type integer: "x"
-CONTEXT:  COPY orders, line 2, column id: "x"
-psql:/backupcheck-in/1/dump.sql:55: STATEMENT:  COPY public.orders (id)
- FROM stdin;
-"""
-
-
-def test_psql_errors_are_classified_with_their_statement_and_line():
-    errors = parse_psql_errors(PSQL_STDERR, "data.sql")
-    assert [(e.severity, e.where) for e in errors] == [(BENIGN, "line 12"), (HARMFUL, "line 40"), (HARMFUL, "line 55")]
-    assert errors[1].lost == "rows of table auth.users"
-    assert errors[2].lost == "rows of table public.orders" and "COPY orders, line 2" in errors[2].message
 
 
 def test_the_supabase_profile_tolerates_platform_schemas_but_not_the_application():
     tolerated = Profile(name="supabase", base="supabase").tolerated()
-    errors = parse_psql_errors(PSQL_STDERR, "data.sql", tolerated)
-    assert errors[1].severity == BENIGN  # auth.users rows belong to the platform
-    assert errors[2].severity == HARMFUL  # public.orders does not
+    platform = classify('schema "auth" does not exist', "COPY auth.users (id, email) FROM stdin;", "", "", tolerated)
+    own = classify('invalid input syntax for type integer: "x"', "COPY public.orders (id) FROM stdin;", "", "",
+                   tolerated)
+    assert platform == (BENIGN, "")  # auth.users rows belong to the platform
+    assert own == (HARMFUL, "rows of table public.orders")  # public.orders does not
 
 
 def _entry(dump_id: int, desc: str, tag: str, namespace: str = "") -> TocEntry:
