@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from .model import Artifact, Backup, Listing, Series, utc
 from .s3 import RemoteObject, S3Location
-from .sniff import head_bytes, sniff
+from .sniff import head_bytes, sniff, tar_holds_dump
 from .timestamps import find_timestamp, split_role, strip_extensions
 
 SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
@@ -27,6 +29,7 @@ class _Candidate:
     unit: Path | None = None  # a timestamped folder that is one backup
     remote: RemoteObject | None = None
     remote_sidecars: tuple[str, ...] = ()
+    zoned: bool = False  # the time came from a name that states its offset
 
 
 def _remote_candidates(location: S3Location, objects: list[RemoteObject]) -> list[_Candidate]:
@@ -53,13 +56,13 @@ def _remote_candidates(location: S3Location, objects: list[RemoteObject]) -> lis
             stem, _ = split_role(strip_extensions(stamp.stem))
             role = split_role(strip_extensions(name))[1]
             out.append(_Candidate(path, folder, stem or folder.name, role, stamp.when, "name",
-                                  folder / unit_name, o, sidecars))
+                                  folder / unit_name, o, sidecars, stamp.zoned))
             continue
         folder = Path("/s3") / o.bucket / base / "/".join(dirs)
         stamp = find_timestamp(name)
         if stamp:
             stem, role = split_role(strip_extensions(stamp.stem))
-            out.append(_Candidate(path, folder, stem, role, stamp.when, "name", None, o, sidecars))
+            out.append(_Candidate(path, folder, stem, role, stamp.when, "name", None, o, sidecars, stamp.zoned))
         else:
             stem, role = split_role(strip_extensions(name))
             out.append(_Candidate(path, folder, stem, role, o.last_modified, "mtime", None, o, sidecars))
@@ -73,6 +76,11 @@ def _remote_artifact(c: _Candidate) -> Artifact:
                     url=o.url, etag=o.etag, sidecar_urls=c.remote_sidecars)
 
 
+def artifact_of(path: Path, role: str = "") -> Artifact:
+    """One file or pg_dump folder as an artifact: its format told from its content."""
+    return _artifact(path, role)
+
+
 def _artifact(path: Path, role: str = "") -> Artifact:
     try:
         st = path.stat()
@@ -82,6 +90,8 @@ def _artifact(path: Path, role: str = "") -> Artifact:
     if path.is_dir():
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     fmt, layers, note = sniff(path)
+    if fmt == "tarball" and tar_holds_dump(path, layers) is not False:
+        fmt = "dump-tarball"  # unpacked, verified and restored as the dump inside it
     if fmt == "json" or path.suffix.lower() == ".json" and fmt == "unknown":
         role = role or "config"
     sidecars = tuple(p for p in (Path(str(path) + s) for s in SIDECAR_SUFFIXES) if p.is_file())
@@ -169,7 +179,7 @@ def _file_candidate(path: Path, folder: Path) -> _Candidate:
     stamp = find_timestamp(path.name)
     if stamp:
         stem, role = split_role(strip_extensions(stamp.stem))
-        return _Candidate(path, folder, stem, role, stamp.when, "name")
+        return _Candidate(path, folder, stem, role, stamp.when, "name", zoned=stamp.zoned)
     stem, role = split_role(strip_extensions(path.name))
     when = _header_time(path)
     if when is not None:
@@ -208,10 +218,13 @@ def _merge_parts(candidates: list[_Candidate]) -> list[_Candidate]:
 
 
 def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = (),
-             remote: list[tuple[S3Location, list[RemoteObject]]] | None = None) -> Listing:
+             remote: list[tuple[S3Location, list[RemoteObject]]] | None = None,
+             name_zone: Callable[[str], str] | None = None) -> Listing:
     """Group every artifact under ``sources`` (and listed S3 objects) into series of backups, oldest first.
 
-    Folders in ``exclude`` (the reports and work folders) are never read as backups.
+    Folders in ``exclude`` (the reports and work folders) are never read as backups. ``name_zone`` gives a
+    series' time zone for times written in names without an offset (``date +%Y%m%d_%H%M%S`` on a host in
+    Paris writes Paris time); by default such times are UTC.
     """
     skip = frozenset(Path(p).resolve() for p in exclude)
     listing = Listing()
@@ -248,6 +261,9 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
                           for c in sorted(members, key=lambda c: str(c.path)))
         taken = when if when is not None else utc(0)
         source = members[0].source
+        zone = name_zone(name) if name_zone is not None else "UTC"
+        if source == "name" and zone != "UTC" and not any(c.zoned for c in members):
+            taken = taken.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
         backup = Backup(series=name, taken_at=taken, artifacts=artifacts, time_source=source)
         by_series[name].append(backup)
 

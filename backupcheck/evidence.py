@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from pathlib import Path
 from . import pgbin
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
 from .model import ARCHIVE_FORMATS, Artifact, Backup
-from .pgarchive import ArchiveError, ArchiveInfo, parse_list, read_archive
+from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
 from .s3 import RemoteAccess
 from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of, sniff
 
@@ -60,6 +61,43 @@ class ArtifactEvidence:
         return ev
 
 
+def _extract_safely(a: Artifact, target: Path) -> None:
+    """Extract regular files and folders only (tarfile's "data" filter: no links out, no devices, no absolute
+    or ``..`` paths), leaving out macOS AppleDouble ``._*`` files and ``__MACOSX`` folders."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, mode=0o700)
+    try:
+        with open_decompressed(a.path, a.compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if any(p.startswith("._") or p == "__MACOSX" for p in parts):
+                    continue
+                if not (member.isfile() or member.isdir()):
+                    continue
+                tar.extract(member, tmp, filter="data")
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _dumps_in(folder: Path) -> list[Artifact]:
+    """The pg_dump outputs in an extracted tarball: directory-format folders and dump files, by content."""
+    from .discovery import artifact_of
+
+    found: list[Artifact] = []
+    dirs = sorted(p.parent for p in folder.rglob("toc.dat"))
+    for d in dirs:
+        found.append(artifact_of(d))
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and not any(f.is_relative_to(d) for d in dirs):
+            candidate = artifact_of(f)
+            if candidate.is_database_dump:
+                found.append(candidate)
+    return found
+
+
 def _key(artifact: Artifact, full: bool) -> str:
     try:
         st = artifact.path.stat()
@@ -90,14 +128,16 @@ class EvidenceStore:
     # -- objects in S3 become local files ---------------------------------------------------------
 
     def localize(self, backup: Backup) -> Backup:
-        """The backup as local plaintext: S3 objects downloaded (cached, verified), gpg files decrypted."""
-        if not any(a.is_remote or a.format == "gpg" for a in backup.artifacts):
+        """The backup as local plaintext: S3 objects downloaded (cached, verified), gpg files decrypted, and
+        tarballs that hold a pg_dump replaced by the dump(s) inside them."""
+        if not any(a.is_remote or a.format in ("gpg", "tarball", "dump-tarball") for a in backup.artifacts):
             return backup
         with self._lock:
             if backup.key in self._local:
                 return self._local[backup.key]
         local = replace(backup, artifacts=tuple(
-            self._decrypt(self._localize(a) if a.is_remote else a) for a in backup.artifacts
+            inner for a in backup.artifacts
+            for inner in self._unwrap(self._decrypt(self._localize(a) if a.is_remote else a))
         ))
         with self._lock:
             self._local[backup.key] = local
@@ -148,6 +188,24 @@ class EvidenceStore:
         fmt, layers, note = sniff(target)
         role = a.role or (role_from_content(target, layers) if fmt in ("plain", "dumpall") else "")
         return replace(a, path=target, format=fmt, compression=layers, note=note, role=role, encrypted="gpg")
+
+    def _unwrap(self, a: Artifact) -> tuple[Artifact, ...]:
+        """A tar or tar.gz that holds a pg_dump (a directory-format folder, a custom archive, plain SQL) stands for
+        the dump(s) inside it, extracted into the run's private folder; any other tarball stays as it is."""
+        if a.format not in ("tarball", "dump-tarball"):
+            return (a,)
+        target = self.rundir / "unwrapped" / _key(a, False)
+        try:
+            if not target.is_dir():
+                _extract_safely(a, target)
+            dumps = _dumps_in(target)
+        except (OSError, tarfile.TarError, EOFError, UnreadableError, ValueError):
+            return (a,)  # the tarball's own integrity read says what is wrong with it
+        if not dumps:
+            return (replace(a, format="tarball"),)
+        return tuple(replace(inner, role=inner.role or a.role, sidecars=a.sidecars if i == 0 else (),
+                             note=f"inside {a.name}", encrypted=a.encrypted)
+                     for i, inner in enumerate(dumps))
 
     # -- archives a tool can open --------------------------------------------------------------
 
@@ -232,7 +290,7 @@ class EvidenceStore:
                     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                         ev.problems.append(f"{a.name} is not valid JSON: {exc}")
                 ev.data_read = True
-            elif a.format == "tarball":
+            elif a.format in ("tarball", "dump-tarball"):
                 with open_decompressed(a.path, a.compression) as stream:
                     names = read_tar_members(stream)
                 ev.members = len(names)
@@ -296,6 +354,7 @@ class EvidenceStore:
             ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
             return
         ev.scan = scan_archive_toc(info)
+        ev.problems += [f"{a.name}: {p}" for p in member_problems(real, a.format, info)]
         ev.security += ev.scan.security
         ev.archive_version = info.version_text
         ev.min_restore_major = max(info.min_restore_major, info.dump_major or 0)

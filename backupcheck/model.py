@@ -16,7 +16,7 @@ class Artifact:
     path: Path
     size: int
     mtime: datetime
-    format: str = "unknown"  # custom, directory, tar, plain, dumpall, json, tarball, git-bundle, empty, unknown
+    format: str = "unknown"  # custom, directory, tar, plain, dumpall, json, tarball, dump-tarball, git-bundle, empty, unknown
     compression: tuple[str, ...] = ()  # outermost first, e.g. ("gzip",)
     role: str = ""  # schema, data, roles, config or "" for a whole dump
     sidecars: tuple[Path, ...] = ()
@@ -76,8 +76,9 @@ class Backup:
 
     @property
     def restorable(self) -> bool:
-        """Holds a dump, or objects not downloaded or decrypted yet that may be one (their bytes will tell)."""
-        return bool(self.dumps) or any(a.is_remote or a.format == "gpg" for a in self.artifacts)
+        """Holds a dump, or artifacts that may hold one: objects not downloaded yet, files not decrypted yet,
+        tarballs not unpacked yet (their bytes will tell)."""
+        return bool(self.dumps) or any(a.is_remote or a.format in ("gpg", "dump-tarball") for a in self.artifacts)
 
     def format_summary(self) -> str:
         return ", ".join(sorted({a.describe() for a in self.artifacts})) or "none"

@@ -302,3 +302,86 @@ def parse_list(text: str) -> ArchiveInfo:
     info.entries = entries
     info.listed_by_pg_restore = True
     return info
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _tar_number(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 for large sizes
+        return int.from_bytes(field[1:], "big")
+    text = field.replace(b"\0", b" ").strip()
+    return int(text, 8) if text else 0
+
+
+def tar_problems(path: Path, expected: list[str]) -> list[str]:
+    """What is wrong with a tar file's structure: damaged headers, members cut short, members the
+    table of contents names but the file lacks, and a missing end-of-archive marker.
+
+    Python's tarfile stops quietly at a short or missing end; pg_restore then restores what is there,
+    so a tar-format dump cut in half would otherwise pass.
+    """
+    problems: list[str] = []
+    size = path.stat().st_size
+    found: set[str] = set()
+    pos = 0
+    with open(path, "rb") as f:
+        while True:
+            f.seek(pos)
+            block = f.read(512)
+            if len(block) < 512:
+                problems.append(f"the tar archive ends at byte {size:,} without its end-of-archive blocks: "
+                                "it was cut short")
+                break
+            if block == _ZERO_BLOCK:
+                if f.read(512) != _ZERO_BLOCK:
+                    problems.append(f"the tar archive's end-of-archive marker at byte {pos:,} is incomplete")
+                break
+            stored = block[148:156]
+            computed = sum(block[:148]) + 8 * 32 + sum(block[156:])
+            try:
+                declared = _tar_number(stored)
+                length = _tar_number(block[124:136])
+            except ValueError:
+                problems.append(f"the tar header at byte {pos:,} is damaged (unreadable numbers)")
+                break
+            if declared != computed:
+                problems.append(f"the tar header at byte {pos:,} is damaged (checksum {declared} != {computed})")
+                break
+            name = block[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            prefix = block[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") if block[257:262] == b"ustar" else ""
+            name = f"{prefix}/{name}" if prefix else name
+            end = pos + 512 + length
+            if end > size:
+                problems.append(f"tar member {name} is cut short: {max(0, size - pos - 512):,} of {length:,} bytes")
+                break
+            found.add(name)
+            pos += 512 + (length + 511) // 512 * 512
+    missing = [m for m in expected if m not in found]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        problems.append(f"the table of contents names data member(s) the tar archive lacks: {shown}")
+    return problems
+
+
+def directory_problems(path: Path, info: ArchiveInfo) -> list[str]:
+    """Data files the table of contents of a directory-format dump names but the folder lacks."""
+    missing = []
+    for e in info.entries:
+        if e.filename and not any((path / (e.filename + sfx)).is_file() for sfx in ("", ".gz", ".lz4", ".zst")):
+            missing.append(e.filename)
+    if not missing:
+        return []
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return [f"the table of contents names data file(s) the folder lacks: {shown}"]
+
+
+def member_problems(path: Path, fmt: str, info: ArchiveInfo) -> list[str]:
+    """Structural damage a TOC read alone does not show, for tar and directory archives."""
+    if info.listed_by_pg_restore:
+        return []
+    if fmt == "tar":
+        return tar_problems(path, ["toc.dat", *(e.filename for e in info.entries if e.filename)])
+    if fmt == "directory":
+        return directory_problems(path, info)
+    return []

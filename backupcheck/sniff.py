@@ -190,6 +190,27 @@ def read_tar_members(stream: BinaryIO) -> list[str]:
     return names
 
 
+def tar_holds_dump(path: Path, layers: tuple[str, ...], budget: int = 64 * 1024 * 1024) -> bool | None:
+    """Whether a tarball holds a pg_dump (a directory-format ``toc.dat``, a custom archive, plain SQL);
+    None when ``budget`` bytes were read without knowing (the unpacking before a restore decides)."""
+    try:
+        with open_decompressed(path, layers) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if member.offset_data > budget:
+                    return None
+                name = member.name.rsplit("/", 1)[-1]
+                if name.startswith("._") or "__MACOSX" in member.name or not member.isfile():
+                    continue
+                if name == "toc.dat":
+                    return True
+                handle = tar.extractfile(member)
+                if handle is not None and classify_head(handle.read(PEEK))[0] in ("custom", "plain", "dumpall", "tar"):
+                    return True
+    except Exception:  # a damaged tarball: its integrity read says what is wrong, and the restore will try
+        return None
+    return False
+
+
 def head_bytes(path: Path, layers: tuple[str, ...], size: int = PEEK) -> bytes:
     with open_decompressed(path, layers) as stream:
         return stream.read(size)

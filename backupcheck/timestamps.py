@@ -41,6 +41,7 @@ class NameTime:
 
     when: datetime
     stem: str  # the name without the timestamp
+    zoned: bool = False  # the name says its offset (Z, +01:00): no name_timezone applies
 
 
 def _build(g: dict[str, str | None]) -> datetime | None:
@@ -82,7 +83,7 @@ def find_timestamp(name: str) -> NameTime | None:
                 stem = f"{stem}_{rest}"
             elif rest:
                 stem = rest
-            return NameTime(when=when, stem=stem)
+            return NameTime(when=when, stem=stem, zoned=bool(match.groupdict().get("tz")))
     return None
 
 

@@ -104,7 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
             own = tuple(p for p in (final.reports_dir, final.work_dir) if p is not None)
             local = [Path(s) for s in final.sources if not s.startswith("s3://")]
             remote, problems = list_remote(final)
-            listing = discover(local, exclude=own, remote=remote)
+            listing = discover(local, exclude=own, remote=remote,
+                               name_zone=lambda name: final.for_series(name).name_timezone)
             listing.problems[:0] = problems
             listing_io.dump(listing, rundir / "listing.json")
         final = config.stash[SETTINGS]

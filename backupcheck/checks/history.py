@@ -8,6 +8,9 @@ from statistics import median
 from ..model import Finding, Series
 from ..settings import SeriesSettings
 
+# Clocks of the backup host and the checking host differ a little; beyond this, a date in the future is wrong.
+FUTURE_SLACK = timedelta(minutes=5)
+
 
 def usual_spacing(series: Series) -> timedelta | None:
     times = [b.taken_at for b in series.backups]
@@ -42,6 +45,15 @@ def newest_within_rpo(series: Series, cfg: SeriesSettings, now: datetime) -> lis
     rpo, why = rpo_for(series, cfg)
     newest = series.newest
     age = now - newest.taken_at
+    if age < -FUTURE_SLACK:
+        return [Finding(
+            "freshness", series.name, "the newest backup is dated in the future",
+            f"a backup taken before now ({now:%Y-%m-%d %H:%M} UTC)",
+            f"newest is {newest.key}, dated {newest.taken_at:%Y-%m-%d %H:%M} UTC, {_fmt(-age)} from now "
+            f"(time from its {newest.time_source})",
+            hint=f"if names carry local time, set series.{series.name}.name_timezone (e.g. \"Europe/Paris\"); "
+                 "otherwise check the backup host's clock",
+        )]
     if age <= rpo:
         return []
     return [Finding(
