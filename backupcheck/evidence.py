@@ -41,6 +41,7 @@ class ArtifactEvidence:
     data_read: bool = False
     bytes_read: int = 0
     members: int = 0
+    broken: str = ""  # damage that pg_restore does not stop on (a tar archive cut short): neither read nor restored
 
     @property
     def dump_major(self) -> int | None:
@@ -343,6 +344,15 @@ class EvidenceStore:
         except ArchiveError as exc:
             ev.problems.append(f"{a.name}: the archive's header or table of contents is unreadable ({exc})")
             return
+        structure = member_problems(real, a.format, info)
+        ev.problems += [f"{a.name}: {p}" for p in structure]
+        if structure and a.format == "tar":
+            # pg_restore (15-18) reading a tar archive cut short spins forever on the missing bytes: neither the
+            # data read below nor a restore may hand it this file.
+            ev.broken = structure[0]
+            ev.scan = scan_archive_toc(info) if not info.listed_by_pg_restore else None
+            ev.archive_version = info.version_text
+            return
         if info.listed_by_pg_restore:
             # pg_restore read what this reader could not: its full read is the evidence.
             ev.scan = scan_archive_sql(str(real), info.reader)
@@ -354,7 +364,6 @@ class EvidenceStore:
             ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
             return
         ev.scan = scan_archive_toc(info)
-        ev.problems += [f"{a.name}: {p}" for p in member_problems(real, a.format, info)]
         ev.security += ev.scan.security
         ev.archive_version = info.version_text
         ev.min_restore_major = max(info.min_restore_major, info.dump_major or 0)

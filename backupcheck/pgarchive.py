@@ -378,10 +378,10 @@ def directory_problems(path: Path, info: ArchiveInfo) -> list[str]:
 
 def member_problems(path: Path, fmt: str, info: ArchiveInfo) -> list[str]:
     """Structural damage a TOC read alone does not show, for tar and directory archives."""
-    if info.listed_by_pg_restore:
-        return []
     if fmt == "tar":
         return tar_problems(path, ["toc.dat", *(e.filename for e in info.entries if e.filename)])
+    if info.listed_by_pg_restore:
+        return []
     if fmt == "directory":
         return directory_problems(path, info)
     return []

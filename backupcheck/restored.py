@@ -106,6 +106,10 @@ class RestoredBackup:
         if unsafe:
             raise RestoreRefused("not restored, because the backup carries commands for the checking host:\n  "
                                  + "\n  ".join(unsafe[:10]))
+        broken = [f"{a.name}: {ev.broken}" for a, ev in zip(dumps, self.evidence, strict=True) if ev.broken]
+        if broken:
+            raise RestoreRefused("not restored, because pg_restore does not stop on a tar archive this damaged:\n  "
+                                 + "\n  ".join(broken[:10]))
         unreadable = [p for ev in self.evidence for p in ev.problems if ev.scan is None]
         if unreadable:
             raise RestoreRefused("not restored, because the dump cannot be read:\n  " + "\n  ".join(unreadable[:10]))

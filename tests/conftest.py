@@ -28,7 +28,9 @@ SUITES = REPO / "suites"
 
 @pytest.fixture(scope="session")
 def now() -> datetime:
-    return datetime.now(UTC)
+    """One injected moment for the farms and the suites they run (--now): noon UTC of today, so the
+    backups built relative to it are as old at 02:10 as at 23:50."""
+    return datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +135,9 @@ def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 @pytest.fixture
-def run_suites(pytester: pytest.Pytester, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Run the product's suites in a fresh pytest process; reports and work files stay in tmp_path."""
+def run_suites(pytester: pytest.Pytester, tmp_path: Path, now: datetime):  # type: ignore[no-untyped-def]
+    """Run the product's suites in a fresh pytest process, at the tests' injected moment; reports and work files
+    stay in tmp_path."""
 
     def run(*args: str, config: str | None = None, work: Path | None = None, suites: Path = SUITES) -> SuiteRun:
         reports = tmp_path / "reports"
@@ -143,6 +146,8 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path):  # type: ignore[no-un
         cmd = [str(suites), "--backup-config", str(cfg), "--reports-dir", str(reports), *args]
         if work is not None:
             cmd += ["--work-dir", str(work)]
+        if "--now" not in args and "now =" not in (config or ""):
+            cmd += ["--now", now.isoformat()]
         if "--pg-provider" not in args and "pg_provider" not in (config or ""):
             cmd += ["--pg-provider", "local"]  # containers are asked for by the tests about them
         result = pytester.runpytest_subprocess(*cmd, timeout=600)

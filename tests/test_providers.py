@@ -66,7 +66,7 @@ def leftover_containers() -> list[str]:
         client.close()
 
 
-SUPABASE_TIME = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+SUPABASE_TIME = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)  # 3 h before the injected noon
 STAMP = SUPABASE_TIME.strftime("%Y%m%dT%H%M%SZ")
 
 
