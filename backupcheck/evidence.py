@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import pgbin
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
+from .faults import internal_fault
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
 from .s3 import RemoteAccess
@@ -306,6 +307,8 @@ class EvidenceStore:
             ev.problems.append(f"{a.name}: {exc}")
         except (OSError, EOFError) as exc:
             ev.problems.append(f"{a.name}: cannot be read ({exc})")
+        except Exception as exc:  # a fault of ours: a sentence on this artifact, and the other checks go on
+            ev.problems.append(f"{a.name}: not read: {internal_fault(exc)}")
         return ev
 
     def archive_info(self, a: Artifact) -> ArchiveInfo:
@@ -391,7 +394,7 @@ class EvidenceStore:
             subprocess.run([git, "init", "-q", repo], check=True, capture_output=True)
             src = self.archive_path(a) if a.compression else a.path
             proc = subprocess.run([git, "-C", repo, "bundle", "verify", str(src.resolve())],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, errors="replace")
         if proc.returncode != 0:
             ev.problems.append(f"{a.name}: git bundle verify failed: {proc.stderr.strip()[-300:]}")
         ev.data_read = proc.returncode == 0

@@ -132,7 +132,7 @@ def _pg_restore_here(target: Target, inst: pgbin.Installation, env: dict[str, st
         lf.write(listing)
         lf.flush()
         cmd = [inst.tool("pg_restore"), *pg_restore_args(dbname, jobs, str(path), lf.name if skipped else None)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env, stdin=subprocess.DEVNULL)
     errors, fatal = outcome_of_pg_restore(proc.returncode, proc.stderr, artifact.name, tolerated)
     return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
 

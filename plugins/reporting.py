@@ -28,6 +28,9 @@ def record_restore(node: pytest.Item, restored: object) -> None:
     if result is None:
         return
     node.user_properties.append(("restore_seconds", round(result.seconds, 2)))
+    profile = getattr(restored, "profile", None)
+    if profile is not None:
+        node.user_properties.append(("profile", f"{profile.name} ({getattr(restored, 'profile_reason', '')})"))
     logged = node.config.stash.setdefault(_LOGGED, set())
     if result.backup in logged:
         return
@@ -42,6 +45,7 @@ def record_restore(node: pytest.Item, restored: object) -> None:
         "compatibility": list(getattr(getattr(restored, "compat", None), "mismatches", [])),
         "skipped": list(getattr(restored, "skipped", [])),
         "profile": getattr(getattr(restored, "profile", None), "name", ""),
+        "profile_reason": getattr(restored, "profile_reason", ""),
     })
     path = node.config.stash[SETTINGS].reports_dir / "restore-log.jsonl"
     try:
@@ -202,6 +206,22 @@ def backup_rows(config: pytest.Config) -> list[dict[str, str]]:
     return rows
 
 
+def profile_lines(config: pytest.Config) -> list[str]:
+    """Which profile each series was restored under, and why (configured, or auto-detected from what)."""
+    from .run import RUN
+
+    state = config.stash.get(RUN, None)
+    if state is None:
+        return []
+    outcomes = config.stash[_OUTCOMES]
+    seen: dict[str, str] = {}
+    for b in state.listing.backups():  # oldest first: the newest restore's word stands
+        text = outcomes.get(b.key, {}).get("profile")
+        if text:
+            seen[b.series] = str(text)
+    return [f"{series}: {text}" for series, text in sorted(seen.items())]
+
+
 _COLUMNS = ("series", "time", "format", "size", "age", "restore", "verdict")
 
 
@@ -242,6 +262,8 @@ class Summary:
                 row["verdict"] = "failed" if status == "error" else status
         if "restore_seconds" in props:
             row["restore_seconds"] = props["restore_seconds"]
+        if "profile" in props:
+            row["profile"] = props["profile"]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_report_title(self, report) -> None:  # type: ignore[no-untyped-def]
@@ -260,7 +282,9 @@ class Summary:
             ) + "</tr>"
             for r in backup_rows(self.config)
         )
+        profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(self.config))
         block = (f"<p><b>Restored in:</b> {html.escape(provider_line(self.config))}</p>"
+                 + (f"<p><b>Profiles:</b></p><ul>{profiles}</ul>" if profiles else "") +
                  f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
         if banner:
             block = f"<p style='font-weight:bold;color:#b35900'>{html.escape(banner)}</p>" + block
@@ -276,6 +300,8 @@ class Summary:
         if banner:
             tr.write_line(banner, yellow=True, bold=True)
         tr.write_line(f"restored in: {provider_line(self.config)}")
+        for line in profile_lines(self.config):
+            tr.write_line(f"profile of {line}")
         widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
         tr.write_line("  ".join(c.ljust(widths[c]) for c in _COLUMNS))
         for r in rows:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -51,15 +51,24 @@ def restore_log(run) -> list[dict]:  # type: ignore[no-untyped-def]
     return [json.loads(line) for line in (run.reports / "restore-log.jsonl").read_text().splitlines()]
 
 
-def leftover_containers() -> list[str]:
+@pytest.fixture(scope="session")
+def killed_on_purpose(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the test that kills a run notes its pid, before killing, so that the other worker's look for
+    leftovers does not count that run's container (left on purpose for the next run to sweep)."""
+    return tmp_path_factory.getbasetemp().parent / "killed-on-purpose"
+
+
+def leftover_containers(killed_on_purpose: Path) -> list[str]:
     """Containers of ours whose owning process is gone: what a crash would leave behind."""
     from backupcheck.cluster import _alive
 
+    on_purpose = set(killed_on_purpose.read_text().split()) if killed_on_purpose.exists() else set()
     client = docker_client()
     try:
         out = []
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}.pid"}):
-            if not _alive(int(c.labels[f"{LABEL}.pid"]), c.labels.get(f"{LABEL}.start") or None):
+            pid = c.labels[f"{LABEL}.pid"]
+            if pid not in on_purpose and not _alive(int(pid), c.labels.get(f"{LABEL}.start") or None):
                 out.append(c.name)
         return out
     finally:
@@ -80,7 +89,8 @@ def supabase_dir(pg_run: ClusterFactory, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.mark.parametrize("provider", ["container", "local"])
-def test_dumps_of_15_and_16_restore_in_matching_servers(provider, run_suites, clean_dir, farm_major, request):
+def test_dumps_of_15_and_16_restore_in_matching_servers(provider, run_suites, clean_dir, farm_major, request,
+                                                        killed_on_purpose):
     """A pg_dump 15 archive, a pg_dump 16 directory dump and a plain dump restore, each in a server of its version."""
     if provider == "container":
         request.getfixturevalue("docker_images")
@@ -96,7 +106,7 @@ def test_dumps_of_15_and_16_restore_in_matching_servers(provider, run_suites, cl
         assert servers["backup"].startswith(f"container backupcheck/postgres:{farm_major} (PostgreSQL {farm_major}.")
         assert servers["vercel"].startswith("container backupcheck/postgres:16 (PostgreSQL 16.")
         assert all("inside the container" in r["tool"] for r in restore_log(run))
-        assert leftover_containers() == []
+        assert leftover_containers(killed_on_purpose) == []
     else:
         assert "restores in: local clusters" in run.stdout
         assert servers["vercel"].startswith("local cluster, PostgreSQL 16.")
@@ -119,11 +129,12 @@ def test_a_16_dump_with_only_15_tools_fails_with_the_precise_sentence(run_suites
 
 @pytest.mark.parametrize("provider", ["container", "local"])
 def test_a_supabase_dump_restores_under_the_supabase_profile(provider, run_suites, supabase_dir, request):
-    """The CLI trio (roles, schema with pgsodium and an RLS policy on auth.uid(), data) and a dashboard download."""
+    """The CLI trio (roles, schema with pgsodium and an RLS policy on auth.uid(), data) and a dashboard download;
+    in containers with the profile configured, locally with nothing configured (the dump's roles and schemas name it)."""
     if provider == "container":
         request.getfixturevalue("docker_images")
-    run = run_suites("--backups", str(supabase_dir), "--pg-provider", provider,
-                     config=CONTAINER_CONFIG + '[defaults]\nprofile = "supabase"\n')
+    configured = '[defaults]\nprofile = "supabase"\n' if provider == "container" else ""
+    run = run_suites("--backups", str(supabase_dir), "--pg-provider", provider, config=CONTAINER_CONFIG + configured)
     assert run.failed() == set(), run.stdout[-3000:]
     passed = run.with_outcome("passed")
     for name in ("test_restoring_server_fits_the_dump", "test_restores_without_harmful_errors",
@@ -131,13 +142,22 @@ def test_a_supabase_dump_restores_under_the_supabase_profile(provider, run_suite
         assert {f"{name}[cli-{STAMP}]", f"{name}[db_cluster-{STAMP}]"} <= passed
     log = {r["series"]: r for r in restore_log(run)}
     assert log["cli"]["profile"] == "supabase" and log["cli"]["compatibility"] == []
+    if configured:
+        assert "profile of cli: supabase (configured)" in run.stdout
+    else:
+        assert "profile of cli: supabase (auto-detected: " in run.stdout
+        assert "auto-detected" in log["db_cluster"]["profile_reason"]
+        assert "Profiles:" in (run.reports / "report.html").read_text()
     if provider == "local":  # plain SQL through our runner skips the statement; psql in a container tolerates it
         assert any("pgsodium" in s for s in log["cli"]["skipped"])
 
 
-def test_the_same_supabase_dump_fails_precisely_under_vanilla(run_suites, supabase_dir, docker_images):
-    """Without the profile: missing roles and pgsodium named with the fix, and the rows and key the restore lost."""
-    run = run_suites("--backups", str(supabase_dir / "cli"), "--pg-provider", "container", config=CONTAINER_CONFIG)
+def test_the_same_supabase_dump_fails_precisely_under_vanilla(run_suites, supabase_dir, docker_images,
+                                                               killed_on_purpose):
+    """With the vanilla profile asked for: missing roles and pgsodium named with the fix, and the rows and key the
+    restore lost."""
+    run = run_suites("--backups", str(supabase_dir / "cli"), "--pg-provider", "container",
+                     config=CONTAINER_CONFIG + '[defaults]\nprofile = "vanilla"\n')
     key = f"cli-{STAMP}"
     compat = run.messages[f"test_restoring_server_fits_the_dump[{key}]"]
     assert "references role(s) anon, authenticated, service_role that neither it nor the server has" in compat
@@ -147,7 +167,7 @@ def test_the_same_supabase_dump_fails_precisely_under_vanilla(run_suites, supaba
     assert "lost rows of table auth.users" in restore and "lost constraint profiles_id_fkey" in restore
     assert 'schema "auth" does not exist' in restore
     assert run.outcomes[f"test_every_foreign_key_has_no_orphans[{key}]"] == "failed"
-    assert leftover_containers() == []
+    assert leftover_containers(killed_on_purpose) == []
 
 
 @pytest.fixture(scope="session")
@@ -180,12 +200,14 @@ def _pg_restore_running(pid: int) -> bool:
 
 
 def test_a_run_killed_mid_restore_leaves_no_container_after_the_next_run(big_dump, run_suites, clean_dir, tmp_path,
-                                                                         docker_images):
+                                                                         docker_images, killed_on_purpose):
     """SIGKILL while pg_restore runs in the container; the next run sweeps the container and says so."""
     cmd = [sys.executable, "-m", "pytest", str(RESTORE_SUITE), "--backups", str(big_dump), "--pg-provider", "container",
            "--container-image", IMAGE, "--container-ryuk", "off", "--reports-dir", str(tmp_path / "killed"),
            "-p", "no:cacheprovider", "-q"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(killed_on_purpose, "a") as f:
+        f.write(f"{proc.pid}\n")
     try:
         deadline = time.monotonic() + 120
         while not _pg_restore_running(proc.pid):
@@ -258,7 +280,7 @@ def test_auto_uses_containers_when_docker_answers(run_suites, clean_dir, docker_
     assert "restores in: containers (auto: Docker engine" in run.stdout
 
 
-def test_ryuk_that_cannot_start_is_an_error_naming_the_switch(run_suites, clean_dir, docker_images):
+def test_ryuk_that_cannot_start_is_an_error_naming_the_switch(run_suites, clean_dir, docker_images, killed_on_purpose):
     """Ryuk stays on by default; where its image cannot be had, the restore errors and names container.ryuk."""
     run = run_suites("--backups", str(clean_dir / "custom"), "--pg-provider", "container",
                      "--container-image", IMAGE, "--container-ryuk", "on", suites=RESTORE_SUITE)
@@ -267,4 +289,4 @@ def test_ryuk_that_cannot_start_is_an_error_naming_the_switch(run_suites, clean_
         pytest.skip("Ryuk's image is available here, so it started")
     assert run.outcomes[restore] == "error"
     assert "set container.ryuk = false (--container-ryuk off)" in run.messages[restore]
-    assert leftover_containers() == []
+    assert leftover_containers(killed_on_purpose) == []
