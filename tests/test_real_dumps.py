@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from backupcheck import pgbin
 from backupcheck.checks import history, restoring
 from backupcheck.cluster import ClusterFactory, RunDir
 from backupcheck.discovery import discover
@@ -252,3 +254,18 @@ def test_supabase_is_detected_and_its_stand_ins_yield_to_tables_the_dump_defines
     assert detect({"postgres", "app"}, {"public.orders"})[0] == "vanilla"
     full = Profile(name="supabase", base="supabase").bootstrap(frozenset({"auth.users", "storage.buckets"}))
     assert "auth.users (" not in full[0] and "storage.buckets (" not in full[0] and "storage.objects (" in full[0]
+
+
+def test_a_17_dump_with_17_only_syntax_restores_on_a_newer_server(tmp_path, restore, private_dir):
+    """GRANT … WITH INHERIT (16+) and the MAINTAIN privilege (17+): the server is at least the dump's version."""
+    if not any(i.major >= 17 for i in pgbin.installations()):
+        pytest.skip("no PostgreSQL 17 or newer here (the embedded wheel brings 18)")
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "app_20261120_020000.sql").write_text(_plain(
+        "CREATE ROLE reader;\nCREATE ROLE helper;\nGRANT reader TO helper WITH INHERIT TRUE;\n"
+        "CREATE TABLE public.t (a int);\nGRANT MAINTAIN ON TABLE public.t TO helper;\n"
+        "COPY public.t (a) FROM stdin;\n1\n\\.\n", version="17.2"))
+    db = restore(discover([folder]).backups()[0], private_dir)
+    assert restoring.restored_cleanly(db) == [] and db.result.errors == []
+    assert re.search(r"PostgreSQL (1[7-9])\.", db.target_label), db.target_label
