@@ -233,7 +233,10 @@ def test_a_cluster_dump_from_another_platform_restores_with_notices(tmp_path, re
     text = ("--\n-- PostgreSQL database cluster dump\n--\n\nCREATE ROLE app;\n"
             "ALTER ROLE app SET session_preload_libraries TO 'supautils';\nALTER ROLE postgres WITH NOSUPERUSER;\n"
             "CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE = 'en_US.utf8';\n"
-            "\\connect shop\n\n" + _plain("CREATE TABLE public.t (a int);\nCOPY public.t (a) FROM stdin;\n1\n\\.\n")
+            "\\connect shop\n\n" + _plain("CREATE TABLE public.p (id int PRIMARY KEY);\nCREATE TABLE public.t (a int);\n"
+                                           "COPY public.p (id) FROM stdin;\n1\n\\.\nCOPY public.t (a) FROM stdin;\n1\n\\.\n"
+                                           "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_a_fkey FOREIGN KEY (a) "
+                                           "REFERENCES public.p(id);\n")
             + "--\n-- PostgreSQL database cluster dump complete\n--\n\n")
     folder = tmp_path / "cluster"
     folder.mkdir()
@@ -243,9 +246,13 @@ def test_a_cluster_dump_from_another_platform_restores_with_notices(tmp_path, re
     assert store.inspect(backup.artifacts[0]).security == [], "a preload setting is no command for the host"
     plain = restore(backup, private_dir)
     assert any("en_US.utf8" in m and "locale_fallback" in m for m in plain.compat.mismatches)
+    lost, _ = restoring.foreign_key_orphans(plain)  # its database was never created: a finding, not a traceback
+    assert [f.what for f in lost] == ["the foreign keys of database shop cannot be checked"]
     fixed = restore(backup, private_dir, locale_fallback="C.UTF-8")
     assert fixed.compat.mismatches == [] and restoring.restored_cleanly(fixed) == []
     assert fixed.row_counts(["shop/public.t"]) == {"shop/public.t": 1}
+    fixed_keys = restoring.foreign_key_orphans(fixed)
+    assert fixed_keys[0] == [] and "validated by the server" in fixed_keys[1][0]
     assert any("preload" in s for s in fixed.skipped) and any("NOSUPERUSER" in s for s in fixed.skipped)
 
 

@@ -86,13 +86,25 @@ def foreign_key_orphans(r: RestoredBackup) -> tuple[list[Finding], list[str]]:
     """Anti-joins only for keys the restore did not validate; the second value is the evidence per key."""
     findings: list[Finding] = []
     notes: list[str] = []
-    validated: dict[str, set[tuple[str, str, str]]] = {}
+    validated: dict[str, set[tuple[str, str, str]] | None] = {}
     for fk in r.foreign_keys():
         db, schema, table = r.locate(fk.table)
         if db not in validated:
-            validated[db] = r.validated_constraints(db)
+            try:
+                validated[db] = r.validated_constraints(db)
+            except Exception as exc:  # the database the key lives in is not there after the restore
+                validated[db] = None
+                said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                findings.append(Finding(
+                    "relations", r.backup.key, f"the foreign keys of database {db} cannot be checked",
+                    f"database {db} exists after the restore", said,
+                    hint="see the restore errors attached to the restore test"))
+        known = validated[db]
+        if known is None:
+            notes.append(f"{fk.table} [{fk.name}]: database {db} cannot be reached after the restore")
+            continue
         label = f"{fk.table}({', '.join(fk.columns)}) -> {fk.ref_table}({', '.join(fk.ref_columns)}) [{fk.name}]"
-        if (schema, table, fk.name) in validated[db]:
+        if (schema, table, fk.name) in known:
             notes.append(f"{label}: validated by the server during the restore: no orphans")
             continue
         why = "declared NOT VALID" if fk.not_valid else "not created by the restore"
