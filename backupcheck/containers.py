@@ -67,7 +67,8 @@ def ensure_image(name: str) -> str:
             client.images.pull(repo, tag=tag)
             return ""
         except Exception as exc:
-            return f"image {name} is not here and could not be pulled ({str(exc).splitlines()[0][:200]})"
+            said = str(getattr(exc, "explanation", None) or exc).splitlines()[0]
+            return f"image {name} is not here and could not be pulled ({said if len(said) <= 160 else said[:157] + '…'})"
     finally:
         client.close()
 

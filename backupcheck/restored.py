@@ -124,7 +124,7 @@ class RestoredBackup:
             scans = [ev.scan for ev in self.evidence if ev.scan is not None]
             name, why = detect({r for s in scans for r in s.roles_used}, {t for s in scans for t in s.tables})
             self.profile = builtin(name)
-            self.profile_reason = f"auto-detected: {why}" if why else "auto-detected: no platform's roles or schemas"
+            self.profile_reason = f"auto-detected: {why}" if why else "auto-detected: the dump names no Supabase role or schema"
             self.tolerated = self._user_tolerated + self.profile.tolerated()
 
     def need_major(self) -> int | None:
