@@ -94,7 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
                 demo_dir = rundir / "demo"
                 try:
-                    demo.build(demo_dir, factory, settings.pg_bin)
+                    demo.build(demo_dir, factory, settings.pg_bin, now=settings.now)
                 except (NoSuitableBinaries, ServerStartError, RuntimeError, OSError) as exc:
                     raise pytest.UsageError(
                         f"backupcheck: no backups are configured, and the built-in demo could not be made: {exc}"

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import docker  # noqa: F401
 import pytest
+import requests.cookies  # noqa: F401
 
 from backupcheck import pgbin
 from backupcheck.cluster import ClusterFactory, RunDir, fast_base
@@ -21,6 +23,9 @@ from backupcheck.cluster import ClusterFactory, RunDir, fast_base
 from . import farm as farmlib
 
 pytest_plugins = ["pytester"]
+# docker and requests are imported above, before any test: pytester restores sys.modules after each test, and a
+# requests.cookies imported inside one test and dropped after it makes the next test's docker client fail with
+# "You can only merge into CookieJar" (a new RequestsCookieJar class against the old session's).
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
