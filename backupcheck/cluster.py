@@ -44,6 +44,7 @@ THROWAWAY_SETTINGS = {
     "logging_collector": "off",
     "log_min_messages": "warning",
     "dynamic_shared_memory_type": "mmap",
+    "unix_socket_permissions": "0700",  # with its folder 0700 too: only the server's account (and root) connect
 }
 
 
@@ -123,7 +124,12 @@ class RunDir:
         self.base.mkdir(parents=True, exist_ok=True)
         sweep_stale_runs(self.base)
         self.path = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.base))
-        os.chmod(self.path, 0o711)  # the server's OS user must be able to reach its own folder
+        user = server_user()
+        if user:  # as root: the server's own account may pass through (group), nobody else may enter
+            os.chown(self.path, 0, user[1])
+            os.chmod(self.path, 0o710)
+        else:
+            os.chmod(self.path, 0o700)
         pid = os.getpid()
         (self.path / "owner.json").write_text(json.dumps({"pid": pid, "start": _process_start_time(pid)}))
         return self.path
@@ -136,19 +142,34 @@ class RunDir:
             self.path = None
 
 
+SERVER_ACCOUNT = "backupcheck"
+
+
 def server_user() -> tuple[int, int] | None:
-    """initdb refuses root: run servers as an unprivileged user when we are root."""
+    """initdb refuses root: as root, servers run as a system account of their own (``backupcheck``, created when
+    missing), not ``nobody``, whose files every other daemon running as nobody could read."""
     if os.geteuid() != 0:
         return None
-    for name in ("nobody",):
-        with contextlib.suppress(KeyError):
-            pw = pwd.getpwnam(name)
-            return pw.pw_uid, pw.pw_gid
-    raise ServerStartError("running as root and no unprivileged user 'nobody' exists to run PostgreSQL")
+    try:
+        pw = pwd.getpwnam(SERVER_ACCOUNT)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        proc = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                               "--shell", "/usr/sbin/nologin", "--comment", "backupcheck disposable servers",
+                               SERVER_ACCOUNT], capture_output=True, text=True)
+        try:
+            pw = pwd.getpwnam(SERVER_ACCOUNT)
+        except KeyError:
+            raise ServerStartError(
+                f"running as root, PostgreSQL needs a system account of its own and '{SERVER_ACCOUNT}' could not be "
+                f"created ({(proc.stderr or proc.stdout).strip()[:200] or 'useradd failed'}). Fix: create it "
+                f"(useradd --system --user-group --shell /usr/sbin/nologin {SERVER_ACCOUNT}), run backupcheck as "
+                "a user other than root, or use --pg-provider container") from None
+    return pw.pw_uid, pw.pw_gid
 
 
 def check_reachable(folder: Path) -> None:
-    """As root the server runs as 'nobody', who must be able to pass through every parent folder."""
+    """As root the server runs as its own account, which must be able to pass through every parent folder."""
     user = server_user()
     if user is None:
         return
@@ -157,11 +178,11 @@ def check_reachable(folder: Path) -> None:
             st = parent.stat()
         except OSError:
             continue
-        if st.st_uid == user[0]:
+        if st.st_uid == user[0] or (st.st_gid == user[1] and st.st_mode & 0o010):
             continue
         if not st.st_mode & 0o001:
             raise ServerStartError(
-                f"PostgreSQL runs as the unprivileged user 'nobody' here (initdb refuses root), and 'nobody' "
+                f"PostgreSQL runs as the system account '{SERVER_ACCOUNT}' here (initdb refuses root), and it "
                 f"cannot enter {parent} (mode {oct(st.st_mode & 0o777)}). Fix: choose a --work-dir (config: "
                 f"work_dir) outside private folders, or allow passing through with: chmod o+x {parent}"
             )
@@ -179,6 +200,11 @@ class Cluster:
         self.logfile = home / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
+
+    @property
+    def os_user(self) -> str:
+        user = server_user()
+        return pwd.getpwuid(user[0]).pw_name if user else pwd.getpwuid(os.geteuid()).pw_name
 
     def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
         return {"host": str(self.sockdir), "port": PORT, "user": "postgres", "dbname": dbname}
@@ -206,7 +232,9 @@ class Cluster:
         user = server_user()
         self.home.mkdir(parents=True)
         subprocess.run(["cp", "-a", str(self.template), str(self.datadir)], check=True)
-        self.sockdir.mkdir()
+        self.sockdir.mkdir(mode=0o700)
+        os.chmod(self.home, 0o700)
+        os.chmod(self.sockdir, 0o700)  # the socket: for the server's account, and root, only
         if user:
             os.chown(self.home, *user)
             os.chown(self.sockdir, *user)

@@ -78,19 +78,18 @@ _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
 def server_user() -> tuple[int, int] | None:
-    if os.geteuid() != 0:
-        return None
-    import pwd
+    """The account servers run as (see cluster.server_user); None when there is none to ask as."""
+    from .cluster import ServerStartError
+    from .cluster import server_user as account
 
     try:
-        pw = pwd.getpwnam("nobody")
-    except KeyError:
+        return account()
+    except ServerStartError:
         return None
-    return pw.pw_uid, pw.pw_gid
 
 
 def _version_of(binary: Path) -> str | None:
-    """The version, asked as the user the server will run as (as root: nobody, who must reach the binary)."""
+    """The version, asked as the user the server will run as (as root: its own account, who must reach the binary)."""
     user = server_user()
     try:
         out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=15,

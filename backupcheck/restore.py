@@ -10,7 +10,58 @@ from typing import BinaryIO
 from . import security, sqllex
 from .pgarchive import DESCS, TocEntry
 
-BENIGN, NOTICE, HARMFUL = "benign", "notice", "harmful"
+BENIGN, NOTICE, HARMFUL, SECURITY = "benign", "notice", "harmful", "security"
+
+# The role every restore runs as, where backupcheck runs the server: not a superuser, no member of
+# pg_execute_server_program / pg_read_server_files / pg_write_server_files, no CREATEROLE (which before
+# PostgreSQL 16 could grant those), BYPASSRLS so that counts see every row.
+RESTORER = "backupcheck_restore"
+
+# Extensions the restore never gets, even where the server has them: they reach the network or the server's
+# files, or bring an untrusted language. Others the server has are created by backupcheck as superuser.
+DENIED_EXTENSIONS = frozenset({
+    "dblink", "postgres_fdw", "file_fdw", "adminpack", "plpython3u", "plpythonu", "plpython2u", "plperlu",
+    "pltclu", "plsh", "pljava", "log_fdw", "mysql_fdw", "oracle_fdw", "tds_fdw", "http",
+    "pgsql_http", "pg_net",
+})
+
+# What a refused attempt at the host looks like in the server's words: (pattern, what the dump tried).
+_REFUSED = [
+    (re.compile(r"COPY to or from an external program|external program", re.I),
+     "to run a program on the server (COPY … PROGRAM)"),
+    (re.compile(r"pg_write_server_files|COPY to a file|lo_export|lo_import.*server", re.I),
+     "to write a file on the server"),
+    (re.compile(r"pg_read_server_files|COPY from a file|pg_read_(?:binary_)?file|pg_ls_dir|pg_stat_file", re.I),
+     "to read a file of the server"),
+    (re.compile(r"event trigger", re.I), "to create an event trigger (code that runs on other sessions' DDL)"),
+    (re.compile(r"untrusted|permission denied for language|must be superuser to create (?:a )?(?:procedural )?language",
+                re.I), "to use an untrusted language"),
+    (re.compile(r'(?:permission denied to create|must be superuser to create) extension "?(\w+)', re.I),
+     "to install extension {0}"),
+    (re.compile(r"dblink|postgres_fdw|password is required|foreign-data wrapper", re.I),
+     "to connect to a server (dblink / postgres_fdw)"),
+    (re.compile(r"ALTER SYSTEM|must be superuser to execute ALTER SYSTEM", re.I), "to change the server's configuration"),
+    (re.compile(r"must be superuser to (?:set|alter) (?:superuser|replication|bypassrls)|"
+                r"permission denied to (?:create|alter) role|must have CREATEROLE", re.I), ""),  # roles: benign
+]
+
+
+def refused_attempt(message: str, statement: str = "") -> str:
+    """What a dump tried, when ``message`` is the server refusing it access to the host; else ""."""
+    for pattern, what in _REFUSED:
+        m = pattern.search(message)
+        if m:
+            if not what:
+                return ""
+            if "{0}" in what:
+                name = m.group(1).lower()
+                if name not in DENIED_EXTENSIONS and not (name.startswith("pl") and name.endswith("u")):
+                    return ""  # an extension this server lacks or the profile skips: not an attempt at the host
+                return what.format(name)
+            return what
+    if re.match(r"^\s*ALTER\s+SYSTEM\b", statement, re.I):
+        return "to change the server's configuration"
+    return ""
 _CREATE_EXTENSION = re.compile(r'^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
 
 
@@ -76,6 +127,14 @@ _BENIGN_STATEMENT = re.compile(
 
 def classify(message: str, statement: str, desc: str, tag: str, tolerated: Iterable[str] = ()) -> tuple[str, str]:
     """(severity, what was lost) for one error."""
+    if refused_attempt(message, statement):
+        lost = ""
+        for pattern, template in _LOSS_BY_STATEMENT:
+            m = pattern.match(statement)
+            if m and template:
+                lost = template.format(*m.groups())
+                break
+        return SECURITY, lost or (_LOSS_BY_DESC[desc].format(tag) if desc in _LOSS_BY_DESC else "")
     for pattern in tolerated:
         if re.search(pattern, message) or re.search(pattern, statement):
             return BENIGN, ""
@@ -156,9 +215,10 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
     return errors, fatal
 
 
-def pg_restore_args(dbname: str, jobs: int, archive: str, list_file: str | None = None) -> list[str]:
+def pg_restore_args(dbname: str, jobs: int, archive: str, list_file: str | None = None,
+                    no_owner: bool = False) -> list[str]:
     """Arguments after the program name; the same inside a container and on this machine."""
-    args = ["--no-password", "-d", dbname]
+    args = ["--no-password", "-d", dbname] + (["--no-owner"] if no_owner else [])
     if jobs > 1:
         args += ["-j", str(jobs)]
     if list_file:
@@ -172,6 +232,34 @@ def outcome_of_pg_restore(returncode: int, stderr: str, artifact: str,
     if returncode != 0 and not errors and not fatal:
         fatal = f"pg_restore exited with code {returncode}: {stderr.strip()[-500:]}"
     return errors, fatal
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pg_restore run over part of an archive: as the restoring role, or (vetted extensions) as superuser."""
+
+    as_admin: bool
+    listing: str | None  # a -L list, or None for every entry
+    parallel: bool
+
+
+def restore_passes(entries: list[TocEntry], skip_extensions: Iterable[str], vetted: frozenset[str],
+                   contained: bool) -> tuple[list[Pass], list[str]]:
+    """How to restore an archive: one pass, or (where a vetted extension must be created by the superuser)
+    schemas as the restoring role, those extensions as superuser, then the rest as the restoring role."""
+    listing, skipped = restore_list(entries, skip_extensions)
+    wanted = [e for e in entries if not (e.desc == "EXTENSION" and e.tag in set(skipped))]
+    admin = [e for e in wanted if contained and e.desc == "EXTENSION" and e.tag in vetted]
+    if not admin:
+        return [Pass(False, listing if skipped else None, True)], skipped
+
+    def lines(chosen: list[TocEntry]) -> str:
+        return "".join(f"{e.dump_id}; 0 0 {e.desc} {e.namespace or '-'} {e.tag}\n" for e in chosen)
+
+    schemas = [e for e in wanted if e.desc == "SCHEMA"]
+    rest = [e for e in wanted if e.desc != "SCHEMA" and e not in admin]
+    passes = [Pass(False, lines(schemas), False)] if schemas else []
+    return passes + [Pass(True, lines(admin), False), Pass(False, lines(rest), True)], skipped
 
 
 def restore_list(entries: Iterable[TocEntry], skip_extensions: Iterable[str]) -> tuple[str, list[str]]:
@@ -199,6 +287,8 @@ _PRELOAD = re.compile(r"^\s*(?:ALTER\s+(?:ROLE|USER|DATABASE)\b.*?\bSET\s+|SET\s
                       r"(?:session|local)_preload_libraries\b", re.I | re.S)
 _ALTER_ROLE = re.compile(r'^\s*(?:ALTER|DROP)\s+(?:ROLE|USER)\s+(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
 _CREATE_DATABASE = re.compile(r"^\s*CREATE\s+DATABASE\b", re.I)
+_OWNER_TO = re.compile(r'^\s*ALTER\s+.*\sOWNER\s+TO\s+(?:"(?:[^"]|"")+"|[\w$]+)\s*;?\s*$', re.I | re.S)
+_DATABASE_OWNER = re.compile(r'\s+OWNER\s*=?\s*(?:"(?:[^"]|"")+"|[\w$]+)', re.I)
 _LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE)\s*=\s*'((?:[^']|'')*)'", re.I)
 
 
@@ -232,9 +322,16 @@ class PlainRunner:
 
     def __init__(self, conninfo: Callable[[str], dict], first_db: str, artifact: str, tolerated: Iterable[str] = (),
                  confined: bool = False, skip_extensions: Iterable[str] = (), locale_fallback: str = "",
-                 locales: frozenset[str] = frozenset()) -> None:
+                 locales: frozenset[str] = frozenset(), admin_conninfo: Callable[[str], dict] | None = None,
+                 vetted_extensions: frozenset[str] = frozenset()) -> None:
         self.conninfo = conninfo
-        self.restoring_role = str(conninfo(first_db).get("user") or "")
+        # Contained: the statements run as a role that is no superuser; the superuser connection creates only
+        # the vetted extensions, and ownership changes (to roles the restoring role cannot become) are left out.
+        self.admin_conninfo = admin_conninfo
+        self.vetted = frozenset(e.lower() for e in vetted_extensions)
+        self.owner_changes = 0
+        # Neither the role restoring nor the superuser backupcheck works as is altered by the dump.
+        self.own_roles = {str(c(first_db).get("user") or "") for c in (conninfo, admin_conninfo) if c} - {""}
         self.locale_fallback = locale_fallback
         self.locales = frozenset(normal_locale(x) for x in locales)
         self.db = first_db
@@ -255,8 +352,7 @@ class PlainRunner:
             self.skipped.append(f"{' '.join(statement.split())[:120]} (a library of the production server)")
             return True
         m = _ALTER_ROLE.match(statement)
-        if m and self.restoring_role and (m.group(1).strip('"') if m.group(1).startswith('"')
-                                          else m.group(1).lower()) == self.restoring_role:
+        if m and (m.group(1).strip('"') if m.group(1).startswith('"') else m.group(1).lower()) in self.own_roles:
             self.skipped.append(f"{' '.join(statement.split())[:120]} (the role this restore runs as is not changed)")
             return True
         if self.skip_extensions:
@@ -264,7 +360,29 @@ class PlainRunner:
             if m and m.group(1).strip('"').lower() in self.skip_extensions:
                 self.skipped.append(" ".join(statement.split())[:120])
                 return True
+        if self.admin_conninfo is not None and _OWNER_TO.match(statement):
+            self.owner_changes += 1
+            return True
         return False
+
+    def _admin_statement(self, statement: str) -> bool:
+        """A vetted CREATE EXTENSION, run by the superuser where the restore is contained."""
+        if self.admin_conninfo is None:
+            return False
+        m = _CREATE_EXTENSION.match(statement)
+        return bool(m) and m.group(1).strip('"').lower() in self.vetted
+
+    def _admin_conn(self):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        key = f"admin:{self.db}"
+        conn = self._conns.get(key)
+        if conn is None or conn.closed:  # type: ignore[attr-defined]
+            assert self.admin_conninfo is not None
+            conn = psycopg.connect(**self.admin_conninfo(self.db), autocommit=True)  # type: ignore[arg-type]
+            conn.add_notice_handler(lambda diag: None)
+            self._conns[key] = conn
+        return conn
 
     def _conn(self):  # type: ignore[no-untyped-def]
         import psycopg
@@ -302,8 +420,12 @@ class PlainRunner:
                     if replaced:
                         self.skipped.append(f"locale {', '.join(replaced)} (not on the server) replaced by "
                                             f"{self.locale_fallback} (locale_fallback) at line {ev.line}")
+                if self.admin_conninfo is not None and _CREATE_DATABASE.match(text):
+                    # The restoring role creates the dump's databases and owns them, whoever owned them before.
+                    sql = _DATABASE_OWNER.sub("", sql if isinstance(sql, str) else text)
                 try:
-                    self._conn().execute(sql)  # type: ignore[attr-defined]
+                    conn = self._admin_conn() if self._admin_statement(text) else self._conn()
+                    conn.execute(sql)  # type: ignore[attr-defined]
                 except psycopg.Error as exc:
                     self._record(exc, ev.text.decode("utf-8", "replace"), ev.line)
             elif isinstance(ev, sqllex.CopyIn):
@@ -339,6 +461,11 @@ class PlainRunner:
                 self.errors.append(RestoreError(HARMFUL, ev.what, "", "the rest of the file", self.artifact,
                                                 f"line {ev.line}"))
 
+    def finish(self) -> None:
+        if self.owner_changes:
+            self.skipped.append(f"{self.owner_changes} ownership change(s) (ALTER … OWNER TO): every object is "
+                                f"owned by the restoring role {RESTORER}, which is no superuser")
+
     def close(self) -> None:
         for conn in self._conns.values():
             try:
@@ -348,11 +475,12 @@ class PlainRunner:
         self._conns.clear()
 
 
-def create_database(conninfo: dict, name: str) -> None:
+def create_database(conninfo: dict, name: str, owner: str | None = None) -> None:
     import psycopg
     from psycopg import sql
 
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
         if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+                         + (sql.SQL(" OWNER {}").format(sql.Identifier(owner)) if owner else sql.SQL("")))

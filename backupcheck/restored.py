@@ -78,6 +78,7 @@ class RestoredBackup:
         self.main_db = "restored"
         self._entries: dict[str, list] = {}
         self.target_label = ""
+        self.containment = ""
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -146,6 +147,10 @@ class RestoredBackup:
                                  self.pg_bin_only)
             raise NoServer(str(exc), self.compat) from None
         self.target_label = self.target.label
+        self.containment = self.target.containment
+        if self.target.contained:
+            self.target.contain()
+            self.target.precreate_roles(sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}))
         if isinstance(self.target, DsnTarget):
             self.main_db = self.target.dbname
         # A cluster dump restores into the databases it names; what it holds before any \connect (a roles dump
@@ -159,6 +164,8 @@ class RestoredBackup:
             self.result.databases.append(self.main_db)
         for script in bootstrap:
             self.target.run_sql(self.main_db, script)
+        if bootstrap:
+            self.target.hand_over(self.main_db)
         self.inventory = self.target.inventory(self.main_db if self.result.databases else self.target.admin_db)
         self.compat = assess(self.evidence, self.target, self.inventory, self.profile, kind, self.backup.series,
                              self.pg_bin, self.pg_bin_only, self.locale_fallback)
@@ -170,17 +177,19 @@ class RestoredBackup:
         t0 = time.monotonic()
         self.result.tool = f"{target.label}; " + ("pg_restore runs inside the container" if target.kind == "container"
                                                    else "pg_restore from this machine") + \
-            ", plain SQL through psycopg (psql is never used)"
+            ", plain SQL through psycopg (psql is never used)" + (f"; {target.containment}" if target.containment else "")
         skip = self.profile.skipped_extensions()
+        wanted = {e for ev in self.evidence if ev.scan for e in ev.scan.extensions} - set(skip)
+        vetted = target.vetted(wanted, self.inventory.extensions)
         for a, ev in zip(self.dumps, self.evidence, strict=True):
             if a.format in ARCHIVE_FORMATS:
                 jobs = self.jobs if a.format != "tar" and ev.has_offsets else 1
                 done = target.restore_archive(a, self.store.archive_path(a), self._entries.get(a.name, []),
-                                              self.main_db, jobs, self.tolerated, skip)
+                                              self.main_db, jobs, self.tolerated, skip, vetted)
             else:
                 first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
                 done = target.restore_plain(a, first, self.tolerated, skip, self.locale_fallback,
-                                            self.inventory.locales)
+                                            self.inventory.locales, vetted)
             self.result.errors += done.errors
             self.skipped += done.skipped
             if done.fatal:
@@ -214,7 +223,7 @@ class RestoredBackup:
 
     def _connect(self, db: str):  # type: ignore[no-untyped-def]
         assert self.target is not None
-        return self.target.connect(db)
+        return self.target.user_connect(db)
 
     def expected_tables(self) -> list[str]:
         seen: list[str] = []

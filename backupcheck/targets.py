@@ -17,12 +17,15 @@ from .containers import ContainerServer
 from .model import Artifact
 from .pgarchive import TocEntry, major_of
 from .restore import (
+    DENIED_EXTENSIONS,
+    RESTORER,
+    Pass,
     PlainRunner,
     RestoreError,
     create_database,
     outcome_of_pg_restore,
     pg_restore_args,
-    restore_list,
+    restore_passes,
 )
 from .sniff import open_decompressed
 
@@ -54,11 +57,76 @@ class Target:
 
     kind = ""
     confined = False  # True: a shared server, so nothing outside the fresh database may change
+    contained = False  # True: the restore runs as RESTORER, a role that is no superuser (see contain())
 
     def __init__(self) -> None:
         self.server_version = ""
         self.tool_version = ""  # the pg_restore used
         self.tool_path = ""
+        self._restorer_password = secrets.token_urlsafe(18)
+
+    def user_conninfo(self, dbname: str) -> dict[str, Any]:
+        """Where the dump's statements and the checks' queries run: the restoring role when contained."""
+        info = self.conninfo(dbname)
+        if self.contained:
+            info = {**info, "user": RESTORER, "password": self._restorer_password}
+        return info
+
+    def user_connect(self, dbname: str) -> Any:
+        import psycopg
+
+        return psycopg.connect(**self.user_conninfo(dbname), autocommit=True)
+
+    @property
+    def containment(self) -> str:
+        """What keeps a hostile dump's code from the host, in words for the report."""
+        return ""
+
+    def contain(self) -> None:
+        """Create the restoring role and give it the databases a cluster dump restores into.
+
+        The role is no superuser and gets none of pg_execute_server_program, pg_read_server_files,
+        pg_write_server_files: whatever a dump runs while it restores (a CHECK constraint during COPY, an index
+        expression, a materialized view refresh, a function assembling SQL at run time) runs with its rights,
+        so the server refuses COPY … PROGRAM, server files, untrusted languages, event triggers and
+        extensions that reach the network. No CREATEROLE: before PostgreSQL 16 it could grant those roles.
+        """
+        from psycopg import sql
+
+        with self.connect(self.admin_db) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB BYPASSRLS NOREPLICATION "
+                                 "INHERIT PASSWORD {}").format(sql.Identifier(RESTORER),
+                                                               sql.Literal(self._restorer_password)))
+            for db in ("postgres", "template1"):  # pg_dumpall output restores into these by name
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db), sql.Identifier(RESTORER)))
+
+    def precreate_roles(self, names: list[str]) -> None:
+        """Roles the dump creates, made beforehand by backupcheck without any attribute (the restoring role
+        cannot create roles, so the dump's CREATE ROLE and ALTER ROLE … SUPERUSER are refused harmlessly)."""
+        from psycopg import sql
+
+        if not self.contained or not names:
+            return
+        with self.connect(self.admin_db) as conn:
+            have = {r[0] for r in conn.execute("select rolname from pg_roles")}
+            for name in names:
+                if name not in have and not name.startswith("pg_"):
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+
+    def hand_over(self, dbname: str) -> None:
+        """Give the restoring role what backupcheck made as superuser in ``dbname`` (a profile's schemas, tables
+        and functions), so the dump can fill and alter them."""
+        if not self.contained:
+            return
+        with self.connect(dbname) as conn:
+            conn.execute(_HAND_OVER.replace("RESTORER", RESTORER))
+
+    def vetted(self, wanted: set[str] | frozenset[str], available: frozenset[str]) -> frozenset[str]:
+        """Extensions the superuser creates for a contained restore: on the server, and not denied."""
+        if not self.contained:
+            return frozenset()
+        return frozenset(e for e in wanted if e in available and e not in DENIED_EXTENSIONS
+                         and not (e.startswith("pl") and e.endswith("u")))
 
     # -- what every target answers the same way, over a connection ---------------------------
     def conninfo(self, dbname: str) -> dict[str, Any]:
@@ -77,7 +145,7 @@ class Target:
         return major_of(self.server_version) or 0
 
     def create_database(self, name: str) -> None:
-        create_database(self.conninfo(self.admin_db), name)
+        create_database(self.conninfo(self.admin_db), name, owner=RESTORER if self.contained else None)
 
     admin_db = "postgres"
 
@@ -101,18 +169,21 @@ class Target:
 
     # -- restoring ---------------------------------------------------------------------------
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
-                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
+                        vetted: frozenset[str] = frozenset()) -> Restored:
         raise NotImplementedError
 
     def restore_plain(self, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
                       skip_extensions: tuple[str, ...], locale_fallback: str = "",
-                      locales: frozenset[str] = frozenset()) -> Restored:
+                      locales: frozenset[str] = frozenset(), vetted: frozenset[str] = frozenset()) -> Restored:
         """Plain SQL through this package's statement runner (psql never reads a dump), for every kind of server."""
-        runner = PlainRunner(self.conninfo, first_db, artifact.name, tolerated, confined=self.confined,
-                             skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales)
+        runner = PlainRunner(self.user_conninfo, first_db, artifact.name, tolerated, confined=self.confined,
+                             skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales,
+                             admin_conninfo=self.conninfo if self.contained else None, vetted_extensions=vetted)
         try:
             with open_decompressed(artifact.path, artifact.compression) as stream:
                 runner.run(stream)
+            runner.finish()
         finally:
             runner.close()
         return Restored(runner.errors, "", list(runner.databases), runner.skipped)
@@ -124,16 +195,61 @@ class Target:
         pass
 
 
+_HAND_OVER = """
+DO $backupcheck$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT n.nspname FROM pg_namespace n WHERE n.oid >= 16384 AND n.nspowner <> 'RESTORER'::regrole LOOP
+    EXECUTE format('ALTER SCHEMA %I OWNER TO RESTORER', r.nspname);
+  END LOOP;
+  FOR r IN SELECT c.oid::regclass AS rel FROM pg_class c WHERE c.oid >= 16384 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           AND c.relowner <> 'RESTORER'::regrole
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                           AND d.deptype = 'e') LOOP
+    EXECUTE format('ALTER TABLE %s OWNER TO RESTORER', r.rel);
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p WHERE p.oid >= 16384 AND p.proowner <> 'RESTORER'::regrole
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                           AND d.deptype = 'e') LOOP
+    EXECUTE format('ALTER ROUTINE %s OWNER TO RESTORER', r.fn);
+  END LOOP;
+END $backupcheck$;
+"""
+
+
+def run_passes(passes: list[Pass], run: Any, artifact: str, tolerated: tuple[str, ...]) -> tuple[list[RestoreError], str]:
+    """Run each pass (``run(pass) -> (returncode, stderr)``) and gather what pg_restore said; stop at a fatal one."""
+    errors: list[RestoreError] = []
+    for p in passes:
+        code, stderr = run(p)
+        more, fatal = outcome_of_pg_restore(code, stderr, artifact, tolerated)
+        errors += more
+        if fatal:
+            return errors, fatal
+    return errors, ""
+
+
 def _pg_restore_here(target: Target, inst: pgbin.Installation, env: dict[str, str], dbname: str, jobs: int,
                      artifact: Artifact, path: Path, entries: list[TocEntry], tolerated: tuple[str, ...],
-                     skip_extensions: tuple[str, ...]) -> Restored:
-    listing, skipped = restore_list(entries, skip_extensions)
-    with tempfile.NamedTemporaryFile("w", suffix=".list") as lf:
-        lf.write(listing)
-        lf.flush()
-        cmd = [inst.tool("pg_restore"), *pg_restore_args(dbname, jobs, str(path), lf.name if skipped else None)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env, stdin=subprocess.DEVNULL)
-    errors, fatal = outcome_of_pg_restore(proc.returncode, proc.stderr, artifact.name, tolerated)
+                     skip_extensions: tuple[str, ...], vetted: frozenset[str] = frozenset()) -> Restored:
+    passes, skipped = restore_passes(entries, skip_extensions, vetted, target.contained)
+
+    def run(p: Pass) -> tuple[int, str]:
+        user = target.conninfo(dbname) if p.as_admin else target.user_conninfo(dbname)
+        penv = {**env, "PGUSER": str(user["user"])}
+        if user.get("password"):
+            penv["PGPASSWORD"] = str(user["password"])
+        with tempfile.NamedTemporaryFile("w", suffix=".list") as lf:
+            lf.write(p.listing or "")
+            lf.flush()
+            cmd = [inst.tool("pg_restore"), *pg_restore_args(dbname, jobs if p.parallel else 1, str(path),
+                                                             lf.name if p.listing is not None else None,
+                                                             no_owner=target.contained)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=penv,
+                                  stdin=subprocess.DEVNULL)
+        return proc.returncode, proc.stderr
+
+    errors, fatal = run_passes(passes, run, artifact.name, tolerated)
     return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
 
 
@@ -141,6 +257,7 @@ class LocalTarget(Target):
     """A disposable cluster of its own, started from this machine's binaries."""
 
     kind = "local"
+    contained = True
 
     def __init__(self, cluster: Cluster) -> None:
         super().__init__()
@@ -156,10 +273,17 @@ class LocalTarget(Target):
     def conninfo(self, dbname: str) -> dict[str, Any]:
         return dict(self.cluster.conninfo(dbname))
 
+    @property
+    def containment(self) -> str:
+        return (f"restored as {RESTORER}, no superuser (no server programs, server files, untrusted languages "
+                f"or network extensions); socket reachable by this user only; server as OS user "
+                f"{self.cluster.os_user}")
+
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
-                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
+                        vetted: frozenset[str] = frozenset()) -> Restored:
         return _pg_restore_here(self, self.installation, self.cluster.env(), dbname, jobs, artifact, path, entries,
-                                tolerated, skip_extensions)
+                                tolerated, skip_extensions, vetted)
 
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -174,6 +298,7 @@ class ContainerTarget(Target):
     """
 
     kind = "container"
+    contained = True
 
     def __init__(self, server: ContainerServer) -> None:
         super().__init__()
@@ -196,22 +321,35 @@ class ContainerTarget(Target):
             self._dbs = {r[0] for r in conn.execute("select datname from pg_database")}
         return self
 
+    @property
+    def containment(self) -> str:
+        return (f"restored as {RESTORER}, no superuser (no server programs, server files, untrusted languages "
+                "or network extensions), inside the container; port on 127.0.0.1 only")
+
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
-                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
-        listing, skipped = restore_list(entries, skip_extensions)
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
+                        vetted: frozenset[str] = frozenset()) -> Restored:
+        passes, skipped = restore_passes(entries, skip_extensions, vetted, self.contained)
         if path.is_dir():
             files: list[tuple[Path | bytes, str]] = [(f, f"dump/{f.name}") for f in sorted(path.iterdir()) if f.is_file()]
         else:
             files = [(path, "dump")]
-        files.append((listing.encode(), "restore.list"))
+        files += [((p.listing or "").encode(), f"pass{i}.list") for i, p in enumerate(passes)]
         folder = self.server.copy_in(files)
-        try:
+
+        def run(p: Pass) -> tuple[int, str]:
+            i = passes.index(p)
+            user = "postgres" if p.as_admin else RESTORER
             code, _out, err = self.server.exec_split(
-                ["pg_restore", "-U", "postgres", *pg_restore_args(dbname, jobs, f"{folder}/dump",
-                                                                  f"{folder}/restore.list" if skipped else None)])
+                ["pg_restore", "-U", user, *pg_restore_args(dbname, jobs if p.parallel else 1, f"{folder}/dump",
+                                                            f"{folder}/pass{i}.list" if p.listing is not None else None,
+                                                            no_owner=True)])
+            return code, err
+
+        try:
+            errors, fatal = run_passes(passes, run, artifact.name, tolerated)
         finally:
             self.server.remove(folder)
-        errors, fatal = outcome_of_pg_restore(code, err, artifact.name, tolerated)
         return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
 
 
@@ -224,6 +362,8 @@ class ContainerTarget(Target):
                 for (db,) in conn.execute("select datname from pg_database").fetchall():
                     if db not in self._dbs:
                         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+                    else:  # contain() gave postgres and template1 to the restoring role: take them back
+                        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(db)))
                 added = [r for (r,) in conn.execute("select rolname from pg_roles").fetchall() if r not in self._roles]
                 if added:
                     roles = sql.SQL(", ").join(sql.Identifier(r) for r in added)
@@ -286,8 +426,14 @@ class DsnTarget(Target):
                 env[var] = os.environ[var]
         return env
 
+    @property
+    def containment(self) -> str:
+        return (f"restored as {self.params.get('user') or 'the DSN user'} with that role's own rights on your "
+                "server: backupcheck contains nothing there (use a role without superuser)")
+
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
-                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...]) -> Restored:
+                        tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
+                        vetted: frozenset[str] = frozenset()) -> Restored:
         return _pg_restore_here(self, self.installation, self._env(), dbname, jobs, artifact, path, entries,
                                 tolerated, skip_extensions)
 

@@ -40,7 +40,7 @@ def now() -> datetime:
 
 @pytest.fixture(scope="session")
 def pg_run() -> Iterator[ClusterFactory]:
-    # In the system temp folder, not pytest's private one: as root the server runs as 'nobody'.
+    # In the system temp folder, not pytest's private one: as root the server runs as its own account.
     with RunDir() as rundir, RunDir(fast_base()) as fastdir:
         yield ClusterFactory(rundir, fastdir)
 
