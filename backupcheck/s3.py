@@ -180,7 +180,8 @@ class DownloadCache:
     def __init__(self, root: Path, reserve: int = 512 * 1024**2) -> None:
         self.root = root
         self.reserve = reserve
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # downloaded backups: for the checking user only
 
     def _entry(self, obj: RemoteObject) -> Path:
         ident = f"{obj.bucket}\0{obj.key}\0{obj.version_id or ''}\0{obj.etag}\0{obj.size}"

@@ -31,6 +31,15 @@ from .sniff import open_decompressed
 
 log = logging.getLogger("backupcheck.targets")
 
+_NO_SUPERUSER = (f"restored as {RESTORER}, no superuser: no server programs, server files, untrusted languages or "
+                 "network extensions")
+CONTAINMENT = {
+    "local": f"{_NO_SUPERUSER}; socket and files for this user only; server as its own OS account",
+    "container": f"{_NO_SUPERUSER}; inside the container, its port on 127.0.0.1 only",
+    "dsn": "none by backupcheck: the restore runs with the DSN user's own rights on your server "
+           "(give it a role without superuser)",
+}
+
 
 @dataclass
 class Restored:
@@ -275,9 +284,7 @@ class LocalTarget(Target):
 
     @property
     def containment(self) -> str:
-        return (f"restored as {RESTORER}, no superuser (no server programs, server files, untrusted languages "
-                f"or network extensions); socket reachable by this user only; server as OS user "
-                f"{self.cluster.os_user}")
+        return CONTAINMENT["local"].replace("its own OS account", f"OS account {self.cluster.os_user}")
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
@@ -323,8 +330,7 @@ class ContainerTarget(Target):
 
     @property
     def containment(self) -> str:
-        return (f"restored as {RESTORER}, no superuser (no server programs, server files, untrusted languages "
-                "or network extensions), inside the container; port on 127.0.0.1 only")
+        return CONTAINMENT["container"]
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
@@ -428,8 +434,7 @@ class DsnTarget(Target):
 
     @property
     def containment(self) -> str:
-        return (f"restored as {self.params.get('user') or 'the DSN user'} with that role's own rights on your "
-                "server: backupcheck contains nothing there (use a role without superuser)")
+        return CONTAINMENT["dsn"]
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],

@@ -235,6 +235,16 @@ def provider_line(config: pytest.Config) -> str:
     return f"{kind} ({state.decision.reason})"
 
 
+def containment_line(config: pytest.Config) -> str:
+    """What keeps a hostile dump from the host, for the provider this run uses."""
+    from backupcheck.targets import CONTAINMENT
+
+    from .run import RUN
+
+    state = config.stash.get(RUN, None)
+    return CONTAINMENT.get(state.decision.kind, "") if state is not None else ""
+
+
 def _banner(config: pytest.Config) -> str:
     settings = config.stash[SETTINGS]
     if settings.demo:
@@ -283,7 +293,9 @@ class Summary:
             for r in backup_rows(self.config)
         )
         profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(self.config))
+        contained = containment_line(self.config)
         block = (f"<p><b>Restored in:</b> {html.escape(provider_line(self.config))}</p>"
+                 + (f"<p><b>Containment:</b> {html.escape(contained)}</p>" if contained else "")
                  + (f"<p><b>Profiles:</b></p><ul>{profiles}</ul>" if profiles else "") +
                  f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
         if banner:
@@ -300,6 +312,9 @@ class Summary:
         if banner:
             tr.write_line(banner, yellow=True, bold=True)
         tr.write_line(f"restored in: {provider_line(self.config)}")
+        contained = containment_line(self.config)
+        if contained:
+            tr.write_line(f"containment: {contained}")
         for line in profile_lines(self.config):
             tr.write_line(f"profile of {line}")
         widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
@@ -317,7 +332,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if state is None or hasattr(config, "workerinput"):
         return []
     lines = [f"backupcheck: {len(state.listing.backups())} backup(s) in {len(state.listing.series)} series",
-             f"backupcheck: restores in: {provider_line(config)}"]
+             f"backupcheck: restores in: {provider_line(config)}",
+             f"backupcheck: containment: {containment_line(config)}"]
     banner = _banner(config)
     if banner:
         lines.insert(0, banner)

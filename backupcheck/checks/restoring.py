@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from ..compat import Compatibility
 from ..model import Finding
+from ..restore import SECURITY, refused_attempt
 from ..restored import RestoredBackup
 from ..settings import Relation, SeriesSettings
 
@@ -17,6 +18,19 @@ def compatible(key: str, compat: Compatibility, where: str) -> list[Finding]:
 
 def restored_cleanly(r: RestoredBackup) -> list[Finding]:
     findings = []
+    for e in r.result.errors:
+        if e.severity != SECURITY:
+            continue
+        stmt = " ".join(e.statement.split())[:200]
+        findings.append(Finding(
+            "restore", r.backup.key,
+            f"SECURITY: the dump tried {refused_attempt(e.message, e.statement)} while it was restored; "
+            "the server refused", "a dump that asks the server for nothing outside its own database",
+            f"{e.message}" + (f" (statement: {stmt})" if stmt else "") + (f"; lost: {e.lost}" if e.lost else ""),
+            where=f"{e.artifact} {e.where}".strip(),
+            hint="the restore runs without superuser, so nothing ran on the host; find out how this object got "
+                 "into the production database before trusting the backup",
+        ))
     if r.result.aborted:
         findings.append(Finding("restore", r.backup.key, "the restore stopped before the end",
                                 "a restore that runs to the end", r.result.aborted))
