@@ -158,6 +158,7 @@ def classify(message: str, statement: str, desc: str, tag: str, tolerated: Itera
 # --- archives through pg_restore ---------------------------------------------------------------
 
 _TOC_LINE = re.compile(r"^pg_restore: from TOC entry (\d+); \d+ \d+ (.*)$")
+_COPY_FAILED = re.compile(r'^error: COPY failed for table "((?:[^"]|"")+)":\s*(?:ERROR:\s+)?(.*)$')
 def _split_desc(rest: str) -> tuple[str, str]:
     for d in DESCS:
         if rest.startswith(d + " "):
@@ -196,7 +197,13 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
                 desc, tag = _split_desc(m.group(2))
                 continue
             body = raw[len("pg_restore:"):].strip()
-            if body.startswith("error: could not execute query:"):
+            copy = _COPY_FAILED.match(body)
+            if copy:  # the rows of one table were refused; pg_restore goes on with the next entry
+                if desc != "TABLE DATA" or not tag:
+                    tag = copy.group(1)
+                desc = "TABLE DATA"
+                message = copy.group(2).strip()
+            elif body.startswith("error: could not execute query:"):
                 message = body.split("could not execute query:", 1)[1].strip()
                 message = re.sub(r"^ERROR:\s+", "", message)
             elif body.startswith("error:") or body.startswith("[archiver") or "fatal" in body:

@@ -68,7 +68,12 @@ def _runs_suites(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OUTCOMES] = {}
-    if not _runs_suites(config) or hasattr(config, "workerinput"):
+    if not _runs_suites(config):
+        return
+    # Every file this run writes (decompressed, decrypted and unpacked copies, downloads, reports with sample
+    # rows) is for the checking user alone. This hook runs first of backupcheck's.
+    os.umask(0o077)
+    if hasattr(config, "workerinput"):
         return
     config.pluginmanager.register(Summary(config), "backupcheck-summary")
     reports = resolve(config).reports_dir

@@ -70,9 +70,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if not runs_suites(config):
         return
     settings = config.stash[SETTINGS]
-    # Every file this run writes (decompressed, decrypted and unpacked copies, downloads, reports with sample
-    # rows) is for the checking user alone.
-    os.umask(0o077)
     cms = [RunDir(settings.work_dir)]
     rundir = cms[0].__enter__()
     fastdir = None
