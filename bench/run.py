@@ -196,7 +196,7 @@ def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None) -> Pyt
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(mode=0o711)
-        os.chmod(work_dir, 0o711)  # servers run as 'nobody' when we are root: it must pass through
+        os.chmod(work_dir, 0o711)  # servers run as their own account when we are root: it must pass through
         cmd += ["--work-dir", str(work_dir)]
     result: list[tuple[int, str]] = []
     seconds = timed(lambda: result.append(run_child(cmd, ROOT)))

@@ -19,6 +19,7 @@ import requests.cookies  # noqa: F401
 
 from backupcheck import pgbin
 from backupcheck.cluster import ClusterFactory, RunDir, fast_base
+from backupcheck.containers import docker_client, engine_answers
 
 from . import farm as farmlib
 
@@ -29,6 +30,8 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
+IMAGE = "backupcheck/postgres:{major}"
+CONTAINER_CONFIG = f'[container]\nimage = "{IMAGE}"\nryuk = false\n'
 
 
 @pytest.fixture(scope="session")
@@ -210,3 +213,22 @@ def bucket(s3_endpoint: str, aws_env: None, request: pytest.FixtureRequest):  # 
     return name, writer
 
 
+# --- containers: a real Docker engine and the images images/build.sh makes ---------------------
+
+@pytest.fixture(scope="session")
+def docker_images() -> None:
+    """A Docker engine with the images images/build.sh makes; CI sets BACKUPCHECK_REQUIRE_DOCKER so none is skipped."""
+    answers, what = engine_answers()
+    problem = "" if answers else what
+    if answers:
+        client = docker_client()
+        try:
+            missing = [IMAGE.format(major=m) for m in (15, 16) if not client.images.list(name=IMAGE.format(major=m))]
+        finally:
+            client.close()
+        if missing:
+            problem = f"images {', '.join(missing)} are not built (run images/build.sh)"
+    if problem:
+        if os.environ.get("BACKUPCHECK_REQUIRE_DOCKER"):
+            pytest.fail(f"container tests cannot run: {problem}")
+        pytest.skip(f"container tests need Docker: {problem}")

@@ -22,7 +22,7 @@ from backupcheck.cluster import ClusterFactory, RunDir
 from backupcheck.restore import RESTORER
 
 from . import farm as farmlib
-from .test_providers import CONTAINER_CONFIG, docker_images  # noqa: F401  (a fixture)
+from .conftest import CONTAINER_CONFIG
 
 ARM = "current_setting('app.building', true) IS DISTINCT FROM 'yes'"
 

@@ -16,33 +16,12 @@ import pytest
 
 from backupcheck import pgbin
 from backupcheck.cluster import ClusterFactory
-from backupcheck.containers import LABEL, docker_client, engine_answers
+from backupcheck.containers import LABEL, docker_client
 
 from . import farm as farmlib
-from .conftest import REPO, SUITES
+from .conftest import CONTAINER_CONFIG, IMAGE, REPO, SUITES
 
-IMAGE = "backupcheck/postgres:{major}"
-CONTAINER_CONFIG = f'[container]\nimage = "{IMAGE}"\nryuk = false\n'
 RESTORE_SUITE = SUITES / "test_restore.py"
-
-
-@pytest.fixture(scope="session")
-def docker_images() -> None:
-    """A Docker engine with the images images/build.sh makes; CI sets BACKUPCHECK_REQUIRE_DOCKER so none is skipped."""
-    answers, what = engine_answers()
-    problem = "" if answers else what
-    if answers:
-        client = docker_client()
-        try:
-            missing = [IMAGE.format(major=m) for m in (15, 16) if not client.images.list(name=IMAGE.format(major=m))]
-        finally:
-            client.close()
-        if missing:
-            problem = f"images {', '.join(missing)} are not built (run images/build.sh)"
-    if problem:
-        if os.environ.get("BACKUPCHECK_REQUIRE_DOCKER"):
-            pytest.fail(f"container tests cannot run: {problem}")
-        pytest.skip(f"container tests need Docker: {problem}")
 
 
 def restore_log(run) -> list[dict]:  # type: ignore[no-untyped-def]
