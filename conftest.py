@@ -1,3 +1,3 @@
 """Loads backupcheck's plugin when the package is not installed (installed, its entry point already did)."""
 
-pytest_plugins = ["plugins.entry"]
+pytest_plugins = ["backupcheck.plugins.entry"]

@@ -221,6 +221,18 @@ class RestoredBackup:
         db, schema, table = _split_key(key)
         return db or self.main_db, schema, table
 
+    def connect_checks(self, db: str | None = None):  # type: ignore[no-untyped-def]
+        """A connection to a restored database (the main one by default) for checks: the restoring role."""
+        return self._connect(db or self.main_db)
+
+    def dsn(self, db: str | None = None) -> str:
+        """The same as a libpq connection string."""
+        assert self.target is not None
+        from psycopg.conninfo import make_conninfo
+
+        info = {k: v for k, v in self.target.user_conninfo(db or self.main_db).items() if v is not None}
+        return make_conninfo(**{k: str(v) for k, v in info.items()})
+
     def _connect(self, db: str):  # type: ignore[no-untyped-def]
         assert self.target is not None
         return self.target.user_connect(db)

@@ -103,9 +103,17 @@ class Target:
         from psycopg import sql
 
         with self.connect(self.admin_db) as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB BYPASSRLS NOREPLICATION "
-                                 "INHERIT PASSWORD {}").format(sql.Identifier(RESTORER),
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (RESTORER,)).fetchone()
+            # A role of that name left by an earlier restore in a shared server gets these attributes anew.
+            conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB BYPASSRLS NOREPLICATION "
+                                 "INHERIT PASSWORD {}").format(sql.SQL("ALTER" if exists else "CREATE"),
+                                                               sql.Identifier(RESTORER),
                                                                sql.Literal(self._restorer_password)))
+            if exists:  # and no membership it may have been given
+                for (granted,) in conn.execute("select r.rolname from pg_auth_members m join pg_roles r "
+                                               "on r.oid = m.roleid where m.member = %s::regrole",
+                                               (RESTORER,)).fetchall():
+                    conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(granted), sql.Identifier(RESTORER)))
             for db in ("postgres", "template1"):  # pg_dumpall output restores into these by name
                 conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db), sql.Identifier(RESTORER)))
 

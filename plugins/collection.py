@@ -16,6 +16,8 @@ from .run import RUN
 FAMILIES = ("integrity", "size", "freshness", "restore", "row_counts", "relations")
 RESTORE_BASED = frozenset({"restore", "row_counts", "relations"})
 RESTORE_PLANNED = pytest.StashKey[frozenset[str]]()
+# A test asking for any of these reads a restored database (users' own checks need no marker).
+RESTORED_FIXTURES = frozenset({"restored", "restore_attempt", "restored_db", "restored_dsn"})
 
 
 _PARAM = re.compile(r"\[([^\[\]]*)\](?:@[^\]]*)?$")
@@ -84,7 +86,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             series = [s for s in series if _configured(getattr(settings.for_series(s.name), marker.args[0]))]
         metafunc.parametrize("series", series, ids=[safe_id(s.name) for s in series])
         return
-    if metafunc.definition.get_closest_marker("needs_restore"):
+    if metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames):
         backups = selected_for_restore(state.listing, settings)
     else:
         backups = state.listing.backups()
@@ -159,5 +161,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_collection_finish(session: pytest.Session) -> None:
     """After -k and -m: which backups this run restores (their integrity read is the restore itself)."""
     session.config.stash[RESTORE_PLANNED] = frozenset(
-        subject_of(i)[0] for i in session.items if i.get_closest_marker("needs_restore")
+        subject_of(i)[0] for i in session.items
+        if i.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(getattr(i, "fixturenames", ()))
     )

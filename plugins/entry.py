@@ -6,10 +6,10 @@ and the project's rootdir (and its conftest) would never be found.
 """
 
 pytest_plugins = [
-    "plugins.options",
-    "plugins.run",
-    "plugins.collection",
-    "plugins.reporting",
-    "fixtures.backups",
-    "fixtures.servers",
+    "backupcheck.plugins.options",
+    "backupcheck.plugins.run",
+    "backupcheck.plugins.collection",
+    "backupcheck.plugins.reporting",
+    "backupcheck.fixtures.backups",
+    "backupcheck.fixtures.servers",
 ]

@@ -11,6 +11,8 @@ from backupcheck.settings import ConfigError, Settings, build, load_file
 
 SETTINGS = pytest.StashKey[Settings]()
 CONFIG_NAME = "backupcheck.toml"
+# The built-in suites: suites/ of a checkout, backupcheck/suites/ of an installed package.
+SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 HELP_BACKUPS = "Folder or file of backups to verify (repeatable; config: sources). Without any, a demo runs."
 HELP_CONFIG = f"TOML file with sources and per-series expectations (default: {CONFIG_NAME} in the root folder)."
@@ -64,6 +66,21 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         _recover_rootdir(early_config, args)
     except Exception:  # private pytest internals moved: keep pytest's own choice
         pass
+    if _asked_for(early_config) and not early_config.known_args_namespace.file_or_dir:
+        args.append(str(SUITES))  # backups to verify and no test paths: the built-in suites are the job
+
+
+def _asked_for(config: pytest.Config) -> bool:
+    """The plugin acts only when backups are named: --backups, or a config file with sources. In any other
+    pytest run of an environment it is installed in, it adds its options and nothing else."""
+    ns = config.known_args_namespace
+    if getattr(ns, "bc_backups", None):
+        return True
+    path = Path(ns.bc_config) if getattr(ns, "bc_config", None) else Path(config.rootpath) / CONFIG_NAME
+    try:
+        return bool(load_file(path).get("sources")) if path.is_file() else False
+    except (ConfigError, OSError):
+        return path.is_file()  # a broken file that was meant for us: let the run say what is wrong with it
 
 
 def _recover_rootdir(config: pytest.Config, args: list[str]) -> None:

@@ -96,10 +96,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from .collection import family_of, subject_of
+    from .run import RUN
 
     settings = config.stash.get(SETTINGS, None)
-    if settings is None:
-        return
+    if settings is None or config.stash.get(RUN, None) is None:
+        return  # not a backupcheck run: other projects' tests get no labels
     marks: dict[tuple[str, str], pytest.Mark] = {}
 
     def label(value: str, kind: str) -> pytest.Mark:
@@ -126,7 +127,11 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     # Allure's history id hashes the parameters: a dated backup would start a new history every night.
     # Exclude it and add stable ones (series, and which backup of the series it is counted from the newest).
     from .collection import subject_of
+    from .run import RUN
 
+    if item.config.stash.get(RUN, None) is None:
+        yield
+        return
     item.user_properties.append(("backup_group", subject_of(item)[0]))
     params = getattr(getattr(item, "callspec", None), "params", {})
     backup = params.get("backup")

@@ -16,9 +16,7 @@ from backupcheck.pgbin import NoSuitableBinaries
 from backupcheck.providers import Decision, Provider, ProviderError
 from backupcheck.settings import ConfigError, Settings, build, load_file
 
-from .options import SETTINGS
-
-SUITES = Path(__file__).resolve().parent.parent / "suites"
+from .options import SETTINGS, SUITES
 
 
 @dataclass

@@ -35,7 +35,7 @@ def test_every_toml_and_json_example_parses(tmp_path):
 
 
 def test_every_option_the_readme_names_exists(pytester):
-    help_text = pytester.runpytest_subprocess("--help", "-p", "plugins.options").stdout.str()
+    help_text = pytester.runpytest_subprocess("--help", "-p", "backupcheck.plugins.options").stdout.str()
     others = {"--help", "--symmetric", "--cipher-algo",  # gpg's own
               "--list", "--schema-only", "--no-owner"}  # pg_restore's and pg_dump's
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - others
