@@ -48,7 +48,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
     return BackupScheduling(config, log)
 
 
+FAMILY_HELP = {
+    "integrity": "every byte of the backup reads and decompresses",
+    "freshness": "backups are recent and regular",
+    "size": "backups are of a normal size",
+    "restore": "the backup restores into a disposable server",
+    "row_counts": "tables hold the rows they should",
+    "relations": "no orphaned rows",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for family, help_text in FAMILY_HELP.items():  # installed, there is no pyproject of ours to declare them
+        config.addinivalue_line("markers", f"{family}: {help_text}")
     config.addinivalue_line("markers", "when_configured(key): only for series whose settings give KEY a value")
     config.addinivalue_line("markers", "needs_restore: the test reads a restored database")
 

@@ -61,16 +61,21 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     in the backup folder. Once the options are known (now), a run with no path
     arguments and no config file found is set up again from the invocation folder,
     as pytest itself would have done.
+
+    pytest has no public way to redo that choice once plugins are loaded (only
+    ``--rootdir``, which users would have to type), so ``_recover_rootdir`` sets
+    private ``Config`` attributes; it was checked against pytest 9.2.0 and any
+    failure there leaves pytest's own choice in place.
     """
     try:
         _recover_rootdir(early_config, args)
     except Exception:  # private pytest internals moved: keep pytest's own choice
         pass
-    if _asked_for(early_config) and not early_config.known_args_namespace.file_or_dir:
+    if asked_for(early_config) and not early_config.known_args_namespace.file_or_dir:
         args.append(str(SUITES))  # backups to verify and no test paths: the built-in suites are the job
 
 
-def _asked_for(config: pytest.Config) -> bool:
+def asked_for(config: pytest.Config) -> bool:
     """The plugin acts only when backups are named: --backups, or a config file with sources. In any other
     pytest run of an environment it is installed in, it adds its options and nothing else."""
     ns = config.known_args_namespace
@@ -93,7 +98,7 @@ def _recover_rootdir(config: pytest.Config, args: list[str]) -> None:
         inifile=None, override_ini=ns.override_ini, args=[], rootdir_cmd_arg=None,
         invocation_dir=config.invocation_params.dir,
     )
-    if inipath is None or rootpath == config.rootpath:
+    if rootpath == config.rootpath:
         return
     config._rootpath = rootpath  # type: ignore[attr-defined]
     config._inipath = inipath  # type: ignore[attr-defined]
@@ -155,6 +160,8 @@ def resolve(config: pytest.Config) -> Settings:
     except ConfigError as exc:
         raise pytest.UsageError(f"backupcheck: {exc}") from None
     if not settings.reports_dir.is_absolute():
-        settings = replace(settings, reports_dir=Path(config.rootpath) / settings.reports_dir)
+        # Beside the project's pytest configuration; in a folder without one, where pytest was started.
+        base = Path(config.rootpath) if config.inipath is not None else Path(config.invocation_params.dir)
+        settings = replace(settings, reports_dir=base / settings.reports_dir)
     config.stash[SETTINGS] = settings
     return settings
