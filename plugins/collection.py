@@ -23,27 +23,51 @@ RESTORED_FIXTURES = frozenset({"restored", "restore_attempt", "restored_db", "re
 _PARAM = re.compile(r"\[([^\[\]]*)\](?:@[^\]]*)?$")
 
 
-def group_of_nodeid(nodeid: str) -> str:
-    """A test's group from its id alone: the backup key (or series) in brackets; 'run' for the rest."""
-    m = _PARAM.search(nodeid)
-    return m.group(1) if m else "run"
+class Groups:
+    """A test's group from its id: the backup (or series) parameter it carries, found among the listing's own
+    keys, so that a second parametrize axis (``[shop-20261121T020000Z-orders]``) does not split a backup."""
+
+    def __init__(self, listing: Listing) -> None:
+        self.known = {b.key for b in listing.backups()} | {f"series-{safe_id(s.name)}" for s in listing.series}
+        self.series_ids = {safe_id(s.name): f"series-{safe_id(s.name)}" for s in listing.series}
+
+    def of(self, nodeid: str) -> str:
+        m = _PARAM.search(nodeid)
+        if not m:
+            return "run"
+        ident = m.group(1)
+        if ident in self.known:
+            return ident
+        parts = ident.split("-")
+        # the longest run of '-'-joined parts that is a backup key (ids of several parameters are '-'-joined)
+        for size in range(len(parts), 0, -1):
+            for start in range(len(parts) - size + 1):
+                candidate = "-".join(parts[start:start + size])
+                if candidate in self.known:
+                    return candidate
+                if candidate in self.series_ids and size == len(parts):
+                    return self.series_ids[candidate]
+        return "run"
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
     """Send all tests of one backup to one worker, so it is restored once.
 
-    xdist's own loadgroup relies on rewriting node ids, which pytest 9.2 no longer
-    allows (the xdist_group marks are then silently ignored); grouping by the
-    backup key that every test id carries needs no such rewrite.
+    xdist's own loadgroup (``xdist_group`` marks) works by rewriting node ids, which pytest 9.2 no longer takes
+    into account: the marks are then silently ignored (pytest-dev/pytest-xdist#1386). The controller has the
+    listing, so it groups by the backup each test id carries instead.
     """
-    if config.stash.get(RUN, None) is None or config.getvalue("dist") not in ("load", "loadgroup"):
+    state = config.stash.get(RUN, None)
+    if state is None or config.getvalue("dist") not in ("load", "loadgroup"):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    groups = Groups(state.listing)
+
     class BackupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return group_of_nodeid(nodeid)
+            return groups.of(nodeid)
 
     return BackupScheduling(config, log)
 

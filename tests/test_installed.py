@@ -5,6 +5,7 @@ backups."""
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -38,8 +39,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment with the wheel built from this checkout (its dependencies come from ours,
     through a path entry, so nothing is downloaded); returns its python."""
     root = tmp_path_factory.mktemp("installed")
+    source = root / "source"  # setuptools writes build/ beside the sources: a copy keeps the checkout clean
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
+    for name in ("backupcheck", "plugins", "fixtures", "suites"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(root / "dist"), str(REPO)], check=True, capture_output=True)
+                    "-w", str(root / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((root / "dist").glob("backupcheck-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "env")], check=True)
     env_site = next((root / "env" / "lib").glob("python3*/site-packages"))

@@ -249,3 +249,20 @@ def test_an_archive_refused_for_security_is_still_read_in_full_for_integrity(run
     assert run.outcomes["test_every_artifact_is_complete_and_readable[vault-20250101T020000Z]"] == "passed"
     assert run.outcomes["test_every_artifact_is_complete_and_readable[vault-20250102T020000Z]"] == "failed"
     assert "data block" in run.messages["test_every_artifact_is_complete_and_readable[vault-20250102T020000Z]"]
+
+
+def test_a_second_parametrize_axis_keeps_each_backup_on_one_worker(run_suites, clean_dir, tmp_path):
+    """A team's check parametrized by table as well as by backup: still one restore per backup on two workers."""
+    ours = tmp_path / "checks" / "test_ours.py"
+    ours.parent.mkdir()
+    ours.write_text(
+        "import pytest\n\n\n"
+        "@pytest.mark.parametrize('table', ['users', 'orders', 'order_items'])\n"
+        "def test_table_is_not_empty(restored_db, table):\n"
+        "    assert restored_db.execute(f'SELECT count(*) FROM {table}').fetchone()[0] > 0\n")
+    run = run_suites("--backups", str(clean_dir / "custom"), "--backups", str(clean_dir / "plain"), "-n", "2",
+                     config='restore = "all"\n', suites=ours)
+    assert run.ret == 0, run.stdout[-3000:]
+    assert len(run.with_outcome("passed")) == 3 * 8 and any(k.endswith("-orders]") for k in run.outcomes)
+    log = restore_log(run.reports)
+    assert len(log) == 8 and len({r["backup"] for r in log}) == 8, "a backup was restored twice"
