@@ -10,6 +10,7 @@ pytest_plugins = [
     "backupcheck.plugins.run",
     "backupcheck.plugins.collection",
     "backupcheck.plugins.reporting",
+    "backupcheck.plugins.verdict",
     "backupcheck.fixtures.backups",
     "backupcheck.fixtures.servers",
 ]

@@ -1,4 +1,5 @@
-"""Reports: HTML (self-contained), Allure and JUnit by default, a table of backups, and attachments."""
+"""Reports: results.json (the run as data), and rendered from it the table of backups on the terminal, in the
+self-contained HTML report and in the CI job summary; Allure and JUnit by default; attachments."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from backupcheck.results import VERSION as RESULTS_VERSION
+
 from .options import SETTINGS, resolve
 
 ATTACHMENTS = pytest.StashKey[list[tuple[str, str]]]()
 _OUTCOMES = pytest.StashKey[dict[str, dict[str, object]]]()
+_CHECKS = pytest.StashKey[dict[str, dict[str, object]]]()
+_STARTED = pytest.StashKey[datetime]()
+RESULTS = pytest.StashKey[dict]()  # the run's results document, once the session has finished
 _RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
 
 
@@ -31,12 +37,22 @@ def record_restore(node: pytest.Item, restored: object) -> None:
     profile = getattr(restored, "profile", None)
     if profile is not None:
         node.user_properties.append(("profile", f"{profile.name} ({getattr(restored, 'profile_reason', '')})"))
+    node.user_properties.append(("restore", {
+        "seconds": round(result.seconds, 3), "server": getattr(restored, "target_label", ""), "tool": result.tool,
+        "profile": getattr(profile, "name", ""), "profile_reason": getattr(restored, "profile_reason", ""),
+        "harmful_errors": len(result.harmful), "errors": len(result.errors), "aborted": result.aborted,
+        "skipped": [str(x) for x in getattr(restored, "skipped", [])],
+    }))
     logged = node.config.stash.setdefault(_LOGGED, set())
     if result.backup in logged:
         return
     logged.add(result.backup)
     backup = restored.backup  # type: ignore[attr-defined]
+    from .run import RUN
+
+    state = node.config.stash.get(RUN, None)
     line = json.dumps({
+        "run": state.shared.name if state is not None else "",
         "backup": result.backup, "series": backup.series, "taken_at": backup.taken_at.isoformat(),
         "restored_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(result.seconds, 3),
         "tool": result.tool, "harmful_errors": len(result.harmful), "errors": len(result.errors),
@@ -68,6 +84,8 @@ def _runs_suites(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OUTCOMES] = {}
+    config.stash[_CHECKS] = {}
+    config.stash[_STARTED] = datetime.now(UTC)
     if not _runs_suites(config):
         return
     # Every file this run writes (decompressed, decrypted and unpacked copies, downloads, reports with sample
@@ -87,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(opt, "xmlpath", None) is None:
         opt.xmlpath = str(reports / "junit.xml")
     Path(reports).mkdir(parents=True, exist_ok=True)
-    (Path(reports) / "restore-log.jsonl").unlink(missing_ok=True)  # this run's restores only
+    # restore-log.jsonl is appended to, run after run (each line names its run); results.json holds this run's.
 
 
 # --- what each test shows -------------------------------------------------------------------
@@ -132,7 +150,10 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     if item.config.stash.get(RUN, None) is None:
         yield
         return
-    item.user_properties.append(("backup_group", subject_of(item)[0]))
+    from .collection import family_of
+
+    group, series = subject_of(item)
+    item.user_properties += [("backup_group", group), ("family", family_of(item)), ("series", series)]
     params = getattr(getattr(item, "callspec", None), "params", {})
     backup = params.get("backup")
     if backup is not None:
@@ -154,6 +175,12 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    if report.when == "call":
+        from .verdict import findings_of
+
+        found = findings_of(item)
+        if found:
+            report.user_properties.append(("findings", found))
     if report.when != "call" and not (report.when == "setup" and report.failed):
         return
     attachments = item.stash.get(ATTACHMENTS, [])
@@ -195,44 +222,68 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def backup_rows(config: pytest.Config) -> list[dict[str, str]]:
+def build_results(config: pytest.Config, exitstatus: int) -> dict:
+    """The run as data (``backupcheck.results.SCHEMA``), from the listing and what each test reported."""
+    from backupcheck import __version__ as ours
+    from backupcheck.targets import CONTAINMENT
+
     from .run import RUN
 
-    state = config.stash.get(RUN, None)
-    if state is None:
-        return []
+    state = config.stash[RUN]
+    settings = config.stash[SETTINGS]
     outcomes = config.stash[_OUTCOMES]
-    now = config.stash[SETTINGS].now or datetime.now(UTC)
-    rows = []
+    started = config.stash[_STARTED]
+    import platform
+
+    backups = []
     for b in state.listing.backups():
         o = outcomes.get(b.key, {})
-        secs = o.get("restore_seconds")
+        backups.append({
+            "key": b.key, "series": b.series, "taken_at": b.taken_at.isoformat(), "format": b.format_summary(),
+            "size": int(b.size), "artifacts": [a.name for a in b.artifacts],
+            "verdict": str(o.get("verdict", "not run")), "restore": o.get("restore"),
+        })
+    return {
+        "schema": "backupcheck-results", "version": RESULTS_VERSION,
+        "run": {
+            "id": state.shared.name, "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "now": (settings.now or started).isoformat(timespec="seconds"), "demo": bool(settings.demo),
+            "provider": {"kind": state.decision.kind, "reason": state.decision.reason},
+            "containment": CONTAINMENT.get(state.decision.kind, ""),
+            "sources": [str(x) for x in settings.sources],
+            "versions": {"backupcheck": ours, "pytest": pytest.__version__, "python": platform.python_version()},
+            "exit_status": int(exitstatus),
+        },
+        "backups": backups,
+        "checks": sorted(config.stash[_CHECKS].values(), key=lambda c: str(c["nodeid"])),
+    }
+
+
+def backup_rows(document: dict, now: datetime) -> list[dict[str, str]]:
+    """The table of backups, rendered from the results document."""
+    rows = []
+    for b in document["backups"]:
+        restore = b["restore"]
         rows.append({
-            "series": b.series, "time": b.taken_at.strftime("%Y-%m-%d %H:%M UTC"), "format": b.format_summary(),
-            "size": _size(b.size), "age": _age(now, b.taken_at),
-            "restore": f"{secs:.1f} s" if isinstance(secs, (int, float)) else "-",
-            "verdict": str(o.get("verdict", "not run")),
+            "series": b["series"], "time": datetime.fromisoformat(b["taken_at"]).strftime("%Y-%m-%d %H:%M UTC"),
+            "format": b["format"], "size": _size(b["size"]), "age": _age(now, datetime.fromisoformat(b["taken_at"])),
+            "restore": f"{restore['seconds']:.1f} s" if restore else "-", "verdict": b["verdict"],
         })
     return rows
 
 
-def profile_lines(config: pytest.Config) -> list[str]:
+def profile_lines(document: dict) -> list[str]:
     """Which profile each series was restored under, and why (configured, or auto-detected from what)."""
-    from .run import RUN
-
-    state = config.stash.get(RUN, None)
-    if state is None:
-        return []
-    outcomes = config.stash[_OUTCOMES]
     seen: dict[str, str] = {}
-    for b in state.listing.backups():  # oldest first: the newest restore's word stands
-        text = outcomes.get(b.key, {}).get("profile")
-        if text:
-            seen[b.series] = str(text)
+    for b in document["backups"]:  # oldest first: the newest restore's word stands
+        if b["restore"] and b["restore"]["profile"]:
+            seen[b["series"]] = f"{b['restore']['profile']} ({b['restore']['profile_reason']})"
     return [f"{series}: {text}" for series, text in sorted(seen.items())]
 
 
 _COLUMNS = ("series", "time", "format", "size", "age", "restore", "verdict")
+_KINDS = {"local": "local clusters", "container": "containers", "dsn": "an existing server"}
 
 
 def provider_line(config: pytest.Config) -> str:
@@ -241,8 +292,7 @@ def provider_line(config: pytest.Config) -> str:
     state = config.stash.get(RUN, None)
     if state is None:
         return ""
-    kind = {"local": "local clusters", "container": "containers", "dsn": "an existing server"}[state.decision.kind]
-    return f"{kind} ({state.decision.reason})"
+    return f"{_KINDS[state.decision.kind]} ({state.decision.reason})"
 
 
 def containment_line(config: pytest.Config) -> str:
@@ -255,17 +305,26 @@ def containment_line(config: pytest.Config) -> str:
     return CONTAINMENT.get(state.decision.kind, "") if state is not None else ""
 
 
-def _banner(config: pytest.Config) -> str:
-    settings = config.stash[SETTINGS]
-    if settings.demo:
+def _banner(demo: bool) -> str:
+    if demo:
         return ("DEMO: no backups were configured, so this run verified a generated sample: a week of nightly "
                 "backups of a small shop database, one of them broken on purpose. Point --backups at your "
                 "backups (or set sources in backupcheck.toml) to verify real ones.")
     return ""
 
 
+def _short(report: pytest.TestReport) -> str:
+    if report.passed:
+        return ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])[:2000]
+    text = getattr(report, "longreprtext", "") or str(report.longrepr or "")
+    return text[-4000:]
+
+
 class Summary:
-    """Controller-side hooks that need the run's config: outcomes per backup, and the tables."""
+    """Controller-side hooks: what every test reported, gathered into the results document, and the reports
+    rendered from it."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -275,15 +334,48 @@ class Summary:
         group = props.get("backup_group")
         if group is None:
             return
-        row = self.config.stash[_OUTCOMES].setdefault(str(group), {"verdict": "skipped", "restore_seconds": None})
+        row = self.config.stash[_OUTCOMES].setdefault(str(group), {"verdict": "skipped", "restore": None})
         status = "error" if report.when != "call" and report.failed else report.outcome
         if report.when == "call" or report.failed or report.skipped:
             if _RANK.get(status, 0) > _RANK.get(str(row["verdict"]), 0):
                 row["verdict"] = "failed" if status == "error" else status
-        if "restore_seconds" in props:
-            row["restore_seconds"] = props["restore_seconds"]
-        if "profile" in props:
-            row["profile"] = props["profile"]
+        if props.get("restore") and row["restore"] is None:
+            row["restore"] = props["restore"]
+        checks = self.config.stash[_CHECKS]
+        if report.when == "call" or (report.when == "setup" and not report.passed) or \
+                (report.when == "teardown" and report.failed):
+            entry = checks.get(report.nodeid)
+            if entry is None or report.when != "teardown":
+                name = report.nodeid.split("::")[-1]
+                entry = checks[report.nodeid] = {
+                    "nodeid": report.nodeid, "name": name.split("[")[0], "family": str(props.get("family", "")),
+                    "series": str(props.get("series", "")), "backup": str(group),
+                    "outcome": status if status in ("passed", "failed", "error", "skipped") else "error",
+                    "seconds": round(float(report.duration), 3), "message": _short(report),
+                    "findings": list(props.get("findings", [])),
+                }
+            else:  # a teardown that failed after the test: the check errs
+                entry["outcome"], entry["message"] = "error", _short(report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Before pytest-html writes its report: the results document, on disk and for the renderers."""
+        from backupcheck import results
+
+        from .run import RUN
+
+        if self.config.stash.get(RUN, None) is None:
+            return
+        document = build_results(self.config, exitstatus)
+        self.config.stash[RESULTS] = document
+        path = self.config.stash[SETTINGS].reports_dir / "results.json"
+        try:
+            results.write(document, path)
+        except OSError as exc:
+            warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
+
+    def _now(self) -> datetime:
+        return self.config.stash[SETTINGS].now or datetime.now(UTC)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_report_title(self, report) -> None:  # type: ignore[no-untyped-def]
@@ -292,7 +384,10 @@ class Summary:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
-        banner = _banner(self.config)
+        document = self.config.stash.get(RESULTS, None)
+        if document is None:
+            return
+        banner = _banner(document["run"]["demo"])
         cells = "".join(f"<th>{c}</th>" for c in _COLUMNS)
         colour = {"failed": "color:#c00;font-weight:bold", "passed": "color:#070"}
         body = "".join(
@@ -300,11 +395,12 @@ class Summary:
                 f"<td style='{colour.get(r[c], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
                 for c in _COLUMNS
             ) + "</tr>"
-            for r in backup_rows(self.config)
+            for r in backup_rows(document, self._now())
         )
-        profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(self.config))
-        contained = containment_line(self.config)
-        block = (f"<p><b>Restored in:</b> {html.escape(provider_line(self.config))}</p>"
+        profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(document))
+        provider = document["run"]["provider"]
+        contained = document["run"]["containment"]
+        block = (f"<p><b>Restored in:</b> {html.escape(_KINDS[provider['kind']])} ({html.escape(provider['reason'])})</p>"
                  + (f"<p><b>Containment:</b> {html.escape(contained)}</p>" if contained else "")
                  + (f"<p><b>Profiles:</b></p><ul>{profiles}</ul>" if profiles else "") +
                  f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
@@ -313,19 +409,22 @@ class Summary:
         prefix.append(block)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:  # type: ignore[no-untyped-def]
-        rows = backup_rows(self.config)
+        document = self.config.stash.get(RESULTS, None)
+        if document is None:
+            return
+        rows = backup_rows(document, self._now())
         if not rows:
             return
         tr = terminalreporter
         tr.section("backups verified")
-        banner = _banner(self.config)
+        banner = _banner(document["run"]["demo"])
         if banner:
             tr.write_line(banner, yellow=True, bold=True)
-        tr.write_line(f"restored in: {provider_line(self.config)}")
-        contained = containment_line(self.config)
-        if contained:
-            tr.write_line(f"containment: {contained}")
-        for line in profile_lines(self.config):
+        provider = document["run"]["provider"]
+        tr.write_line(f"restored in: {_KINDS[provider['kind']]} ({provider['reason']})")
+        if document["run"]["containment"]:
+            tr.write_line(f"containment: {document['run']['containment']}")
+        for line in profile_lines(document):
             tr.write_line(f"profile of {line}")
         widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
         tr.write_line("  ".join(c.ljust(widths[c]) for c in _COLUMNS))
@@ -344,7 +443,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"backupcheck: {len(state.listing.backups())} backup(s) in {len(state.listing.series)} series",
              f"backupcheck: restores in: {provider_line(config)}",
              f"backupcheck: containment: {containment_line(config)}"]
-    banner = _banner(config)
+    banner = _banner(config.stash[SETTINGS].demo)
     if banner:
         lines.insert(0, banner)
     return lines

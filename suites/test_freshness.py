@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from backupcheck.checks import history
-from backupcheck.model import render
+from backupcheck.plugins.verdict import judge
 
 
 def test_newest_backup_is_within_rpo(series, settings, now):
     """The newest backup of the series is younger than its RPO (default: usual spacing + 2 h)."""
     findings = history.newest_within_rpo(series, settings.for_series(series.name), now)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 def test_no_gap_between_backups_exceeds_schedule(series, settings):
@@ -19,4 +19,4 @@ def test_no_gap_between_backups_exceeds_schedule(series, settings):
     findings, not_applicable = history.gaps_within_schedule(series, settings.for_series(series.name))
     if not_applicable:
         pytest.skip(not_applicable)
-    assert not findings, render(findings)
+    judge(findings)

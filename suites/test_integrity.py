@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backupcheck.checks import integrity
-from backupcheck.model import Finding, render
+from backupcheck.model import Finding
+from backupcheck.plugins.verdict import judge
 
 
 def test_every_source_holds_readable_backups(listing, settings):
@@ -15,26 +16,26 @@ def test_every_source_holds_readable_backups(listing, settings):
     if not listing.backups():
         findings.append(Finding("integrity", "sources", "no backup was found", "at least one backup",
                                 f"nothing in {', '.join(settings.sources)}"))
-    assert not findings, render(findings)
+    judge(findings)
 
 
 def test_every_artifact_is_complete_and_readable(backup, artifact_evidence, archive_data_problems, attach):
     """Every artifact is recognised, non-empty and reads to its end: compression CRCs, archive TOC and data blocks, trailer, JSON, tar, bundle."""
     attach("artifacts", "\n".join(f"{a.path}  {a.describe()}  {a.size:,} bytes" for a in backup.artifacts))
     findings = integrity.readable(backup, artifact_evidence, archive_data_problems)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 def test_sidecar_checksums_match(backup, artifact_evidence):
     """Every sidecar checksum (.sha256, .md5) matches the file it describes."""
     findings = integrity.checksums(backup, artifact_evidence)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 def test_dump_carries_no_commands_for_the_host(backup, artifact_evidence):
     """A dump holds no psql meta-command or server-side escape (COPY PROGRAM, untrusted code) that could act on the checking host."""
     findings = integrity.safety(backup, artifact_evidence)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 @pytest.mark.when_configured("encryption")
@@ -42,4 +43,4 @@ def test_artifacts_are_encrypted_as_required(backup, encryption_evidence, series
     """Every artifact is encrypted as the series requires: with gpg, or server-side in S3 (with the expected KMS key)."""
     findings = integrity.encryption(backup, encryption_evidence, series_settings.encryption or "",
                                     series_settings.kms_key_id)
-    assert not findings, render(findings)
+    judge(findings)

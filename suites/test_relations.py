@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backupcheck.checks import restoring
-from backupcheck.model import render
+from backupcheck.plugins.verdict import judge
 
 
 @pytest.mark.needs_restore
@@ -13,7 +13,7 @@ def test_every_foreign_key_has_no_orphans(restored, attach):
     """Every foreign key, NOT VALID ones included, has zero orphan rows (keys the restore validated are proven already)."""
     findings, notes = restoring.foreign_key_orphans(restored.require())
     attach("foreign keys", "\n".join(notes) or "the dump declares no foreign key")
-    assert not findings, render(findings)
+    judge(findings)
 
 
 @pytest.mark.needs_restore
@@ -22,4 +22,4 @@ def test_every_configured_relation_has_no_orphans(restored, series_settings, att
     """Every relation declared in the config (child.column -> parent.column) has zero orphan rows."""
     findings, notes = restoring.relation_orphans(restored.require(), series_settings.relations)
     attach("configured relations", "\n".join(notes))
-    assert not findings, render(findings)
+    judge(findings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backupcheck.checks import restoring
-from backupcheck.model import render
+from backupcheck.plugins.verdict import judge
 
 
 @pytest.mark.needs_restore
@@ -17,7 +17,7 @@ def test_restoring_server_fits_the_dump(restore_attempt, attach):
     where = attempt.db.target_label if attempt.db is not None else ""
     attach("compatibility", attempt.compat.report())
     findings = restoring.compatible(attempt.backup.key, attempt.compat, where)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 @pytest.mark.needs_restore
@@ -27,14 +27,14 @@ def test_restores_without_harmful_errors(restored, attach):
     attach("restore errors", db.result.report() + (f"\nskipped: {', '.join(db.skipped)}" if db.skipped else ""))
     attach("restore", f"tool: {db.result.tool}\nseconds: {db.result.seconds:.2f}\ndatabases: {', '.join(db.result.databases)}")
     findings = restoring.restored_cleanly(db)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 @pytest.mark.needs_restore
 def test_every_table_in_the_dump_exists_after_restore(restored):
     """Every table the dump defines exists in the restored database."""
     findings = restoring.every_table_exists(restored.require())
-    assert not findings, render(findings)
+    judge(findings)
 
 
 @pytest.mark.needs_restore
@@ -42,4 +42,4 @@ def test_every_table_in_the_dump_exists_after_restore(restored):
 def test_restore_time_is_within_rto(restored, series_settings):
     """The restore finished within the series' RTO."""
     findings = restoring.within_rto(restored.require(), series_settings.rto)
-    assert not findings, render(findings)
+    judge(findings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backupcheck.checks import restoring
-from backupcheck.model import render
+from backupcheck.plugins.verdict import judge
 
 
 def _table(counts, before=None):
@@ -28,7 +28,7 @@ def test_critical_tables_meet_their_minimum_rows(backup, row_counts, series_sett
     """Every critical table exists, is non-empty and holds at least its configured minimum of rows."""
     attach("row counts", _table(row_counts))
     findings = restoring.critical_tables(backup.key, row_counts, series_settings)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 @pytest.mark.needs_restore
@@ -40,4 +40,4 @@ def test_no_table_lost_more_rows_than_allowed_since_previous_backup(backup, rest
     row_counts = restored.require().row_counts()
     attach("row counts", _table(row_counts, before))
     findings = restoring.row_drops(backup.key, backup.series, previous_key, row_counts, before, series_settings)
-    assert not findings, render(findings)
+    judge(findings)

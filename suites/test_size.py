@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from backupcheck.checks import history
-from backupcheck.model import render
+from backupcheck.plugins.verdict import judge
 
 
 def test_backup_meets_minimum_size(backup, listing, series_settings):
     """The backup is at least the series' minimum size (default: not empty)."""
     findings = history.minimum_size(listing.series_of(backup), backup.key, backup.size, series_settings)
-    assert not findings, render(findings)
+    judge(findings)
 
 
 def test_backup_size_is_within_tolerance_of_usual(backup, listing, series_settings):
@@ -19,4 +19,4 @@ def test_backup_size_is_within_tolerance_of_usual(backup, listing, series_settin
     findings, not_applicable = history.within_tolerance(listing.series_of(backup), backup.key, series_settings)
     if not_applicable:
         pytest.skip(not_applicable)
-    assert not findings, render(findings)
+    judge(findings)

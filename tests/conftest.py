@@ -127,6 +127,21 @@ class SuiteRun:
     def failed(self) -> set[str]:
         return self.with_outcome("failed") | self.with_outcome("error")
 
+    def results(self) -> dict:
+        import json
+
+        return json.loads((self.reports / "results.json").read_text())
+
+    def restores(self) -> list[dict]:
+        """This run's lines of restore-log.jsonl (the file is appended to, run after run)."""
+        import json
+
+        path = self.reports / "restore-log.jsonl"
+        if not path.exists():
+            return []
+        run = self.results()["run"]["id"]
+        return [line for line in map(json.loads, path.read_text().splitlines()) if line.get("run") == run]
+
 
 def _parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     outcomes, messages = {}, {}

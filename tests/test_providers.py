@@ -25,9 +25,7 @@ RESTORE_SUITE = SUITES / "test_restore.py"
 
 
 def restore_log(run) -> list[dict]:  # type: ignore[no-untyped-def]
-    import json
-
-    return [json.loads(line) for line in (run.reports / "restore-log.jsonl").read_text().splitlines()]
+    return run.restores()
 
 
 @pytest.fixture(scope="session")

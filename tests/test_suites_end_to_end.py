@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +24,6 @@ RESTORABLE_SERIES = {"shop", "scenescout_backup", "plain-backup", "pairs", "verc
                      "ledger", "archive", "db_cluster", "folders-backup"}
 
 
-def restore_log(reports: Path) -> list[dict]:
-    path = reports / "restore-log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_clean_backups_of_every_shape_pass_every_check(run_suites, clean_dir):
@@ -36,7 +32,7 @@ def test_clean_backups_of_every_shape_pass_every_check(run_suites, clean_dir):
     assert run.ret == 0
     for family, test in FAMILY_TESTS.items():
         assert any(k.startswith(test + "[") and v == "passed" for k, v in run.outcomes.items()), family
-    restored = restore_log(run.reports)
+    restored = run.restores()
     assert {r["series"] for r in restored} == RESTORABLE_SERIES
     assert len(restored) == len({r["backup"] for r in restored}), "each backup is restored once"
     assert all(r["harmful_errors"] == 0 and r["seconds"] > 0 for r in restored)
@@ -60,7 +56,7 @@ def test_a_parallel_run_gives_the_same_verdicts_and_restores_each_backup_once(ru
     serial = run_suites("--backups", str(root))
     parallel = run_suites("--backups", str(root), "-n", "2")
     assert parallel.outcomes == serial.outcomes
-    log = restore_log(parallel.reports)
+    log = parallel.restores()
     assert sorted(r["backup"] for r in log) == sorted({r["backup"] for r in log})
     assert len({r["pid"] for r in log}) == 2, "both workers restored something"
 
@@ -85,7 +81,7 @@ def test_a_hostile_plain_dump_runs_nothing_and_fails_with_a_security_finding(run
         assert "SECURITY" in run.messages[f"test_dump_carries_no_commands_for_the_host[{key}]"]
         restore = run.messages[f"test_restores_without_harmful_errors[{key}]"]
         assert "not restored" in restore, restore
-    assert restore_log(run.reports) == []
+    assert run.restores() == []
 
 
 def test_the_demo_runs_without_configuration_and_says_it_is_a_demo(run_suites, now):
@@ -124,7 +120,7 @@ def test_a_truncated_archive_that_is_restored_fails_integrity_from_the_restores_
     key = f"shop-{src.name.split('_', 1)[1].split('.')[0].replace('_', 'T')}Z"
     assert run.outcomes[f"test_every_artifact_is_complete_and_readable[{key}]"] == "failed"
     assert run.outcomes[f"test_restores_without_harmful_errors[{key}]"] == "failed"
-    assert len(restore_log(run.reports)) == 1, "the archive was read by the restore, not a second time"
+    assert len(run.restores()) == 1, "the archive was read by the restore, not a second time"
 
 
 def test_a_restore_error_that_loses_a_table_fails_and_names_it_while_benign_errors_pass(run_suites, farm, tmp_path):
@@ -264,5 +260,5 @@ def test_a_second_parametrize_axis_keeps_each_backup_on_one_worker(run_suites, c
                      config='restore = "all"\n', suites=ours)
     assert run.ret == 0, run.stdout[-3000:]
     assert len(run.with_outcome("passed")) == 3 * 8 and any(k.endswith("-orders]") for k in run.outcomes)
-    log = restore_log(run.reports)
+    log = run.restores()
     assert len(log) == 8 and len({r["backup"] for r in log}) == 8, "a backup was restored twice"

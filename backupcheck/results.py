@@ -1,0 +1,130 @@
+"""One run's results as data: ``reports/results.json``, from which the terminal table, the HTML summary and the
+CI job summary are rendered, and which later tools (history, merging shards) read.
+
+The document is versioned (``version``); SCHEMA is its JSON Schema. Nothing secret goes in: sources are the
+paths and URLs as given (credentials never are), servers are described without passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+
+_FINDING = {
+    "type": "object",
+    "required": ["check", "subject", "what", "expected", "found", "hint", "where"],
+    "properties": {k: {"type": "string"} for k in ("check", "subject", "what", "expected", "found", "hint", "where")},
+    "additionalProperties": False,
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://backupcheck.invalid/results-1.json",
+    "title": "backupcheck results",
+    "type": "object",
+    "required": ["schema", "version", "run", "backups", "checks"],
+    "additionalProperties": False,
+    "properties": {
+        "schema": {"const": "backupcheck-results"},
+        "version": {"const": VERSION},
+        "run": {
+            "type": "object",
+            "required": ["id", "started", "finished", "now", "demo", "provider", "containment", "sources",
+                         "versions", "exit_status"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "started": {"type": "string", "format": "date-time"},
+                "finished": {"type": "string", "format": "date-time"},
+                "now": {"type": "string", "format": "date-time"},
+                "demo": {"type": "boolean"},
+                "provider": {
+                    "type": "object", "required": ["kind", "reason"], "additionalProperties": False,
+                    "properties": {"kind": {"enum": ["local", "container", "dsn"]}, "reason": {"type": "string"}},
+                },
+                "containment": {"type": "string"},
+                "sources": {"type": "array", "items": {"type": "string"}},
+                "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+                "exit_status": {"type": "integer"},
+            },
+        },
+        "backups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "series", "taken_at", "format", "size", "artifacts", "verdict", "restore"],
+                "additionalProperties": False,
+                "properties": {
+                    "key": {"type": "string"},
+                    "series": {"type": "string"},
+                    "taken_at": {"type": "string", "format": "date-time"},
+                    "format": {"type": "string"},
+                    "size": {"type": "integer", "minimum": 0},
+                    "artifacts": {"type": "array", "items": {"type": "string"}},
+                    "verdict": {"enum": ["passed", "failed", "skipped", "not run"]},
+                    "restore": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["seconds", "server", "tool", "profile", "profile_reason",
+                                             "harmful_errors", "errors", "aborted", "skipped"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "seconds": {"type": "number", "minimum": 0},
+                                    "server": {"type": "string"},
+                                    "tool": {"type": "string"},
+                                    "profile": {"type": "string"},
+                                    "profile_reason": {"type": "string"},
+                                    "harmful_errors": {"type": "integer", "minimum": 0},
+                                    "errors": {"type": "integer", "minimum": 0},
+                                    "aborted": {"type": "string"},
+                                    "skipped": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        ],
+                    },
+                },
+            },
+        },
+        "checks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["nodeid", "name", "family", "series", "backup", "outcome", "seconds", "message",
+                             "findings"],
+                "additionalProperties": False,
+                "properties": {
+                    "nodeid": {"type": "string"},
+                    "name": {"type": "string"},
+                    "family": {"type": "string"},
+                    "series": {"type": "string"},
+                    "backup": {"type": "string"},
+                    "outcome": {"enum": ["passed", "failed", "error", "skipped"]},
+                    "seconds": {"type": "number", "minimum": 0},
+                    "message": {"type": "string"},
+                    "findings": {"type": "array", "items": _FINDING},
+                },
+            },
+        },
+    },
+}
+
+
+def write(document: dict[str, Any], path: Path) -> None:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    document = json.loads(path.read_text())
+    if document.get("schema") != "backupcheck-results" or document.get("version") != VERSION:
+        raise ValueError(f"{path} is not a backupcheck results file of version {VERSION}")
+    return document

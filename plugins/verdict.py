@@ -1,0 +1,38 @@
+"""A check's verdict kept as data: its findings are stored on the test before it fails with them, so that
+results.json (and every report rendered from it) has what / expected / found / fix, not only a message."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from collections.abc import Generator, Sequence
+
+import pytest
+
+from backupcheck.model import Finding, render
+
+FINDINGS = pytest.StashKey[list[Finding]]()
+_CURRENT: contextvars.ContextVar[pytest.Item | None] = contextvars.ContextVar("backupcheck_item", default=None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    token = _CURRENT.set(item)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def judge(findings: Sequence[Finding]) -> None:
+    """Keep ``findings`` on the running test, then fail it with them when there are any."""
+    item = _CURRENT.get()
+    if item is not None:
+        item.stash[FINDINGS] = list(findings)
+    if findings:
+        raise AssertionError(render(list(findings)))
+
+
+def findings_of(item: pytest.Item) -> list[dict[str, str]]:
+    """The findings a test judged, as plain data (they travel from xdist workers in user_properties)."""
+    return [dataclasses.asdict(f) for f in item.stash.get(FINDINGS, [])]

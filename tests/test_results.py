@@ -1,0 +1,44 @@
+"""reports/results.json: the run as data, valid against its schema, and the reports rendered from it."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import jsonschema
+
+from backupcheck.results import SCHEMA
+
+
+def test_results_validate_and_every_report_renders_from_them(run_suites, faulty):
+    root, expected = faulty
+    run = run_suites("--backups", str(root))
+    document = run.results()
+    jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(document)
+    assert document["run"]["exit_status"] == run.ret == 1
+    # checks: the same outcomes as JUnit, and the findings of every failure as data
+    checks = {c["nodeid"].split("::")[-1]: c for c in document["checks"]}
+    assert {k: c["outcome"] for k, c in checks.items()} == run.outcomes
+    for name, keys in expected.items():
+        for key in keys:
+            check = checks[f"{name}[{key}]"]
+            assert check["outcome"] == "failed" and check["findings"], check
+            f = check["findings"][0]
+            assert f["subject"] == key and f["expected"] and f["found"] and f["found"] in run.messages[f"{name}[{key}]"]
+    # backups: the terminal table and the HTML summary show exactly the document's rows
+    table = run.stdout.split("backups verified", 1)[1]
+    report = (run.reports / "report.html").read_text()
+    for b in document["backups"]:
+        when = b["taken_at"][:10] + " " + b["taken_at"][11:16] + " UTC"
+        assert re.search(rf"^{re.escape(b['series'])}\s+{when}\s+.*\s{b['verdict']}\s*$", table, re.M), b
+        assert html.escape(b["series"]) in report and when in report
+    failed = {b["key"] for b in document["backups"] if b["verdict"] == "failed"}
+    assert {k for keys in expected.values() for k in keys if not k.isidentifier()} & failed
+
+
+def test_the_restore_log_is_kept_across_runs(run_suites, clean_dir):
+    first = run_suites("--backups", str(clean_dir / "custom")).results()["run"]["id"]
+    second = run_suites("--backups", str(clean_dir / "custom"))
+    lines = (second.reports / "restore-log.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and first != second.results()["run"]["id"]
+    assert len(second.restores()) == 1
