@@ -116,17 +116,20 @@ class SeriesSettings:
     profile: str | None = None  # None: detected from the dump (supabase when unmistakable, else vanilla)
     locale_fallback: str = ""  # a locale to create databases with where the dump's is not on the server
     name_timezone: str = "UTC"  # the zone of times written in backup names without an offset
+    content_columns: tuple[str, ...] = ()  # [schema.]table.column whose newest value tells when data was written
+    content_max_age: timedelta | None = None  # None: the series' RPO
 
 
 _PARSERS = {
     "rpo": parse_duration, "schedule": parse_duration, "rto": parse_duration, "size_tolerance": parse_share,
+    "content_max_age": parse_duration,
     "max_row_drop": parse_share, "min_size": parse_size, "restore": parse_restore,
 }
 
 _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
     "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
-    "name_timezone",
+    "name_timezone", "content_columns", "content_max_age",
 }
 ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
 
@@ -179,6 +182,13 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
         s = replace(s, locale_fallback=value)
     if "name_timezone" in raw:
         s = replace(s, name_timezone=parse_zone(raw["name_timezone"], f"{where}.name_timezone"))
+    if "content_columns" in raw:
+        cols = raw["content_columns"]
+        if not isinstance(cols, list) or not all(isinstance(c, str) and re.fullmatch(r"[\w$]+(\.[\w$]+){1,2}", c)
+                                                 for c in cols):
+            raise ConfigError(f"{where}.content_columns = {cols!r}: expected a list like [\"orders.created_at\", "
+                              "\"public.events.inserted_at\"]")
+        s = replace(s, content_columns=tuple(cols))
     return s
 
 

@@ -7,14 +7,15 @@ import re
 
 import pytest
 
+from backupcheck.families import REGISTRY, family_of_module
 from backupcheck.model import Backup, Listing, safe_id
 from backupcheck.settings import Settings
 
 from .options import SETTINGS
 from .run import RUN
 
-FAMILIES = ("integrity", "size", "freshness", "restore", "row_counts", "relations")
-RESTORE_BASED = frozenset({"restore", "row_counts", "relations"})
+FAMILIES = tuple(REGISTRY)  # registration order is the order tests of one backup run in
+RESTORE_BASED = frozenset(f.name for f in REGISTRY.values() if f.needs_restore)
 RESTORE_PLANNED = pytest.StashKey[frozenset[str]]()
 # A test asking for any of these reads a restored database (users' own checks need no marker).
 RESTORED_FIXTURES = frozenset({"restored", "restore_attempt", "restored_db", "restored_dsn"})
@@ -72,19 +73,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
     return BackupScheduling(config, log)
 
 
-FAMILY_HELP = {
-    "integrity": "every byte of the backup reads and decompresses",
-    "freshness": "backups are recent and regular",
-    "size": "backups are of a normal size",
-    "restore": "the backup restores into a disposable server",
-    "row_counts": "tables hold the rows they should",
-    "relations": "no orphaned rows",
-}
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    for family, help_text in FAMILY_HELP.items():  # installed, there is no pyproject of ours to declare them
-        config.addinivalue_line("markers", f"{family}: {help_text}")
+    for family in REGISTRY.values():  # installed, there is no pyproject of ours to declare them
+        config.addinivalue_line("markers", f"{family.name}: {family.description}")
     config.addinivalue_line("markers", "when_configured(key): only for series whose settings give KEY a value")
     config.addinivalue_line("markers", "needs_restore: the test reads a restored database")
 
@@ -122,7 +113,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             series = [s for s in series if _configured(getattr(settings.for_series(s.name), marker.args[0]))]
         metafunc.parametrize("series", series, ids=[safe_id(s.name) for s in series])
         return
-    if metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames):
+    if metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames) \
+            or _family_of_path(str(metafunc.definition.path)) in RESTORE_BASED:
         backups = selected_for_restore(state.listing, settings)
     else:
         backups = state.listing.backups()
@@ -141,8 +133,7 @@ def family_of(item: pytest.Item) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _family_of_path(path: str) -> str:
-    stem = path.rsplit("/", 1)[-1].removesuffix(".py")
-    return stem.removeprefix("test_") if stem.startswith("test_") else ""
+    return family_of_module(path.rsplit("/", 1)[-1].removesuffix(".py"))
 
 
 def subject_of(item: pytest.Item) -> tuple[str, str]:

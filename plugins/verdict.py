@@ -26,6 +26,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 def judge(findings: Sequence[Finding]) -> None:
     """Keep ``findings`` on the running test, then fail it with them when there are any."""
+    __tracebackhide__ = True  # the failure is the check's, shown at the check's line
     item = _CURRENT.get()
     if item is not None:
         item.stash[FINDINGS] = list(findings)

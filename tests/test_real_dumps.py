@@ -82,9 +82,11 @@ def test_a_real_dump_gets_the_verdict_restoring_it_by_hand_gave(item, restore, p
 
 @needs_real
 def test_the_real_dumps_pass_the_suites_end_to_end(run_suites):
-    """Every default, no config: the integrity, restore, row-count and relation checks all pass."""
+    """Every default, no config: the integrity, restore, row-count and relation checks all pass. (These are
+    sample databases whose rows are years older than their files: content freshness rightly fails them, and
+    the files' ages and sizes say nothing about nightly backups.)"""
     folders = [arg for a in EXPECT["artifacts"] for arg in ("--backups", str(REAL / a["id"]))]
-    run = run_suites(*folders, "-m", "not freshness and not size")
+    run = run_suites(*folders, "-m", "not freshness and not size and not content_freshness")
     assert run.ret == 0, run.stdout[-3000:]
     assert sum(1 for k, v in run.outcomes.items() if k.startswith("test_restores_without_harmful_errors") and v == "passed") == 5
 

@@ -262,3 +262,23 @@ def test_a_second_parametrize_axis_keeps_each_backup_on_one_worker(run_suites, c
     assert len(run.with_outcome("passed")) == 3 * 8 and any(k.endswith("-orders]") for k in run.outcomes)
     log = run.restores()
     assert len(log) == 8 and len({r["backup"] for r in log}) == 8, "a backup was restored twice"
+
+
+def test_a_backup_of_a_stale_database_fails_content_freshness(run_suites, farm, tmp_path):
+    """Taken last night, but its newest created_at is a month old: a stale or wrong database. Naming a column
+    that is still written (content_columns) judges that column instead."""
+    when = farmlib.nights(farm.now)[-1]
+    stale = farm.clone(farm.states[-1], "stale_content")
+    farm.sql(stale, "update users set created_at = created_at - interval '30 days'")
+    farm.sql(stale, "update orders set created_at = created_at - interval '30 days'")
+    for series in ("stale", "audited"):
+        farmlib.stamp(farm.dump(stale, tmp_path / "b" / f"{series}_{when:%Y%m%d_%H%M%S}.dump"), when)
+    run = run_suites("--backups", str(tmp_path / "b"), "-m", "content_freshness",
+                     config='[series.audited]\ncontent_columns = ["public.audit_log.at"]\n')
+    key = f"stale-{when:%Y%m%dT%H%M%SZ}"
+    name = f"test_newest_rows_are_about_as_new_as_the_backup[{key}]"
+    assert run.outcomes[name] == "failed", run.stdout[-2000:]
+    message = run.messages[name]
+    assert f"[content_freshness] {key}: the newest row is 2" in message and "older than the backup" in message
+    assert "the series' RPO" in message and "newest: public." in message and "content_max_age" in message
+    assert run.outcomes[f"test_newest_rows_are_about_as_new_as_the_backup[audited-{when:%Y%m%dT%H%M%SZ}]"] == "passed"

@@ -1,0 +1,95 @@
+"""Content freshness: a backup taken last night whose newest rows are two weeks old is a backup of a stale or
+wrong database (a replica that stopped replaying, a job dumping an old copy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from ..model import Finding
+from ..restored import RestoredBackup
+
+CANDIDATES = ("created_at", "updated_at", "inserted_at")
+_TYPES = ("timestamptz", "timestamp", "date")
+
+
+@dataclass(frozen=True)
+class Newest:
+    column: str  # [db/]schema.table.column
+    value: datetime | None  # None: the table is empty
+
+
+def _as_utc(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    return None
+
+
+def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
+    """max() of every timestamp column called created_at / updated_at / inserted_at, or of the columns named
+    (``table.column`` or ``schema.table.column``), in each restored database."""
+    from psycopg import sql
+
+    wanted_names = {n.rsplit(".", 1)[-1] for n in named} or set(CANDIDATES)
+    found: list[Newest] = []
+    for db in r.result.databases:
+        prefix = "" if db == r.main_db else f"{db}/"
+        try:
+            conn = r.connect_checks(db)
+        except Exception:
+            continue  # a database the restore did not create: the restore checks say so
+        with conn:
+            columns = conn.execute(
+                "select n.nspname, c.relname, a.attname from pg_attribute a "
+                "join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
+                "join pg_type t on t.oid = a.atttypid "
+                "where c.relkind in ('r', 'p') and not c.relispartition and a.attnum > 0 and not a.attisdropped "
+                "and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%%' "
+                "and t.typname = any(%s) and a.attname = any(%s) order by 1, 2, 3",
+                (list(_TYPES), sorted(wanted_names)),
+            ).fetchall()
+            for schema, table, column in columns:
+                key = f"{schema}.{table}.{column}"
+                if named and not any(key == n or key.endswith("." + n) or f"{prefix}{key}" == n for n in named):
+                    continue
+                q = sql.SQL("select max({}) from {}.{}").format(sql.Identifier(column), sql.Identifier(schema),
+                                                              sql.Identifier(table))
+                value = conn.execute(q).fetchone()[0]  # type: ignore[index]
+                found.append(Newest(prefix + key, _as_utc(value)))
+    return found
+
+
+def _fmt(td: timedelta) -> str:
+    days, secs = td.days, td.seconds
+    return f"{days}d {secs // 3600}h" if days else f"{secs // 3600}h {secs % 3600 // 60}m"
+
+
+def content_fresh(r: RestoredBackup, named: tuple[str, ...], max_age: timedelta, why: str
+                  ) -> tuple[list[Finding], list[str], str]:
+    """(findings, notes, not-applicable reason). Without named columns the database's newest row counts (a
+    rarely written table does not make a backup stale); each named column is judged on its own."""
+    taken = r.backup.taken_at
+    newest = newest_rows(r, named)
+    notes = [f"{n.column}: newest {n.value:%Y-%m-%d %H:%M UTC}" if n.value else f"{n.column}: no rows"
+             for n in newest]
+    dated = [n for n in newest if n.value is not None]
+    if not dated:
+        what = ", ".join(named) if named else "/".join(CANDIDATES)
+        return [], notes, (f"{r.backup.key}: no {what} timestamp column with rows; name the columns that tell "
+                           "when data was written with content_columns")
+    hint = (f"the backup may be of a stale or wrong database (a replica that stopped, an old copy dumped); if "
+            f"the data is written rarely, set series.{r.backup.series}.content_max_age")
+    judged = dated if named else [max(dated, key=lambda n: n.value)]  # type: ignore[arg-type, return-value]
+    findings = []
+    for n in judged:
+        assert n.value is not None
+        lag = taken - n.value
+        if lag > max_age:
+            findings.append(Finding(
+                "content_freshness", r.backup.key,
+                f"the newest row{' of ' + n.column if named else ''} is {_fmt(lag)} older than the backup",
+                f"a row written within {_fmt(max_age)} ({why}) before the backup's time {taken:%Y-%m-%d %H:%M UTC}",
+                f"newest: {n.column} at {n.value:%Y-%m-%d %H:%M UTC}", hint=hint))
+    return findings, notes, ""
