@@ -209,9 +209,6 @@ class Cluster:
     def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
         return {"host": str(self.sockdir), "port": PORT, "user": "postgres", "dbname": dbname}
 
-    def dsn(self, dbname: str = "postgres") -> str:
-        return f"host={self.sockdir} port={PORT} user=postgres dbname={dbname}"
-
     def env(self) -> dict[str, str]:
         """Environment for client tools: the socket, no password, nothing of the caller's PG* settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}

@@ -43,8 +43,21 @@ def engine_answers() -> tuple[bool, str]:
         finally:
             client.close()
     except Exception as exc:  # docker.errors.DockerException, connection errors, a missing socket
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return False, f"no Docker engine answered ({text[:160]})"
+        return False, f"no Docker engine: {_unanswered(str(exc))}"
+
+
+def _unanswered(error: str) -> str:
+    """Where the engine was looked for and what was there, for a person."""
+    host = os.environ.get("DOCKER_HOST", "")
+    where = host or "/var/run/docker.sock"
+    if not host and not os.path.exists("/var/run/docker.sock"):
+        return f"nothing answers at {where} (no such socket; set DOCKER_HOST if the engine listens elsewhere)"
+    if "Permission denied" in error or "PermissionError" in error:
+        return f"{where} is there, but this user may not use it (add it to the docker group)"
+    if "Connection refused" in error or "FileNotFoundError" in error or "No such file" in error:
+        return f"nothing answers at {where} (is the engine running?)"
+    first = error.splitlines()[0][:160] if error else "no answer"
+    return f"{where} did not answer ({first})"
 
 
 def image_for(template: str, major: int) -> str:

@@ -33,6 +33,12 @@ _LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE|ICU_LOCALE)\s*=\s*'(
 _CREATE_TABLESPACE = re.compile(rf"^\s*CREATE\s+TABLESPACE\s+({_IDENT})", re.I)
 
 
+def created_extension(sql: str) -> str:
+    """The extension a ``CREATE EXTENSION`` statement creates (unquoted), or ""."""
+    m = _CREATE_EXTENSION.match(sql)
+    return split_ident(m.group(1))[0] if m else ""
+
+
 def _add(into: list[str], name: str) -> None:
     if name and name not in into:
         into.append(name)
@@ -47,9 +53,7 @@ def note_requirements(scan: DumpScan, sql: str) -> None:
             _add(scan.roles_created, split_ident(m.group(1))[0])
         return
     if head.startswith("CREATE EXTENSION"):
-        m = _CREATE_EXTENSION.match(sql)
-        if m:
-            _add(scan.extensions, split_ident(m.group(1))[0])
+        _add(scan.extensions, created_extension(sql))
         return
     if head.startswith("CREATE DATABASE"):
         for m in _LOCALE_CLAUSE.finditer(sql):
@@ -123,12 +127,6 @@ class DumpScan:
     @property
     def dump_major(self) -> int | None:
         return major_of(self.dump_version) if self.dump_version else None
-
-    def has_schema(self) -> bool:
-        return bool(self.tables)
-
-    def has_data(self) -> bool:
-        return bool(self.row_counts)
 
 
 def _fk_from(sql: str, db: str | None) -> ForeignKey | None:

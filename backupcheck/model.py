@@ -80,6 +80,15 @@ class Backup:
         tarballs not unpacked yet (their bytes will tell)."""
         return bool(self.dumps) or any(a.is_remote or a.format in ("gpg", "dump-tarball") for a in self.artifacts)
 
+    def holds_no_database(self, local: Backup) -> bool:
+        """Once its bytes are here (``local``: downloaded, decrypted, unpacked), whether this backup turned out to
+        hold no database at all: only config files, bundles or plain tarballs, where the listing could not tell
+        (objects not downloaded, tarballs not unpacked). A local file that is empty or unknown is no such case:
+        it was meant to be a dump, and its restore fails."""
+        undecided = any(a.format == "tarball" for a in local.artifacts) or all(a.is_remote for a in self.artifacts)
+        return (not local.dumps and bool(self.artifacts) and undecided
+                and all(a.format in ("json", "tarball", "git-bundle", "empty") for a in local.artifacts))
+
     def format_summary(self) -> str:
         return ", ".join(sorted({a.describe() for a in self.artifacts})) or "none"
 
@@ -154,12 +163,6 @@ class Listing:
 
     def backups(self) -> list[Backup]:
         return [b for s in self.series for b in s.backups]
-
-    def find(self, key: str) -> Backup:
-        for b in self.backups():
-            if b.key == key:
-                return b
-        raise KeyError(key)
 
     def series_of(self, backup: Backup) -> Series:
         return self._index()[backup.series]

@@ -39,11 +39,11 @@ def decide(choice: str, image_template: str, dsn: str, majors: set[int]) -> Deci
                                 "or use --pg-provider local")
         return Decision("container", f"pg_provider = container was asked for; {what}")
     if not answers:
-        return Decision("local", f"auto: {what}, so local clusters")
+        return Decision("local", f"auto: {what}; restoring in local clusters")
     for major in sorted(majors or {UNKNOWN_MAJOR}):
         problem = ensure_image(image_for(image_template, major))
         if problem:
-            return Decision("local", f"auto: {what}, but {problem}, so local clusters")
+            return Decision("local", f"auto: {what}, but {problem}; restoring in local clusters")
     images = ", ".join(image_for(image_template, m) for m in sorted(majors or {UNKNOWN_MAJOR}))
     return Decision("container", f"auto: {what}, with {images}")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from . import security, sqllex
+from .dumpscan import created_extension
 from .pgarchive import DESCS, TocEntry
 
 BENIGN, NOTICE, HARMFUL, SECURITY = "benign", "notice", "harmful", "security"
@@ -62,7 +63,6 @@ def refused_attempt(message: str, statement: str = "") -> str:
     if re.match(r"^\s*ALTER\s+SYSTEM\b", statement, re.I):
         return "to change the server's configuration"
     return ""
-_CREATE_EXTENSION = re.compile(r'^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
 
 
 @dataclass(frozen=True)
@@ -363,8 +363,8 @@ class PlainRunner:
             self.skipped.append(f"{' '.join(statement.split())[:120]} (the role this restore runs as is not changed)")
             return True
         if self.skip_extensions:
-            m = _CREATE_EXTENSION.match(statement)
-            if m and m.group(1).strip('"').lower() in self.skip_extensions:
+            name = created_extension(statement)
+            if name and name.lower() in self.skip_extensions:
                 self.skipped.append(" ".join(statement.split())[:120])
                 return True
         if self.admin_conninfo is not None and _OWNER_TO.match(statement):
@@ -376,8 +376,8 @@ class PlainRunner:
         """A vetted CREATE EXTENSION, run by the superuser where the restore is contained."""
         if self.admin_conninfo is None:
             return False
-        m = _CREATE_EXTENSION.match(statement)
-        return bool(m) and m.group(1).strip('"').lower() in self.vetted
+        name = created_extension(statement)
+        return bool(name) and name.lower() in self.vetted
 
     def _admin_conn(self):  # type: ignore[no-untyped-def]
         import psycopg

@@ -27,6 +27,10 @@ class RestoreRefused(Exception):
     """The backup carries something that must not run; it is not restored."""
 
 
+class QueryFailed(Exception):
+    """A check's query on the restored database failed for another reason than a missing object: one sentence."""
+
+
 class NoServer(Exception):
     """No server could be had for the backup; ``compat`` says what does not fit, when that is why."""
 
@@ -79,6 +83,7 @@ class RestoredBackup:
         self._entries: dict[str, list] = {}
         self.target_label = ""
         self.containment = ""
+        self._counts: dict[str, int | None] | None = None
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -177,6 +182,7 @@ class RestoredBackup:
         t0 = time.monotonic()
         self.result.tool = f"{target.label}; " + ("pg_restore runs inside the container" if target.kind == "container"
                                                    else "pg_restore from this machine") + \
+            f" (-j {self.jobs} where the archive allows)" + \
             ", plain SQL through psycopg (psql is never used)" + (f"; {target.containment}" if target.containment else "")
         skip = self.profile.skipped_extensions()
         wanted = {e for ev in self.evidence if ev.scan for e in ev.scan.extensions} - set(skip)
@@ -247,6 +253,8 @@ class RestoredBackup:
         return seen
 
     def missing_tables(self) -> list[str]:
+        import psycopg
+
         missing = []
         by_db: dict[str, list[str]] = {}
         for key in self.expected_tables():
@@ -262,15 +270,22 @@ class RestoredBackup:
                         ).fetchone()
                         if row is None:
                             missing.append(key)
-            except Exception:
+            except psycopg.OperationalError as exc:
+                if f'database "{db}" does not exist' not in str(exc):
+                    raise QueryFailed(f"looking for the tables of database {db} failed: "
+                                      f"{str(exc).strip().splitlines()[0]}") from None
                 missing += keys  # the database itself is missing
         return missing
 
     def row_counts(self, keys: list[str] | None = None) -> dict[str, int | None]:
-        """Exact COUNT(*) per table, two connections at a time; None where the table is missing."""
+        """Exact COUNT(*) per table, two connections at a time; None where the table (or its database) is missing.
+        Counted once per restore: every check of the backup shares the figures."""
+        import psycopg
         from psycopg import sql
 
-        keys = keys if keys is not None else self.expected_tables()
+        if keys is None and self._counts is not None:
+            return dict(self._counts)
+        wanted = keys if keys is not None else self.expected_tables()
 
         def count(key: str) -> tuple[str, int | None]:
             db, schema, table = self.locate(key)
@@ -278,11 +293,20 @@ class RestoredBackup:
                 with self._connect(db) as conn:
                     q = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
                     return key, conn.execute(q).fetchone()[0]  # type: ignore[index]
-            except Exception:
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 return key, None
+            except psycopg.OperationalError as exc:
+                if f'database "{db}" does not exist' in str(exc):
+                    return key, None
+                raise QueryFailed(f"counting the rows of {key} failed: {str(exc).strip().splitlines()[0]}") from None
+            except psycopg.Error as exc:  # a timeout, a broken table: not "missing"
+                raise QueryFailed(f"counting the rows of {key} failed: {str(exc).strip().splitlines()[0]}") from None
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            return dict(pool.map(count, keys))
+            counts = dict(pool.map(count, wanted))
+        if keys is None:
+            self._counts = dict(counts)
+        return counts
 
     def foreign_keys(self) -> list[ForeignKey]:
         keys: list[ForeignKey] = []
@@ -371,11 +395,6 @@ class RestoreCache:
             self._failures[backup.key] = exc
             raise
         return self._current
-
-    def peek(self, backup: Backup) -> RestoredBackup | None:
-        if self._current is not None and self._current.backup.key == backup.key:
-            return self._current
-        return None
 
     def close(self) -> None:
         current, self._current = self._current, None

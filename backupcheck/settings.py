@@ -324,11 +324,6 @@ class Settings:
             return None
         return self.profiles.get(name) or builtin(name)
 
-    def s3_options(self, url: str) -> Any:
-        from .s3 import S3Options
-
-        return self.s3.get(url) or self.s3.get("") or S3Options()
-
     def for_series(self, name: str) -> SeriesSettings:
         return self.series.get(name, self.defaults)
 

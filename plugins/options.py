@@ -19,8 +19,10 @@ HELP_CONFIG = f"TOML file with sources and per-series expectations (default: {CO
 HELP_RESTORE = "Which backups of each series to restore: 'newest' (default), 'all' or a number N (config: restore)."
 HELP_JOBS = "Parallel jobs for pg_restore of archives (default 2; config: restore_jobs)."
 HELP_PG_BIN = "A PostgreSQL bin folder to consider first (repeatable; config: pg_bin)."
-HELP_WORK_DIR = "Where disposable servers and decompressed copies live (default: the system temp folder; config: work_dir)."
-HELP_CACHE = "Folder for downloads from S3, kept between runs (default: ~/.cache/backupcheck; config: cache_dir)."
+HELP_WORK_DIR = ("Where disposable servers and decompressed copies live (default: /dev/shm when the restored database "
+                 "fits there with 2 GiB to spare, else the system temp folder; config: work_dir).")
+HELP_CACHE = ("Folder for downloads from S3, kept between runs (default: $XDG_CACHE_HOME/backupcheck/downloads, else "
+              "~/.cache/backupcheck/downloads; config: cache_dir).")
 HELP_PROVIDER = ("Where backups are restored: auto (containers when a Docker engine answers, else local), container, "
                  "local or dsn (config: pg_provider).")
 HELP_DSN = ("An existing server for --pg-provider dsn, as 'host=... user=... dbname=postgres'; each backup gets a fresh "

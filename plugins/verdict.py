@@ -15,11 +15,15 @@ FINDINGS = pytest.StashKey[list[Finding]]()
 _CURRENT: contextvars.ContextVar[pytest.Item | None] = contextvars.ContextVar("backupcheck_item", default=None)
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    from backupcheck.restored import QueryFailed
+
     token = _CURRENT.set(item)
     try:
-        yield
+        return (yield)
+    except QueryFailed as exc:  # a query of the check itself failed (a timeout): a sentence, not a traceback
+        pytest.fail(str(exc), pytrace=False)
     finally:
         _CURRENT.reset(token)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backupcheck.checks import content, history
+from backupcheck.checks import content, freshness
 from backupcheck.plugins.verdict import judge
 
 
@@ -15,7 +15,7 @@ def test_newest_rows_are_about_as_new_as_the_backup(backup, restored, series_set
     if series_settings.content_max_age is not None:
         max_age, why = series_settings.content_max_age, "configured"
     else:
-        max_age, why = history.rpo_for(listing.series_of(backup), series_settings)
+        max_age, why = freshness.rpo_for(listing.series_of(backup), series_settings)
         why = f"the series' RPO, {why}"
     findings, notes, not_applicable = content.content_fresh(db, series_settings.content_columns, max_age, why)
     attach("newest rows", "\n".join(notes) or "no timestamp column")

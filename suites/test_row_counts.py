@@ -6,6 +6,7 @@ import pytest
 
 from backupcheck.checks import restoring
 from backupcheck.plugins.verdict import judge
+from backupcheck.restored import QueryFailed
 
 
 def _table(counts, before=None):
@@ -19,7 +20,10 @@ def _table(counts, before=None):
 
 @pytest.fixture
 def row_counts(restored):
-    return restored.require().row_counts()
+    try:
+        return restored.require().row_counts()
+    except QueryFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.mark.needs_restore

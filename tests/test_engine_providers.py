@@ -125,3 +125,12 @@ def test_no_pytest_import_in_the_new_engine_modules():
     root = Path(__file__).resolve().parent.parent / "backupcheck"
     for name in ("containers.py", "targets.py", "providers.py", "compat.py", "profiles.py"):
         assert "import pytest" not in (root / name).read_text()
+
+
+def test_an_engine_that_is_not_there_is_named_in_a_sentence(monkeypatch, tmp_path):
+    from backupcheck.containers import engine_answers
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    answers, why = engine_answers()
+    assert not answers
+    assert why == f"no Docker engine: nothing answers at unix://{tmp_path}/docker.sock (is the engine running?)"

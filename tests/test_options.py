@@ -66,6 +66,8 @@ def test_restore_jobs(run_suites, shop, spelling):
     run = (run_suites("--backups", str(shop), "--restore-jobs", "1", "-k", RESTORE_TEST) if spelling == "cli"
            else run_suites("--backups", str(shop), "-k", RESTORE_TEST, config="restore_jobs = 1\n"))
     assert run.failed() == set() and restored_keys(run)
+    tools = restore_tools(run.reports)
+    assert tools and all("(-j 1 where the archive allows)" in t for t in tools), tools
 
 
 @pytest.mark.parametrize("spelling", ["cli", "config"])

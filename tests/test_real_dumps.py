@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backupcheck import pgbin
-from backupcheck.checks import history, restoring
+from backupcheck.checks import freshness, restoring
 from backupcheck.cluster import ClusterFactory, RunDir
 from backupcheck.discovery import discover
 from backupcheck.dumpscan import scan_plain
@@ -193,7 +193,7 @@ def test_times_in_names_are_read_in_the_series_zone_and_a_future_backup_fails(tm
     paris = discover([folder], name_zone=lambda s: "Europe/Paris").backups()[0]
     assert utc.taken_at - paris.taken_at == timedelta(hours=1)
     series = Series("shop", (utc,))
-    findings = history.newest_within_rpo(series, SeriesSettings(), datetime(2026, 11, 20, 1, 0, tzinfo=UTC))
+    findings = freshness.newest_within_rpo(series, SeriesSettings(), datetime(2026, 11, 20, 1, 0, tzinfo=UTC))
     assert findings and "future" in findings[0].what and "name_timezone" in findings[0].hint
 
 
