@@ -17,7 +17,7 @@ from .evidence import ArtifactEvidence, EvidenceStore
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
-from .restore import HARMFUL, RestoreError, RestoreResult
+from .restore import HARMFUL, RESTORER, RestoreError, RestoreResult
 from .targets import DsnTarget, Inventory, Target
 
 log = logging.getLogger("backupcheck.restored")
@@ -84,6 +84,7 @@ class RestoredBackup:
         self.target_label = ""
         self.containment = ""
         self._counts: dict[str, int | None] | None = None
+        self.copies: list[str] = []
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -208,6 +209,15 @@ class RestoredBackup:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         target, self.target = self.target, None
+        if target is not None and self.copies:
+            from psycopg import sql
+
+            try:  # on a shared server (dsn) nothing else would drop them
+                with target.connect(target.admin_db) as conn:
+                    for name in self.copies:
+                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            except Exception:
+                log.exception("dropping the copies of %s failed", self.backup.key)
         if target is not None:
             try:
                 target.__exit__(et, ev, tb)
@@ -219,6 +229,21 @@ class RestoredBackup:
                 self.store.release(a)
             except Exception:
                 log.exception("removing a decompressed copy of %s failed", a.name)
+
+    def copy(self) -> str:
+        """A copy of the restored main database (``CREATE DATABASE … TEMPLATE``) for a check that changes data,
+        so the other checks keep the untouched restore; its name. Dropped with the restore."""
+        from psycopg import sql
+
+        assert self.target is not None
+        name = f"{self.main_db}_copy{len(self.copies) + 1}"
+        owner = sql.SQL(" OWNER {}").format(sql.Identifier(RESTORER)) if self.target.contained else sql.SQL("")
+        with self.target.connect(self.target.admin_db) as conn:
+            # a template must have no other session: checks' connections are closed after each query
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                         sql.Identifier(self.main_db)) + owner)
+        self.copies.append(name)
+        return name
 
     # -- questions ---------------------------------------------------------------------------
 

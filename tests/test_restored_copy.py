@@ -1,0 +1,37 @@
+"""The handle checks use on a restored backup: connect as the restoring role, count, and copy the restore for a
+check that changes data."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from backupcheck.cluster import RunDir
+from backupcheck.discovery import discover
+from backupcheck.evidence import EvidenceStore
+from backupcheck.providers import LocalProvider
+from backupcheck.restore import RESTORER
+from backupcheck.restored import RestoredBackup
+
+from . import farm as farmlib
+
+
+def test_a_copy_of_the_restore_can_change_while_the_restore_stays_as_it_was(farm, pg_run, tmp_path):
+    when = farmlib.nights(farm.now)[-1]
+    farmlib.stamp(farm.dump(farm.states[-1], tmp_path / "b" / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    backup = discover([tmp_path / "b"]).backups()[0]
+    with RunDir() as rundir:
+        store = EvidenceStore(rundir)
+        with RestoredBackup(store.localize(backup), LocalProvider(pg_run, (), False), store) as db:
+            before = db.row_counts(["public.orders"])["public.orders"]
+            copy = db.copy()
+            with db.connect_checks(copy) as conn:
+                assert conn.execute("select current_user").fetchone()[0] == RESTORER
+                conn.execute("delete from orders where id % 2 = 0")
+                conn.execute("create table scratch (a int)")
+            assert db.row_counts(["public.orders"])["public.orders"] == before
+            assert db.row_counts([f"{copy}/public.orders"])[f"{copy}/public.orders"] < before
+            assert db.copies == [copy]
+            target = db.target
+        with pytest.raises(psycopg.OperationalError):  # dropped with the restore (and its server gone)
+            psycopg.connect(**target.conninfo(copy), connect_timeout=3).close()
