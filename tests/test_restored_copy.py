@@ -23,14 +23,14 @@ def test_a_copy_of_the_restore_can_change_while_the_restore_stays_as_it_was(farm
     with RunDir() as rundir:
         store = EvidenceStore(rundir)
         with RestoredBackup(store.localize(backup), LocalProvider(pg_run, (), False), store) as db:
-            before = db.row_counts(["public.orders"])["public.orders"]
+            before = db.row_counts(["public.audit_log"])["public.audit_log"]
             copy = db.copy()
             with db.connect_checks(copy) as conn:
                 assert conn.execute("select current_user").fetchone()[0] == RESTORER
-                conn.execute("delete from orders where id % 2 = 0")
+                conn.execute("delete from audit_log where id % 2 = 0")
                 conn.execute("create table scratch (a int)")
-            assert db.row_counts(["public.orders"])["public.orders"] == before
-            assert db.row_counts([f"{copy}/public.orders"])[f"{copy}/public.orders"] < before
+            assert db.row_counts(["public.audit_log"])["public.audit_log"] == before
+            assert db.row_counts([f"{copy}/public.audit_log"])[f"{copy}/public.audit_log"] < before
             assert db.copies == [copy]
             target = db.target
         with pytest.raises(psycopg.OperationalError):  # dropped with the restore (and its server gone)
