@@ -42,8 +42,7 @@ def _names(items: list[str]) -> str:
 
 
 def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: Inventory | None, profile: Profile,
-           provider: str, series: str, pg_bin: tuple[str, ...] = (), only: bool = False,
-           locale_fallback: str = "") -> Compatibility:
+           provider: str, series: str, tools: pgbin.Tools = pgbin.ANY_TOOLS, locale_fallback: str = "") -> Compatibility:
     """Compare the dump with the server; ``target`` is None when no server could be had for it."""
     out = Compatibility()
     scans = [ev.scan for ev in evidence if ev.scan is not None]
@@ -55,7 +54,7 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
         if target is not None:
             tool_version, tool_path = target.tool_version, target.tool_path
         else:
-            found = pgbin.installations(pg_bin, only)
+            found = tools.installations()
             best = max(found, key=lambda i: (i.major, i.minor)) if found else None
             tool_version, tool_path = (best.version, best.tool("pg_restore")) if best else ("", "")
         have = major_of(tool_version) or 0
@@ -84,7 +83,7 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
     elif dump_versions and target is None and not out.mismatches and provider != "container":
         newest = max(dump_versions, key=version_key)
         need = major_of(newest) or 0
-        found = pgbin.installations(pg_bin, only)
+        found = tools.installations()
         best = max(found, key=lambda i: (i.major, i.minor)).describe() if found else "none"
         if not found or max(i.major for i in found) < need:
             out.mismatches.append(

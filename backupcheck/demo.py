@@ -26,7 +26,7 @@ def nightly_times(now: datetime, nights: int = 7) -> list[datetime]:
     return [last - timedelta(days=i) for i in reversed(range(nights))]
 
 
-def build(target: Path, factory: ClusterFactory, pg_bin: tuple[str, ...] = (), now: datetime | None = None) -> Path:
+def build(target: Path, factory: ClusterFactory, tools: pgbin.Tools = pgbin.ANY_TOOLS, now: datetime | None = None) -> Path:
     """Write the demo backups into ``target``; return the folder to verify."""
     import psycopg
 
@@ -34,7 +34,7 @@ def build(target: Path, factory: ClusterFactory, pg_bin: tuple[str, ...] = (), n
     folder = target / "demo-backups"
     folder.mkdir(parents=True)
     (target / "backupcheck.toml").write_text(DEMO_CONFIG)
-    inst = pgbin.pick(None, pg_bin)
+    inst = tools.pick(None)
     with factory.cluster(inst) as cluster:
         sampledb.create(cluster, "shop", scale=0.5)
         times = nightly_times(now)

@@ -112,8 +112,7 @@ def _key(artifact: Artifact, full: bool) -> str:
 class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
-    def __init__(self, rundir: Path, shared_cache: Path | None = None, pg_bin: tuple[str, ...] = (),
-                 pg_bin_only: bool = False,
+    def __init__(self, rundir: Path, shared_cache: Path | None = None, tools: pgbin.Tools = pgbin.ANY_TOOLS,
                  remote: RemoteAccess | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
         self.rundir = rundir
         self.remote = remote
@@ -121,8 +120,7 @@ class EvidenceStore:
         self._local: dict[str, Backup] = {}
         self.cache = shared_cache or (rundir / "evidence")
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.pg_bin = pg_bin
-        self.pg_bin_only = pg_bin_only
+        self.tools = tools
         self._memo: dict[str, ArtifactEvidence] = {}
         self._materialized: dict[str, Path] = {}
         self._lock = threading.Lock()
@@ -333,7 +331,7 @@ class EvidenceStore:
             return info
 
     def _newest_pg_restore(self) -> str | None:
-        found = pgbin.installations(self.pg_bin, self.pg_bin_only)
+        found = self.tools.installations()
         return max(found, key=lambda i: (i.major, i.minor)).tool("pg_restore") if found else None
 
     def _read_archive(self, a: Artifact, ev: ArtifactEvidence, full: bool) -> None:
@@ -374,8 +372,7 @@ class EvidenceStore:
         if not full:
             return
         try:
-            inst = pgbin.pick(ev.min_restore_major, self.pg_bin, why=f"archive {info.version_text}, pg_dump {info.dump_version}",
-                              only=self.pg_bin_only)
+            inst = self.tools.pick(ev.min_restore_major, why=f"archive {info.version_text}, pg_dump {info.dump_version}")
         except pgbin.NoSuitableBinaries as exc:
             ev.problems.append(f"{a.name}: cannot read its data blocks: {exc}")
             return

@@ -77,6 +77,25 @@ def places_to_look(extra: tuple[str, ...] = (), only: bool = False) -> list[tupl
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
+@dataclass(frozen=True)
+class Tools:
+    """Which PostgreSQL installations may serve a run: the --pg-bin folders first, and unless ``only``, every
+    other installation found (the embedded wheel, /usr/lib/postgresql, PATH, pg_config). One value that
+    travels from the settings to whatever picks a server or a pg_restore."""
+
+    folders: tuple[str, ...] = ()
+    only: bool = False
+
+    def installations(self) -> tuple[Installation, ...]:
+        return installations(self.folders, self.only)
+
+    def pick(self, need: int | None, why: str = "") -> Installation:
+        return pick(need, self.folders, why=why, only=self.only)
+
+
+ANY_TOOLS = Tools()  # no --pg-bin: every installation found
+
+
 def server_user() -> tuple[int, int] | None:
     """The account servers run as (see cluster.server_user); None when there is none to ask as."""
     from .cluster import ServerStartError

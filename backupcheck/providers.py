@@ -77,13 +77,12 @@ class Provider:
 class LocalProvider(Provider):
     kind = "local"
 
-    def __init__(self, factory: ClusterFactory, pg_bin: tuple[str, ...], only: bool) -> None:
+    def __init__(self, factory: ClusterFactory, tools: pgbin.Tools = pgbin.ANY_TOOLS) -> None:
         self.factory = factory
-        self.pg_bin = pg_bin
-        self.only = only
+        self.tools = tools
 
     def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
-        inst = pgbin.pick(need_major, self.pg_bin, why=why, only=self.only)
+        inst = self.tools.pick(need_major, why=why)
         return LocalTarget(self.factory.cluster(inst, need_bytes).__enter__())
 
 
@@ -123,11 +122,10 @@ class DsnProvider(Provider):
 
     kind = "dsn"
 
-    def __init__(self, dsn: str, pg_bin: tuple[str, ...], only: bool) -> None:
+    def __init__(self, dsn: str, tools: pgbin.Tools = pgbin.ANY_TOOLS) -> None:
         self.params = parse_dsn(dsn)
-        self.pg_bin = pg_bin
-        self.only = only
+        self.tools = tools
 
     def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
-        inst = pgbin.pick(need_major, self.pg_bin, why=why, only=self.only)
+        inst = self.tools.pick(need_major, why=why)
         return DsnTarget(self.params, inst)

@@ -58,8 +58,8 @@ class RestoredBackup:
     """Context manager: restore ``backup`` on enter (compatibility assessed first), clean up on exit."""
 
     def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
-                 profile: Profile | None = None, tolerated: tuple[str, ...] = (), pg_bin: tuple[str, ...] = (),
-                 pg_bin_only: bool = False, locale_fallback: str = "") -> None:
+                 profile: Profile | None = None, tolerated: tuple[str, ...] = (), tools: pgbin.Tools = pgbin.ANY_TOOLS,
+                 locale_fallback: str = "") -> None:
         """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable)."""
         self.backup = backup
         self.provider = provider
@@ -72,8 +72,7 @@ class RestoredBackup:
         self.tolerated = self._user_tolerated + self.profile.tolerated()
         self.locale_fallback = locale_fallback
         self.dumps: tuple = backup.dumps
-        self.pg_bin = pg_bin
-        self.pg_bin_only = pg_bin_only
+        self.tools = tools
         self.target: Target | None = None
         self.result = RestoreResult(backup=backup.key, databases=[])
         self.evidence: list[ArtifactEvidence] = []
@@ -149,8 +148,7 @@ class RestoredBackup:
             self.target.__enter__()
         except (pgbin.NoSuitableBinaries, ServerStartError, ContainerError, ProviderError) as exc:
             self.target = None
-            self.compat = assess(self.evidence, None, None, self.profile, kind, self.backup.series, self.pg_bin,
-                                 self.pg_bin_only)
+            self.compat = assess(self.evidence, None, None, self.profile, kind, self.backup.series, self.tools)
             raise NoServer(str(exc), self.compat) from None
         self.target_label = self.target.label
         self.containment = self.target.containment
@@ -174,7 +172,7 @@ class RestoredBackup:
             self.target.hand_over(self.main_db)
         self.inventory = self.target.inventory(self.main_db if self.result.databases else self.target.admin_db)
         self.compat = assess(self.evidence, self.target, self.inventory, self.profile, kind, self.backup.series,
-                             self.pg_bin, self.pg_bin_only, self.locale_fallback)
+                             self.tools, self.locale_fallback)
         self.compat.compared.insert(0, f"profile {self.profile.name} ({self.profile_reason})")
 
     def _restore(self) -> None:
@@ -395,13 +393,11 @@ class RestoreCache:
     while at most one restored database's disk is in use per process.
     """
 
-    def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, pg_bin: tuple[str, ...],
-                 pg_bin_only: bool = False) -> None:
+    def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, tools: pgbin.Tools = pgbin.ANY_TOOLS) -> None:
         self.provider = provider
         self.store = store
         self.jobs = jobs
-        self.pg_bin = pg_bin
-        self.pg_bin_only = pg_bin_only
+        self.tools = tools
         self._current: RestoredBackup | None = None
         self._failures: dict[str, Exception] = {}
 
@@ -412,8 +408,8 @@ class RestoreCache:
         if self._current is not None and self._current.backup.key == backup.key:
             return self._current
         self.close()
-        restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.pg_bin,
-                                  self.pg_bin_only, locale_fallback)
+        restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.tools,
+                                  locale_fallback)
         try:
             self._current = restored.__enter__()
         except Exception as exc:

@@ -324,6 +324,13 @@ class Settings:
             return None
         return self.profiles.get(name) or builtin(name)
 
+    @property
+    def tools(self) -> Any:
+        """pg_bin and pg_bin_only as one value (``backupcheck.pgbin.Tools``)."""
+        from .pgbin import Tools
+
+        return Tools(tuple(self.pg_bin), self.pg_bin_only)
+
     def for_series(self, name: str) -> SeriesSettings:
         return self.series.get(name, self.defaults)
 

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                 d.chmod(0o711)
             return ClusterFactory(dirs[0], dirs[1])
 
-        cold_local = median(lambda: first_query(LocalProvider(fresh_factory(), (), False), inst.major), args.repeat)
-        local = LocalProvider(ClusterFactory(rundir, fast), (), False)
+        cold_local = median(lambda: first_query(LocalProvider(fresh_factory()), inst.major), args.repeat)
+        local = LocalProvider(ClusterFactory(rundir, fast))
         first_query(local, inst.major)
         warm_local = median(lambda: first_query(local, inst.major), args.repeat)
 

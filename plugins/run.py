@@ -97,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
                 demo_dir = rundir / "demo"
                 try:
-                    demo.build(demo_dir, factory, settings.pg_bin, now=settings.now)
+                    demo.build(demo_dir, factory, settings.tools, now=settings.now)
                 except (NoSuitableBinaries, ServerStartError, RuntimeError, OSError) as exc:
                     raise pytest.UsageError(
                         f"backupcheck: no backups are configured, and the built-in demo could not be made: {exc}"
@@ -156,10 +156,10 @@ def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, r
         return providers.ContainerProvider(settings.container_image, rundir.name, settings.ryuk)
     if decision.kind == "dsn":
         try:
-            return providers.DsnProvider(settings.dsn, settings.pg_bin, settings.pg_bin_only)
+            return providers.DsnProvider(settings.dsn, settings.tools)
         except ProviderError as exc:
             raise pytest.UsageError(f"backupcheck: {exc}") from None
-    return providers.LocalProvider(factory, settings.pg_bin, settings.pg_bin_only)
+    return providers.LocalProvider(factory, settings.tools)
 
 
 def _needed_majors(listing: Listing, settings: Settings) -> set[int]:
@@ -190,11 +190,10 @@ def _needed_majors(listing: Listing, settings: Settings) -> set[int]:
 
 def _prewarm(factory: ClusterFactory, majors: set[int], settings: Settings) -> None:
     """Start initdb for the installations the first restores will need, if their dumps say which."""
-    from backupcheck import pgbin
 
     for need in sorted(majors)[:2]:
         try:
-            factory.prewarm(pgbin.pick(need, settings.pg_bin, only=settings.pg_bin_only))
+            factory.prewarm(settings.tools.pick(need))
         except NoSuitableBinaries:
             pass  # the restore test says so, with every place looked
 

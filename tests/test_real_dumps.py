@@ -41,7 +41,7 @@ def restore(pg_run: ClusterFactory) -> Iterator:  # type: ignore[type-arg]
     def run(backup: Backup, rundir: Path, locale_fallback: str = "") -> RestoredBackup:
         store = EvidenceStore(rundir)
         local = store.localize(backup)
-        db = RestoredBackup(local, LocalProvider(pg_run, (), False), store, locale_fallback=locale_fallback)
+        db = RestoredBackup(local, LocalProvider(pg_run), store, locale_fallback=locale_fallback)
         opened.append(db.__enter__())
         return db
 

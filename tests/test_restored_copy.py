@@ -22,7 +22,7 @@ def test_a_copy_of_the_restore_can_change_while_the_restore_stays_as_it_was(farm
     backup = discover([tmp_path / "b"]).backups()[0]
     with RunDir() as rundir:
         store = EvidenceStore(rundir)
-        with RestoredBackup(store.localize(backup), LocalProvider(pg_run, (), False), store) as db:
+        with RestoredBackup(store.localize(backup), LocalProvider(pg_run), store) as db:
             before = db.row_counts(["public.audit_log"])["public.audit_log"]
             copy = db.copy()
             with db.connect_checks(copy) as conn:
