@@ -46,7 +46,7 @@ def _remote_candidates(location: S3Location, objects: list[RemoteObject]) -> lis
         parts = rel.split("/")
         name, dirs = parts[-1], parts[:-1]
         path = Path("/s3") / o.bucket / o.key
-        sidecars = tuple(f"s3://{o.bucket}/{o.key}{sfx}" for sfx in SIDECAR_SUFFIXES if o.key + sfx in keys)
+        sidecars = tuple(f"{o.url}{sfx}" for sfx in SIDECAR_SUFFIXES if o.key + sfx in keys)
         unit_index = next((i for i, d in enumerate(dirs) if find_timestamp(d)), None)
         if unit_index is not None:
             unit_name = dirs[unit_index]

@@ -21,7 +21,7 @@ class Artifact:
     role: str = ""  # schema, data, roles, config or "" for a whole dump
     sidecars: tuple[Path, ...] = ()
     note: str = ""  # why sniffing could not tell, if it could not
-    url: str = ""  # s3://bucket/key for an object not downloaded yet (format "remote")
+    url: str = ""  # the object's URL (a remote source's) while it is not downloaded yet (format "remote")
     encrypted: str = ""  # "gpg" when this is the decrypted content of an encrypted file
     etag: str = ""
     sidecar_urls: tuple[str, ...] = ()

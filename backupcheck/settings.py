@@ -272,24 +272,6 @@ def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
     return out
 
 
-_S3_KEYS = {"endpoint_url", "region", "profile", "checksum_when_required", "max_attempts"}
-
-
-def _s3_options(raw: dict[str, Any], base: Any, where: str) -> Any:
-    from .s3 import S3Options
-
-    unknown = set(raw) - _S3_KEYS - {"url"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_S3_KEYS))}")
-    options = base or S3Options()
-    changes: dict[str, Any] = {k: raw[k] for k in _S3_KEYS if k in raw}
-    if "max_attempts" in changes and (not isinstance(changes["max_attempts"], int) or changes["max_attempts"] < 1):
-        raise ConfigError(f"{where}.max_attempts = {changes['max_attempts']!r}: expected a whole number of at least 1")
-    if "checksum_when_required" in changes and not isinstance(changes["checksum_when_required"], bool):
-        raise ConfigError(f"{where}.checksum_when_required: expected true or false")
-    return replace(options, **changes)
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know, resolved once."""
@@ -306,7 +288,9 @@ class Settings:
     demo: bool = False
     cache_dir: Path | None = None  # downloads from S3, kept between runs
     gpg_passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE"  # the variable holding the passphrase (never the value)
-    s3: dict[str, Any] = field(default_factory=dict)  # source URL -> S3Options ("" holds the [s3] defaults)
+    # remote source options by URL prefix: "<scheme>://" holds a kind's defaults (the [s3] table), a source URL
+    # its own table's
+    remote_options: dict[str, Any] = field(default_factory=dict)
     pg_bin_only: bool = False
     pg_provider: str = "auto"  # auto, container, local or dsn
     container_image: str = "postgres:{major}"
@@ -339,7 +323,7 @@ class Settings:
         return own if own is not None else self.restore
 
 
-_TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series", "s3",
+_TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series",
              "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
              "pg_bin_only", "now"}
 _CONTAINER_KEYS = {"image", "ryuk"}
@@ -356,9 +340,12 @@ def load_file(path: Path) -> dict[str, Any]:
     section = data.get("backupcheck", {})
     top = {k: v for k, v in data.items() if k != "backupcheck"}
     merged = {**top, **section}
-    unknown = set(merged) - _TOP_KEYS
+    from .sources import top_keys
+
+    known = _TOP_KEYS | top_keys()  # and a table per remote source kind ([s3])
+    unknown = set(merged) - known
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_TOP_KEYS))}")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     return merged
 
 
@@ -376,10 +363,14 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         # Paths in the config file are relative to the file; on the command line, to the current folder.
         return p if "://" in p or Path(p).is_absolute() else str(base_dir / p)
 
-    s3_raw = file_data.get("s3", {}) or {}
-    if not isinstance(s3_raw, dict):
-        raise ConfigError("[s3]: expected a table like endpoint_url = \"https://...\", region = \"eu-west-1\"")
-    s3: dict[str, Any] = {"": _s3_options(s3_raw, None, "s3")}
+    from . import sources as source_kinds
+
+    remote: dict[str, Any] = {}
+    for kind in source_kinds.known():  # each remote kind's defaults: the table named like its scheme ([s3])
+        section = file_data.get(kind.scheme, {}) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{kind.scheme}]: expected a table of settings for {kind.example} sources")
+        remote[f"{kind.scheme}://"] = kind.parse_options(section, None, kind.scheme)
     raw = file_data.get("sources", [])
     if isinstance(raw, (str, dict)):
         raw = [raw]
@@ -389,21 +380,26 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
     for item in raw:
         if isinstance(item, dict):
             url = item.get("url")
-            if not isinstance(url, str) or not url.startswith("s3://"):
-                raise ConfigError(f"sources: {item!r}: a table needs url = \"s3://bucket/prefix/\"")
+            kind = source_kinds.kind_of(url) if isinstance(url, str) else None
+            if kind is None:
+                examples = " or ".join(f'url = "{k.example}"' for k in source_kinds.KINDS.values())
+                raise ConfigError(f"sources: {item!r}: a table needs {examples}")
             # Registered even when --backups replaces the list: the same URL there keeps its endpoint.
-            s3[url] = _s3_options(item, s3[""], f"sources[{url}]")
+            remote[url] = kind.parse_options(item, remote[f"{kind.scheme}://"], f"sources[{url}]")
             names.append(url)
         else:
             names.append(rel(str(item)))
     sources_cli = cli.get("sources")
     sources = tuple(sources_cli) if sources_cli is not None else tuple(names)
     for url in sources:
-        if url.startswith("s3://"):
-            from .s3 import S3Location
-
+        if source_kinds.is_remote(url):
+            kind = source_kinds.kind_of(url)
+            if kind is None:
+                known = ", ".join(f"{k}://" for k in sorted(source_kinds.KINDS))
+                raise ConfigError(f"sources: {url!r}: no source kind for {source_kinds.scheme_of(url)}:// "
+                                  f"(known: {known}; anything else is a local folder or file)")
             try:
-                S3Location.parse(url)
+                kind.check_url(url)
             except ValueError as exc:
                 raise ConfigError(f"sources: {exc}") from None
 
@@ -465,7 +461,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,
         work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
         defaults=defaults, series=series, config_file=config_file,
-        cache_dir=Path(cache_dir).expanduser() if cache_dir else None, s3=s3,
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else None, remote_options=remote,
         gpg_passphrase_env=str(file_data.get("gpg_passphrase_env", "BACKUPCHECK_GPG_PASSPHRASE")),
         pg_bin_only=bool(pick("pg_bin_only", False)), pg_provider=provider, container_image=image, ryuk=ryuk_raw, dsn=dsn, profiles=profiles,
         now=now,

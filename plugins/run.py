@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backupcheck import listing_io
+from backupcheck import listing_io, sources
 from backupcheck.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
 from backupcheck.discovery import discover
 from backupcheck.model import Listing
@@ -105,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 _demo_settings(config, demo_dir)
             final = config.stash[SETTINGS]
             own = tuple(p for p in (final.reports_dir, final.work_dir) if p is not None)
-            local = [Path(s) for s in final.sources if not s.startswith("s3://")]
+            local = sources.local_paths(final.sources)
             remote, problems = list_remote(final)
             listing = discover(local, exclude=own, remote=remote,
                                name_zone=lambda name: final.for_series(name).name_timezone)
@@ -207,11 +207,10 @@ def cache_dir(settings: Settings) -> Path:
 
 
 def remote_access(settings: Settings, config: pytest.Config | None = None):  # type: ignore[no-untyped-def]
-    if not any(s.startswith("s3://") for s in settings.sources):
+    """Access to the run's remote sources (None when all are local): listing, heads, downloads into the cache."""
+    if not any(sources.is_remote(s) for s in settings.sources):
         return None
-    from backupcheck.s3 import DownloadCache, RemoteAccess
-
-    return RemoteAccess(settings.s3, DownloadCache(cache_dir(settings)), _progress(config) if config else None)
+    return sources.remote_access(settings, cache_dir(settings), _progress(config) if config else None)
 
 
 def _progress(config: pytest.Config):  # type: ignore[no-untyped-def]
@@ -233,20 +232,11 @@ def _progress(config: pytest.Config):  # type: ignore[no-untyped-def]
 
 
 def list_remote(settings: Settings):  # type: ignore[no-untyped-def]
-    """List every S3 source once (paginated); a source that cannot be listed is a problem, not a crash."""
-    from backupcheck.s3 import S3Error, S3Location, list_objects
-
+    """List every remote source once (paginated); a source that cannot be listed is a problem, not a crash."""
     access = remote_access(settings)
-    remote, problems = [], []
-    for url in settings.sources:
-        if not url.startswith("s3://"):
-            continue
-        location = S3Location.parse(url)
-        try:
-            remote.append((location, list_objects(access.client_for(url), location)))
-        except S3Error as exc:
-            problems.append(str(exc))
-    return remote, problems
+    if access is None:
+        return [], []
+    return sources.list_remote(settings, access)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -164,3 +164,13 @@ def test_series_expectations_from_the_config_decide_verdicts(run_suites, shop, s
     if failing:
         message = next(run.messages[k] for k, v in matching.items() if v == "failed")
         assert "expected:" in message and "found:" in message and "shop" in message
+
+
+def test_a_source_of_an_unknown_scheme_is_a_config_error_naming_the_known_kinds(tmp_path):
+    from backupcheck import sources
+    from backupcheck.settings import ConfigError, build
+
+    with pytest.raises(ConfigError, match=r"no source kind for gs:// \(known: s3://; anything else is a local"):
+        build({"sources": ["gs://bucket/db/"]}, {}, None, tmp_path)
+    assert [k.scheme for k in sources.known()] == ["s3"]
+    assert sources.local_paths(["/srv/backups", "s3://b/p/", "dumps"]) == [Path("/srv/backups"), Path("dumps")]

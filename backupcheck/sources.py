@@ -1,0 +1,105 @@
+"""Where backups come from: one protocol, and a registry by URL scheme.
+
+A source is a local folder or file (no scheme), or a URL whose scheme is registered here. A remote kind says
+how to read its config options, how to list a location (every object once, without reading bytes), and how to
+reach objects (head for metadata, fetch into the download cache). ``s3://`` is the one remote kind today; no
+code outside ``s3.py`` and this module knows its scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+
+@dataclass(frozen=True)
+class RemoteKind:
+    scheme: str
+    example: str  # a URL, for messages: "s3://bucket/prefix/"
+    parse_options: Callable[[dict[str, Any], Any, str], Any]  # (table, defaults, where) -> options
+    access: Callable[[Settings, Path, Any], Any]  # (settings, cache folder, progress) -> RemoteAccess
+    list_location: Callable[[Any, str], tuple[Any, list[Any]]]  # (access, url) -> (location, objects)
+    check_url: Callable[[str], None]  # raises ValueError naming what is wrong with a URL of this kind
+    error: type[Exception]  # what listing raises for a source that cannot be read: a finding, not a crash
+
+
+KINDS: dict[str, RemoteKind] = {}
+
+
+def register(kind: RemoteKind) -> RemoteKind:
+    KINDS[kind.scheme] = kind
+    return kind
+
+
+def known() -> list[RemoteKind]:
+    _load()
+    return list(KINDS.values())
+
+
+def top_keys() -> set[str]:
+    """Config tables named like a scheme hold that kind's defaults."""
+    return {k.scheme for k in known()}
+
+
+def scheme_of(source: str) -> str:
+    """``s3`` for ``s3://bucket/x``; "" for a local path."""
+    head, sep, _ = source.partition("://")
+    return head.lower() if sep else ""
+
+
+def kind_of(source: str) -> RemoteKind | None:
+    _load()
+    return KINDS.get(scheme_of(source))
+
+
+def is_remote(source: str) -> bool:
+    return bool(scheme_of(source))
+
+
+def local_paths(sources: tuple[str, ...] | list[str]) -> list[Path]:
+    return [Path(s) for s in sources if not is_remote(s)]
+
+
+def remote_access(settings: Settings, cache_dir: Path, progress: Any = None) -> Any:
+    """The access object for the remote sources of a run (None when every source is local)."""
+    kinds = {kind_of(s) for s in settings.sources if is_remote(s)} - {None}
+    if not kinds:
+        return None
+    if len(kinds) > 1:  # one remote kind per run today; a second registers its own access beside it
+        raise ValueError("sources of more than one remote kind in one run are not supported yet")
+    kind = next(iter(kinds))
+    assert kind is not None
+    return kind.access(settings, cache_dir, progress)
+
+
+def list_remote(settings: Settings, access: Any) -> tuple[list[tuple[Any, list[Any]]], list[str]]:
+    """List every remote source once; one that cannot be listed is a problem (a failed check), not a crash."""
+    remote, problems = [], []
+    for url in settings.sources:
+        kind = kind_of(url)
+        if kind is None:
+            if is_remote(url):
+                problems.append(f"{url}: no source kind for {scheme_of(url)}:// (known: "
+                                f"{', '.join(k + '://' for k in sorted(KINDS))})")
+            continue
+        try:
+            remote.append(kind.list_location(access, url))
+        except kind.error as exc:
+            problems.append(str(exc))
+    return remote, problems
+
+
+_LOADED = False
+
+
+def _load() -> None:
+    """Register the built-in remote kinds on first use (importing them pulls in their client libraries)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from . import s3  # noqa: F401  (registers s3://)
