@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from . import account
+from .account import SERVER_ACCOUNT
 from .pgbin import Installation
 
 log = logging.getLogger("backupcheck.cluster")
@@ -142,30 +144,12 @@ class RunDir:
             self.path = None
 
 
-SERVER_ACCOUNT = "backupcheck"
-
-
 def server_user() -> tuple[int, int] | None:
-    """initdb refuses root: as root, servers run as a system account of their own (``backupcheck``, created when
-    missing), not ``nobody``, whose files every other daemon running as nobody could read."""
-    if os.geteuid() != 0:
-        return None
+    """The account servers run as (None: ours); see ``account.server_user``."""
     try:
-        pw = pwd.getpwnam(SERVER_ACCOUNT)
-    except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        proc = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                               "--shell", "/usr/sbin/nologin", "--comment", "backupcheck disposable servers",
-                               SERVER_ACCOUNT], capture_output=True, text=True)
-        try:
-            pw = pwd.getpwnam(SERVER_ACCOUNT)
-        except KeyError:
-            raise ServerStartError(
-                f"running as root, PostgreSQL needs a system account of its own and '{SERVER_ACCOUNT}' could not be "
-                f"created ({(proc.stderr or proc.stdout).strip()[:200] or 'useradd failed'}). Fix: create it "
-                f"(useradd --system --user-group --shell /usr/sbin/nologin {SERVER_ACCOUNT}), run backupcheck as "
-                "a user other than root, or use --pg-provider container") from None
-    return pw.pw_uid, pw.pw_gid
+        return account.server_user()
+    except account.AccountError as exc:
+        raise ServerStartError(str(exc)) from None
 
 
 def check_reachable(folder: Path) -> None:

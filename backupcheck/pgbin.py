@@ -97,13 +97,13 @@ ANY_TOOLS = Tools()  # no --pg-bin: every installation found
 
 
 def server_user() -> tuple[int, int] | None:
-    """The account servers run as (see cluster.server_user); None when there is none to ask as."""
-    from .cluster import ServerStartError
-    from .cluster import server_user as account
+    """The account servers run as (see account.server_user); None when there is none to ask as."""
+    from .account import AccountError
+    from .account import server_user as account
 
     try:
         return account()
-    except ServerStartError:
+    except AccountError:
         return None
 
 

@@ -330,7 +330,7 @@ class RemoteAccess:
         return {"sse": answer.get("ServerSideEncryption", ""), "kms_key_id": answer.get("SSEKMSKeyId", "")}
 
 
-# --- the s3:// source kind ----------------------------------------------------------------------------
+# --- what the s3:// source kind (sources.py) calls -------------------------------------------------------
 
 OPTION_KEYS = {"endpoint_url", "region", "profile", "checksum_when_required", "max_attempts"}
 
@@ -339,35 +339,23 @@ def parse_options(raw: dict[str, Any], base: S3Options | None, where: str) -> S3
     """``[s3]`` or one ``sources = [{ url = "s3://…", … }]`` table: endpoint, region, profile, retries."""
     from dataclasses import replace
 
-    from .settings import ConfigError
-
     unknown = set(raw) - OPTION_KEYS - {"url"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(OPTION_KEYS))}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(OPTION_KEYS))}")
     options = base or S3Options()
     changes: dict[str, Any] = {k: raw[k] for k in OPTION_KEYS if k in raw}
     if "max_attempts" in changes and (not isinstance(changes["max_attempts"], int) or changes["max_attempts"] < 1):
-        raise ConfigError(f"{where}.max_attempts = {changes['max_attempts']!r}: expected a whole number of at least 1")
+        raise ValueError(f"{where}.max_attempts = {changes['max_attempts']!r}: expected a whole number of at least 1")
     if "checksum_when_required" in changes and not isinstance(changes["checksum_when_required"], bool):
-        raise ConfigError(f"{where}.checksum_when_required: expected true or false")
+        raise ValueError(f"{where}.checksum_when_required: expected true or false")
     return replace(options, **changes)
 
 
-def _access(settings: Any, cache_dir: Path, progress: Any) -> RemoteAccess:
+def access_for(settings: Any, cache_dir: Path, progress: Any) -> RemoteAccess:
     options = {k: v for k, v in settings.remote_options.items() if k.startswith("s3://")}
     return RemoteAccess(options, DownloadCache(cache_dir), progress)
 
 
-def _list_location(access: RemoteAccess, url: str) -> tuple[S3Location, list[RemoteObject]]:
+def list_location(access: RemoteAccess, url: str) -> tuple[S3Location, list[RemoteObject]]:
     location = S3Location.parse(url)
     return location, list_objects(access.client_for(url), location)
-
-
-def _register() -> None:
-    from . import sources
-
-    sources.register(sources.RemoteKind("s3", "s3://bucket/prefix/", parse_options, _access, _list_location,
-                                        lambda url: None if S3Location.parse(url) else None, S3Error))
-
-
-_register()

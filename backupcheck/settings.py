@@ -272,6 +272,13 @@ def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _options(kind: Any, raw: dict[str, Any], base: Any, where: str) -> Any:
+    try:
+        return kind.parse_options(raw, base, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know, resolved once."""
@@ -317,6 +324,18 @@ class Settings:
 
     def for_series(self, name: str) -> SeriesSettings:
         return self.series.get(name, self.defaults)
+
+    def to_restore(self, listing: Any) -> list[Any]:
+        """The backups of a listing this run restores: the newest of each series by default; all, or the newest
+        N, when configured. A series of config files or bundles has nothing to restore."""
+        chosen = []
+        for series in listing.series:
+            if not any(b.restorable for b in series.backups):
+                continue
+            how = self.restore_count(series.name)
+            backups = list(series.backups)
+            chosen += backups if how == "all" else backups[len(backups) - int(how):] if int(how) else []
+        return chosen
 
     def restore_count(self, series: str) -> str | int:
         own = self.for_series(series).restore
@@ -370,7 +389,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         section = file_data.get(kind.scheme, {}) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"[{kind.scheme}]: expected a table of settings for {kind.example} sources")
-        remote[f"{kind.scheme}://"] = kind.parse_options(section, None, kind.scheme)
+        remote[f"{kind.scheme}://"] = _options(kind, section, None, kind.scheme)
     raw = file_data.get("sources", [])
     if isinstance(raw, (str, dict)):
         raw = [raw]
@@ -385,7 +404,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
                 examples = " or ".join(f'url = "{k.example}"' for k in source_kinds.KINDS.values())
                 raise ConfigError(f"sources: {item!r}: a table needs {examples}")
             # Registered even when --backups replaces the list: the same URL there keeps its endpoint.
-            remote[url] = kind.parse_options(item, remote[f"{kind.scheme}://"], f"sources[{url}]")
+            remote[url] = _options(kind, item, remote[f"{kind.scheme}://"], f"sources[{url}]")
             names.append(url)
         else:
             names.append(rel(str(item)))

@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .settings import Settings
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,10 +19,10 @@ class RemoteKind:
     scheme: str
     example: str  # a URL, for messages: "s3://bucket/prefix/"
     parse_options: Callable[[dict[str, Any], Any, str], Any]  # (table, defaults, where) -> options
-    access: Callable[[Settings, Path, Any], Any]  # (settings, cache folder, progress) -> RemoteAccess
+    access: Callable[[Any, Path, Any], Any]  # (settings, cache folder, progress) -> RemoteAccess
     list_location: Callable[[Any, str], tuple[Any, list[Any]]]  # (access, url) -> (location, objects)
     check_url: Callable[[str], None]  # raises ValueError naming what is wrong with a URL of this kind
-    error: type[Exception]  # what listing raises for a source that cannot be read: a finding, not a crash
+    cannot_read: Callable[[Exception], bool]  # a listing error that is a finding (denied, no bucket), not a crash
 
 
 KINDS: dict[str, RemoteKind] = {}
@@ -65,7 +62,7 @@ def local_paths(sources: tuple[str, ...] | list[str]) -> list[Path]:
     return [Path(s) for s in sources if not is_remote(s)]
 
 
-def remote_access(settings: Settings, cache_dir: Path, progress: Any = None) -> Any:
+def remote_access(settings: Any, cache_dir: Path, progress: Any = None) -> Any:
     """The access object for the remote sources of a run (None when every source is local)."""
     kinds = {kind_of(s) for s in settings.sources if is_remote(s)} - {None}
     if not kinds:
@@ -77,7 +74,7 @@ def remote_access(settings: Settings, cache_dir: Path, progress: Any = None) -> 
     return kind.access(settings, cache_dir, progress)
 
 
-def list_remote(settings: Settings, access: Any) -> tuple[list[tuple[Any, list[Any]]], list[str]]:
+def list_remote(settings: Any, access: Any) -> tuple[list[tuple[Any, list[Any]]], list[str]]:
     """List every remote source once; one that cannot be listed is a problem (a failed check), not a crash."""
     remote, problems = [], []
     for url in settings.sources:
@@ -89,17 +86,33 @@ def list_remote(settings: Settings, access: Any) -> tuple[list[tuple[Any, list[A
             continue
         try:
             remote.append(kind.list_location(access, url))
-        except kind.error as exc:
+        except Exception as exc:
+            if not kind.cannot_read(exc):
+                raise
             problems.append(str(exc))
     return remote, problems
+
+
+def _s3() -> Any:
+    from . import s3  # boto3 only when an s3:// source is used
+
+    return s3
 
 
 _LOADED = False
 
 
 def _load() -> None:
-    """Register the built-in remote kinds on first use (importing them pulls in their client libraries)."""
+    """Register the built-in remote kinds, their modules imported only when one of their calls is made."""
     global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from . import s3  # noqa: F401  (registers s3://)
+    if _LOADED:
+        return
+    _LOADED = True
+    register(RemoteKind(
+        "s3", "s3://bucket/prefix/",
+        parse_options=lambda raw, base, where: _s3().parse_options(raw, base, where),
+        access=lambda settings, cache, progress: _s3().access_for(settings, cache, progress),
+        list_location=lambda access, url: _s3().list_location(access, url),
+        check_url=lambda url: None if _s3().S3Location.parse(url) else None,
+        cannot_read=lambda exc: isinstance(exc, _s3().S3Error),
+    ))

@@ -9,7 +9,6 @@ import pytest
 
 from backupcheck.families import REGISTRY, family_of_module
 from backupcheck.model import Backup, Listing, safe_id
-from backupcheck.settings import Settings
 
 from .options import SETTINGS
 from .run import RUN
@@ -80,18 +79,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs_restore: the test reads a restored database")
 
 
-def selected_for_restore(listing: Listing, settings: Settings) -> list[Backup]:
-    """The newest backup of each series by default; all, or the newest N, when configured."""
-    chosen = []
-    for series in listing.series:
-        if not any(b.restorable for b in series.backups):
-            continue  # a series of config files or bundles has nothing to restore
-        how = settings.restore_count(series.name)
-        backups = list(series.backups)
-        chosen += backups if how == "all" else backups[len(backups) - int(how):] if int(how) else []
-    return chosen
-
-
 def _configured(value: object) -> bool:
     """A zero RTO is a setting; an empty list of tables is not."""
     return value is not None and value != ()
@@ -115,7 +102,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames) \
             or _family_of_path(str(metafunc.definition.path)) in RESTORE_BASED:
-        backups = selected_for_restore(state.listing, settings)
+        backups = settings.to_restore(state.listing)
     else:
         backups = state.listing.backups()
     if marker:

@@ -169,10 +169,8 @@ def _needed_majors(listing: Listing, settings: Settings) -> set[int]:
     from backupcheck.pgarchive import ArchiveError, read_archive
     from backupcheck.sniff import open_decompressed
 
-    from .collection import selected_for_restore
-
     needs: set[int] = set()
-    for backup in selected_for_restore(listing, settings):
+    for backup in settings.to_restore(listing):
         for a in backup.dumps:
             try:
                 if a.format in ("custom", "directory", "tar") and not a.compression:
