@@ -14,12 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import DATA, generate, mb, reusable, run  # noqa: E402
+from run import DATA, dataset_args, generate, mb, reusable, run  # noqa: E402
 
 from backupcheck import pgbin  # noqa: E402
 from backupcheck.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
 from backupcheck.restore import RESTORER  # noqa: E402
-from backupcheck.settings import ConfigError, parse_size  # noqa: E402
 from backupcheck.targets import LocalTarget  # noqa: E402
 
 
@@ -44,15 +43,7 @@ def restore(factory: ClusterFactory, inst: pgbin.Installation, dump: Path, conta
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="100mb", help="Size of the generated database: 100mb (default), 1gb, ...")
-    parser.add_argument("--repeat", type=int, default=1, help="Rounds; medians are reported.")
-    args = parser.parse_args(argv)
-    try:
-        target = parse_size(args.size, "--size")
-    except ConfigError as exc:
-        parser.error(str(exc))
-    label = args.size.strip().lower().replace(" ", "")
+    args, target, label = dataset_args(argparse.ArgumentParser(description=__doc__), argv)
     inst = pgbin.pick(15)
     print(f"containment benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, size {label}, repeat {args.repeat}",
           flush=True)

@@ -249,10 +249,9 @@ def report(inst: Installation, data: Dataset, times: dict[str, list[float]], sto
         print(f"  {name:16} {value:5.2f}   {note:20} {verdict}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def dataset_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, int, str]:
+    """--size and --repeat (and the rest of ``parser``): the parsed arguments, the size in bytes and its label."""
     parser.add_argument("--size", default="100mb", help="Size of the generated database: 100mb (default), 1gb, ...")
-    parser.add_argument("--regenerate", action="store_true", help="Make a new dump even if a recent one exists.")
     parser.add_argument("--repeat", type=int, default=1, help="Time every run N times and report the median.")
     args = parser.parse_args(argv)
     try:
@@ -261,7 +260,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")
-    label = args.size.strip().lower().replace(" ", "")
+    return args, target, args.size.strip().lower().replace(" ", "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--regenerate", action="store_true", help="Make a new dump even if a recent one exists.")
+    args, target, label = dataset_args(parser, argv)
     inst = pgbin.pick(15)
     print(f"backupcheck benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, size {label}, repeat {args.repeat}", flush=True)
     with ExitStack() as stack:
