@@ -81,7 +81,6 @@ class RestoredBackup:
         self.main_db = "restored"
         self._entries: dict[str, list] = {}
         self.target_label = ""
-        self.containment = ""
         self._counts: dict[str, int | None] | None = None
         self.copies: list[str] = []
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
@@ -151,7 +150,6 @@ class RestoredBackup:
             self.compat = assess(self.evidence, None, None, self.profile, kind, self.backup.series, self.tools)
             raise NoServer(str(exc), self.compat) from None
         self.target_label = self.target.label
-        self.containment = self.target.containment
         if self.target.contained:
             self.target.contain()
             self.target.precreate_roles(sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}))

@@ -351,6 +351,10 @@ def parse_options(raw: dict[str, Any], base: S3Options | None, where: str) -> S3
     return replace(options, **changes)
 
 
+def check_url(url: str) -> None:
+    S3Location.parse(url)  # raises ValueError naming what is wrong
+
+
 def access_for(settings: Any, cache_dir: Path, progress: Any) -> RemoteAccess:
     options = {k: v for k, v in settings.remote_options.items() if k.startswith("s3://")}
     return RemoteAccess(options, DownloadCache(cache_dir), progress)

@@ -401,7 +401,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
             url = item.get("url")
             kind = source_kinds.kind_of(url) if isinstance(url, str) else None
             if kind is None:
-                examples = " or ".join(f'url = "{k.example}"' for k in source_kinds.KINDS.values())
+                examples = " or ".join(f'url = "{k.example}"' for k in source_kinds.known())
                 raise ConfigError(f"sources: {item!r}: a table needs {examples}")
             # Registered even when --backups replaces the list: the same URL there keeps its endpoint.
             remote[url] = _options(kind, item, remote[f"{kind.scheme}://"], f"sources[{url}]")
@@ -414,7 +414,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         if source_kinds.is_remote(url):
             kind = source_kinds.kind_of(url)
             if kind is None:
-                known = ", ".join(f"{k}://" for k in sorted(source_kinds.KINDS))
+                known = ", ".join(sorted(f"{k.scheme}://" for k in source_kinds.known()))
                 raise ConfigError(f"sources: {url!r}: no source kind for {source_kinds.scheme_of(url)}:// "
                                   f"(known: {known}; anything else is a local folder or file)")
             try:

@@ -82,7 +82,7 @@ def list_remote(settings: Any, access: Any) -> tuple[list[tuple[Any, list[Any]]]
         if kind is None:
             if is_remote(url):
                 problems.append(f"{url}: no source kind for {scheme_of(url)}:// (known: "
-                                f"{', '.join(k + '://' for k in sorted(KINDS))})")
+                                f"{', '.join(sorted(k.scheme + '://' for k in known()))})")
             continue
         try:
             remote.append(kind.list_location(access, url))
@@ -113,6 +113,6 @@ def _load() -> None:
         parse_options=lambda raw, base, where: _s3().parse_options(raw, base, where),
         access=lambda settings, cache, progress: _s3().access_for(settings, cache, progress),
         list_location=lambda access, url: _s3().list_location(access, url),
-        check_url=lambda url: None if _s3().S3Location.parse(url) else None,
+        check_url=lambda url: _s3().check_url(url),
         cannot_read=lambda exc: isinstance(exc, _s3().S3Error),
     ))

@@ -17,12 +17,12 @@ from .containers import ContainerServer
 from .model import Artifact
 from .pgarchive import TocEntry, major_of
 from .restore import (
-    DENIED_EXTENSIONS,
     RESTORER,
     Pass,
     PlainRunner,
     RestoreError,
     create_database,
+    denied_extension,
     outcome_of_pg_restore,
     pg_restore_args,
     restore_passes,
@@ -89,7 +89,7 @@ class Target:
     @property
     def containment(self) -> str:
         """What keeps a hostile dump's code from the host, in words for the report."""
-        return ""
+        return CONTAINMENT.get(self.kind, "")
 
     def contain(self) -> None:
         """Create the restoring role and give it the databases a cluster dump restores into.
@@ -142,8 +142,7 @@ class Target:
         """Extensions the superuser creates for a contained restore: on the server, and not denied."""
         if not self.contained:
             return frozenset()
-        return frozenset(e for e in wanted if e in available and e not in DENIED_EXTENSIONS
-                         and not (e.startswith("pl") and e.endswith("u")))
+        return frozenset(e for e in wanted if e in available and not denied_extension(e))
 
     # -- what every target answers the same way, over a connection ---------------------------
     def conninfo(self, dbname: str) -> dict[str, Any]:
@@ -336,10 +335,6 @@ class ContainerTarget(Target):
             self._dbs = {r[0] for r in conn.execute("select datname from pg_database")}
         return self
 
-    @property
-    def containment(self) -> str:
-        return CONTAINMENT["container"]
-
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
                         vetted: frozenset[str] = frozenset()) -> Restored:
@@ -439,10 +434,6 @@ class DsnTarget(Target):
             if var not in env and var in os.environ:
                 env[var] = os.environ[var]
         return env
-
-    @property
-    def containment(self) -> str:
-        return CONTAINMENT["dsn"]
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],

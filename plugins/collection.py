@@ -28,25 +28,25 @@ class Groups:
     keys, so that a second parametrize axis (``[shop-20261121T020000Z-orders]``) does not split a backup."""
 
     def __init__(self, listing: Listing) -> None:
-        self.known = {b.key for b in listing.backups()} | {f"series-{safe_id(s.name)}" for s in listing.series}
-        self.series_ids = {safe_id(s.name): f"series-{safe_id(s.name)}" for s in listing.series}
+        self.keys = {b.key for b in listing.backups()}
+        self.series = {safe_id(s.name): f"series-{safe_id(s.name)}" for s in listing.series}
 
     def of(self, nodeid: str) -> str:
         m = _PARAM.search(nodeid)
         if not m:
             return "run"
         ident = m.group(1)
-        if ident in self.known:
+        if ident in self.keys:
             return ident
+        if ident in self.series:  # a series-wide test: [shop]
+            return self.series[ident]
         parts = ident.split("-")
         # the longest run of '-'-joined parts that is a backup key (ids of several parameters are '-'-joined)
-        for size in range(len(parts), 0, -1):
+        for size in range(len(parts) - 1, 0, -1):
             for start in range(len(parts) - size + 1):
                 candidate = "-".join(parts[start:start + size])
-                if candidate in self.known:
+                if candidate in self.keys:
                     return candidate
-                if candidate in self.series_ids and size == len(parts):
-                    return self.series_ids[candidate]
         return "run"
 
 

@@ -29,20 +29,18 @@ _LOGGED = pytest.StashKey[set[str]]()
 
 
 def record_restore(node: pytest.Item, restored: object) -> None:
-    """Note a restore's time on the test (for the summary) and once in reports/restore-log.jsonl (RTO evidence)."""
+    """Note what a restore did on the test (for results.json) and once in reports/restore-log.jsonl (RTO evidence)."""
     result = getattr(restored, "result", None)
     if result is None:
         return
-    node.user_properties.append(("restore_seconds", round(result.seconds, 2)))
     profile = getattr(restored, "profile", None)
-    if profile is not None:
-        node.user_properties.append(("profile", f"{profile.name} ({getattr(restored, 'profile_reason', '')})"))
-    node.user_properties.append(("restore", {
+    summary = {
         "seconds": round(result.seconds, 3), "server": getattr(restored, "target_label", ""), "tool": result.tool,
         "profile": getattr(profile, "name", ""), "profile_reason": getattr(restored, "profile_reason", ""),
         "harmful_errors": len(result.harmful), "errors": len(result.errors), "aborted": result.aborted,
         "skipped": [str(x) for x in getattr(restored, "skipped", [])],
-    }))
+    }
+    node.user_properties.append(("restore", summary))  # for results.json, on the controller
     logged = node.config.stash.setdefault(_LOGGED, set())
     if result.backup in logged:
         return
@@ -54,14 +52,8 @@ def record_restore(node: pytest.Item, restored: object) -> None:
     line = json.dumps({
         "run": state.shared.name if state is not None else "",
         "backup": result.backup, "series": backup.series, "taken_at": backup.taken_at.isoformat(),
-        "restored_at": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(result.seconds, 3),
-        "tool": result.tool, "harmful_errors": len(result.harmful), "errors": len(result.errors),
-        "aborted": result.aborted, "pid": os.getpid(),
-        "server": getattr(restored, "target_label", ""),
-        "compatibility": list(getattr(getattr(restored, "compat", None), "mismatches", [])),
-        "skipped": list(getattr(restored, "skipped", [])),
-        "profile": getattr(getattr(restored, "profile", None), "name", ""),
-        "profile_reason": getattr(restored, "profile_reason", ""),
+        "restored_at": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(),
+        "compatibility": list(getattr(getattr(restored, "compat", None), "mismatches", [])), **summary,
     })
     path = node.config.stash[SETTINGS].reports_dir / "restore-log.jsonl"
     try:
@@ -144,14 +136,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     # Allure's history id hashes the parameters: a dated backup would start a new history every night.
     # Exclude it and add stable ones (series, and which backup of the series it is counted from the newest).
-    from .collection import subject_of
+    from .collection import family_of, subject_of
     from .run import RUN
 
     if item.config.stash.get(RUN, None) is None:
         yield
         return
-    from .collection import family_of
-
     group, series = subject_of(item)
     item.user_properties += [("backup_group", group), ("family", family_of(item)), ("series", series)]
     params = getattr(getattr(item, "callspec", None), "params", {})
@@ -374,9 +364,6 @@ class Summary:
         except OSError as exc:
             warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
 
-    def _now(self) -> datetime:
-        return self.config.stash[SETTINGS].now or datetime.now(UTC)
-
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_report_title(self, report) -> None:  # type: ignore[no-untyped-def]
         demo = self.config.stash[SETTINGS].demo
@@ -395,7 +382,7 @@ class Summary:
                 f"<td style='{colour.get(r[c], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
                 for c in _COLUMNS
             ) + "</tr>"
-            for r in backup_rows(document, self._now())
+            for r in backup_rows(document, datetime.fromisoformat(document["run"]["now"]))
         )
         profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(document))
         provider = document["run"]["provider"]
@@ -412,7 +399,7 @@ class Summary:
         document = self.config.stash.get(RESULTS, None)
         if document is None:
             return
-        rows = backup_rows(document, self._now())
+        rows = backup_rows(document, datetime.fromisoformat(document["run"]["now"]))
         if not rows:
             return
         tr = terminalreporter

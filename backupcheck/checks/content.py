@@ -30,6 +30,7 @@ def _as_utc(value: object) -> datetime | None:
 def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
     """max() of every timestamp column called created_at / updated_at / inserted_at, or of the columns named
     (``table.column`` or ``schema.table.column``), in each restored database."""
+    import psycopg
     from psycopg import sql
 
     wanted_names = {n.rsplit(".", 1)[-1] for n in named} or set(CANDIDATES)
@@ -38,7 +39,7 @@ def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
         prefix = "" if db == r.main_db else f"{db}/"
         try:
             conn = r.connect_checks(db)
-        except Exception:
+        except psycopg.OperationalError:
             continue  # a database the restore did not create: the restore checks say so
         with conn:
             columns = conn.execute(
