@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -175,15 +176,18 @@ def check_reachable(folder: Path) -> None:
 class Cluster:
     """One running disposable server on a unix socket; use as a context manager."""
 
-    def __init__(self, installation: Installation, template: Path, home: Path) -> None:
+    def __init__(self, installation: Installation, template: Path, home: Path,
+                 remove: Callable[[Path], None] | None = None) -> None:
         self.installation = installation
         self.template = template
         self.home = home
+        self._remove = remove or (lambda path: shutil.rmtree(path, ignore_errors=True))
         self.datadir = home / "data"
         self.sockdir = home / "sock"
         self.logfile = home / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
+        self.stopped = threading.Event()  # set once the server is gone
 
     @property
     def os_user(self) -> str:
@@ -256,7 +260,7 @@ class Cluster:
         return "server log (last lines):\n" + "\n".join("  " + line for line in text[-lines:])
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        steps = [self._stop, lambda: shutil.rmtree(self.home, ignore_errors=True)]
+        steps = [self._stop, lambda: self._remove(self.home)]
         for step in steps:
             try:
                 step()
@@ -264,6 +268,12 @@ class Cluster:
                 log.exception("cleanup step failed for %s", self.home)
 
     def _stop(self) -> None:
+        try:
+            self._stop_server()
+        finally:
+            self.stopped.set()
+
+    def _stop_server(self) -> None:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
@@ -309,26 +319,90 @@ class ClusterFactory:
         self._templates: dict[Path, Path] = {}
         self._lock = threading.Lock()
         self._count = 0
-        self._prewarming: list[threading.Thread] = []
+        self._background: list[threading.Thread] = []
+        self._ready: dict[Path, tuple[threading.Event, list[Cluster]]] = {}  # started ahead, per installation
+        self._ahead: list[Cluster] = []  # every cluster started ahead, until wait() stops it
+        self._starting: list[threading.Event] = []  # set when a prewarm has done what it will do
+        self._closing = False
 
-    def prewarm(self, inst: Installation) -> None:
-        """Make ``inst``'s template in the background (initdb takes 0.6 s) while pytest collects."""
+    def _in_background(self, name: str, work: Callable[[], None]) -> None:
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        with self._lock:
+            self._background.append(thread)
+        thread.start()
+
+    def prewarm(self, inst: Installation, start_for: int | None = None) -> None:
+        """Make ``inst``'s template in the background (initdb takes 0.6 s) while pytest collects; with
+        ``start_for`` (the bytes the first restore needs), also start that restore's server ahead.
+
+        The thread that starts a server stays until the server stops: the server is told to die with the
+        thread that started it (PR_SET_PDEATHSIG follows the thread, not the process)."""
+        ready = threading.Event()
+        started: list[Cluster] = []
 
         def work() -> None:
             try:
                 self.template(inst)
+                if start_for is not None:
+                    cluster = self.cluster(inst, start_for)
+                    with self._lock:
+                        if self._closing:
+                            return  # the run ended first: nothing to start
+                        self._ahead.append(cluster)
+                    started.append(cluster.__enter__())
             except Exception:  # the first real use retries and reports it
-                log.debug("template prewarm for %s failed", inst.describe(), exc_info=True)
+                log.debug("prewarm for %s failed", inst.describe(), exc_info=True)
+            finally:
+                ready.set()
+            for cluster in started:
+                cluster.stopped.wait()
 
-        thread = threading.Thread(target=work, name=f"template-{inst.version}", daemon=True)
+        thread = threading.Thread(target=work, name=f"prewarm-{inst.version}", daemon=True)
+        with self._lock:
+            self._background.append(thread)
+            self._starting.append(ready)
+            if start_for is not None and inst.bindir not in self._ready:
+                self._ready[inst.bindir] = (ready, started)
         thread.start()
-        self._prewarming.append(thread)
+
+    def started(self, inst: Installation, need_bytes: int = 0) -> Cluster:
+        """A running cluster for a restore of about ``need_bytes``: the one started ahead when it fits there."""
+        with self._lock:
+            ahead = self._ready.pop(inst.bindir, None)
+        if ahead is not None:
+            ready, started = ahead
+            ready.wait()
+            for cluster in started:
+                if cluster.process is not None and cluster.home.parent == self._place(need_bytes):
+                    return cluster
+                cluster.__exit__(None, None, None)
+        return self.cluster(inst, need_bytes).__enter__()
+
+    def remove_later(self, path: Path) -> None:
+        """Remove a stopped cluster's folder while the run goes on (a restored gigabyte takes a while)."""
+        self._in_background(f"remove-{path.name}", lambda: shutil.rmtree(path, ignore_errors=True))
 
     def wait(self) -> None:
-        """Let background template work finish (before the run folder is removed)."""
-        for thread in self._prewarming:
-            thread.join()
-        self._prewarming.clear()
+        """Stop what was started ahead (used or not: stopping twice is harmless) and let background work finish,
+        before the run folder is removed."""
+        with self._lock:
+            self._closing = True  # a prewarm that has not started its server yet will not
+            starting, self._starting = self._starting, []
+        for ready in starting:
+            ready.wait()  # a server being started is stopped once it is up, not under its feet
+        while True:
+            with self._lock:
+                threads, self._background = self._background, []
+                ahead, self._ahead = self._ahead, []
+                self._ready.clear()
+            if not threads and not ahead:
+                break
+            for cluster in ahead:
+                cluster.__exit__(None, None, None)
+            for thread in threads:
+                thread.join()
+        with self._lock:
+            self._closing = False
 
     def _place(self, need_bytes: int) -> Path:
         if self.fastdir is not None and free_bytes(self.fastdir) > need_bytes + self.RESERVE:
@@ -373,4 +447,4 @@ class ClusterFactory:
             self._count += 1
             # pid and count: unique even when several factories share one run folder
             home = self._place(need_bytes) / f"cluster-{os.getpid()}-{self._count}"
-        return Cluster(inst, template, home)
+        return Cluster(inst, template, home, self.remove_later)

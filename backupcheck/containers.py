@@ -35,6 +35,8 @@ def docker_client(timeout: int = 5) -> Any:
 
 def engine_answers() -> tuple[bool, str]:
     """(True, what answered) when a Docker engine answers, else (False, why not)."""
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return False, f"no Docker engine: {_unanswered('')}"  # without importing the Docker SDK (0.1 s)
     try:
         client = docker_client(timeout=3)
         try:

@@ -83,7 +83,7 @@ class LocalProvider(Provider):
 
     def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
         inst = self.tools.pick(need_major, why=why)
-        return LocalTarget(self.factory.cluster(inst, need_bytes).__enter__())
+        return LocalTarget(self.factory.started(inst, need_bytes))
 
 
 class ContainerProvider(Provider):

@@ -138,9 +138,7 @@ class RestoredBackup:
 
     def _acquire(self) -> None:
         """Get a server, prepare it for the profile, and compare it with the dump before restoring."""
-        # A restored database can take 20 times its compressed dump (18x measured on repetitive data);
-        # plain SQL about twice its size, indexes included.
-        need_bytes = sum(a.size * (20 if a.format in ARCHIVE_FORMATS or a.compression else 2) for a in self.dumps)
+        need_bytes = self.backup.room_needed
         kind = self.provider.kind
         try:
             self.target = self.provider.target(self.need_major(), need_bytes, f"the dump of {self.backup.key} needs it")

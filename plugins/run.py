@@ -113,23 +113,26 @@ def pytest_configure(config: pytest.Config) -> None:
             listing_io.dump(listing, rundir / "listing.json")
         final = config.stash[SETTINGS]
         distributing = workerinput is None and config.getoption("numprocesses", None)
+        told = Decision(workerinput["backupcheck_provider"], workerinput["backupcheck_provider_reason"]) \
+            if workerinput is not None and "backupcheck_provider" in workerinput else None
         # Read once: the controller's auto needs them to check images, a process that restores to prewarm initdb.
-        deciding = workerinput is None and final.pg_provider == "auto"
-        restoring_here = not distributing and final.pg_provider in ("auto", "local")
-        majors = _needed_majors(listing, final) if deciding or restoring_here else set()
-        if workerinput is not None and "backupcheck_provider" in workerinput:
-            decision = Decision(workerinput["backupcheck_provider"], workerinput["backupcheck_provider_reason"])
-        else:
-            decision = _decide(final, majors)
+        deciding = told is None and final.pg_provider == "auto"
+        restoring_here = not distributing and (told.kind == "local" if told else final.pg_provider in ("auto", "local"))
+        needs = _needed_majors(listing, final) if deciding or restoring_here else {}
+        if restoring_here:
+            # Before deciding (asking Docker takes a while): a local restore, likely under auto, finds its server
+            # ready; if containers win, the template is made for nothing and the started server is stopped.
+            _prewarm(factory, needs, listing, final)
+        decision = told or _decide(final, set(needs.values()))
         provider = _provider(decision, final, factory, rundir)
     except BaseException:
         factory.wait()
         for cm in reversed(cms):
             cm.__exit__(None, None, None)
         raise
+    if decision.kind != "local":
+        factory.wait()  # nothing started ahead stays running beside the containers
     config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory, decision, provider)
-    if not distributing and decision.kind == "local":
-        _prewarm(factory, majors, config.stash[SETTINGS])
 
 
 def _decide(settings: Settings, majors: set[int]) -> Decision:
@@ -162,38 +165,46 @@ def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, r
     return providers.LocalProvider(factory, settings.tools)
 
 
-def _needed_majors(listing: Listing, settings: Settings) -> set[int]:
-    """The server versions the planned restores need, from archive headers and plain dumps' first lines."""
+def _needed_majors(listing: Listing, settings: Settings) -> dict[str, int]:
+    """The server version each planned restore needs (by backup key), from archive headers and plain dumps'
+    first lines; backups whose dumps do not say are left out."""
     import re
 
     from backupcheck.pgarchive import ArchiveError, read_archive
     from backupcheck.sniff import open_decompressed
 
-    needs: set[int] = set()
+    needs: dict[str, int] = {}
     for backup in settings.to_restore(listing):
         for a in backup.dumps:
             try:
                 if a.format in ("custom", "directory", "tar") and not a.compression:
                     info = read_archive(a.path, a.format)
-                    needs.add(max(info.min_restore_major, info.dump_major or 0))
+                    need = max(info.min_restore_major, info.dump_major or 0)
                 elif a.format in ("plain", "dumpall"):
                     with open_decompressed(a.path, a.compression) as f:
                         m = re.search(rb"Dumped by pg_dump(?:all)? version (\d+)", f.read(4096))
-                    if m:
-                        needs.add(int(m.group(1)))
+                    if not m:
+                        continue
+                    need = int(m.group(1))
+                else:
+                    continue
             except (ArchiveError, OSError, ValueError):
                 continue
+            needs[backup.key] = max(needs.get(backup.key, 0), need)
     return needs
 
 
-def _prewarm(factory: ClusterFactory, majors: set[int], settings: Settings) -> None:
-    """Start initdb for the installations the first restores will need, if their dumps say which."""
-
-    for need in sorted(majors)[:2]:
+def _prewarm(factory: ClusterFactory, needs: dict[str, int], listing: Listing, settings: Settings) -> None:
+    """Start initdb for the installations the first restores will need, if their dumps say which, and the
+    first restore's server."""
+    first = next((b for b in settings.to_restore(listing) if b.key in needs), None)
+    for need in sorted(set(needs.values()))[:2]:
         try:
-            factory.prewarm(settings.tools.pick(need))
+            inst = settings.tools.pick(need)
         except NoSuitableBinaries:
-            pass  # the restore test says so, with every place looked
+            continue  # the restore test says so, with every place looked
+        start = first is not None and needs[first.key] == need
+        factory.prewarm(inst, start_for=first.room_needed if first is not None and start else None)
 
 
 def cache_dir(settings: Settings) -> Path:

@@ -268,3 +268,47 @@ def test_ryuk_that_cannot_start_is_an_error_naming_the_switch(run_suites, clean_
     assert run.outcomes[restore] == "error"
     assert "set container.ryuk = false (--container-ryuk off)" in run.messages[restore]
     assert leftover_containers(killed_on_purpose) == []
+
+
+def test_the_server_started_ahead_serves_the_first_restore_and_none_outlives_the_factory(tmp_path):
+    """Started in a background thread while pytest collects, the first restore's server must survive that
+    thread (the server dies with the thread that started it), be the one the restore gets, and stop with the
+    factory's end like the one nobody claimed."""
+    from backupcheck.cluster import RunDir, fast_base
+
+    inst = pgbin.ANY_TOOLS.pick(None)
+    with RunDir() as rundir, RunDir(fast_base()) as fastdir:
+        factory = ClusterFactory(rundir, fastdir)
+        factory.prewarm(inst, start_for=0)
+        first = factory.started(inst, 0)
+        assert first.process is not None and first.process.poll() is None
+        time.sleep(0.3)  # the prewarm thread has long finished starting: the server must still answer
+        with psycopg.connect(**first.conninfo(), connect_timeout=5) as conn:  # type: ignore[arg-type]
+            assert conn.execute("select 1").fetchone() == (1,)
+        second = factory.started(inst, 0)  # nothing left ahead: a new one
+        assert second is not first
+        factory.prewarm(inst, start_for=0)  # started ahead and never claimed
+        time.sleep(0.1)
+        homes = [first.home, second.home]
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+        factory.wait()
+        assert not any(h.exists() for h in homes)
+        assert not [p for p in (fastdir or rundir).iterdir() if p.name.startswith("cluster-")]
+        assert all(t.name != f"prewarm-{inst.version}" or not t.is_alive() for t in __import__("threading").enumerate())
+
+
+def test_a_run_that_ends_before_the_server_started_ahead_is_up_ends_at_once():
+    """A run that restores nothing (``-m integrity``) ends while initdb is still running: the server meant for
+    the first restore is then never started, and the end does not wait for one that never stops."""
+    from backupcheck.cluster import RunDir, fast_base
+
+    inst = pgbin.ANY_TOOLS.pick(None)
+    with RunDir() as rundir, RunDir(fast_base()) as fastdir:
+        factory = ClusterFactory(rundir, fastdir)
+        factory.prewarm(inst, start_for=0)
+        done = __import__("threading").Event()
+        waiter = __import__("threading").Thread(target=lambda: (factory.wait(), done.set()), daemon=True)
+        waiter.start()
+        assert done.wait(60), "the factory's end waits for a server that nobody stops"
+        assert not [p for p in (fastdir or rundir).iterdir() if p.name.startswith("cluster-")]
