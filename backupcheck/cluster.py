@@ -109,7 +109,7 @@ def sweep_stale_runs(base: Path) -> list[Path]:
             with contextlib.suppress(OSError):
                 if time.time() - run.stat().st_mtime < 3600:
                     continue
-        for pidfile in run.glob("**/postmaster.pid"):
+        for pidfile in _pidfiles(run):
             _kill_postmaster(pidfile.parent)
         shutil.rmtree(run, ignore_errors=True)
         removed.append(run)
@@ -139,10 +139,19 @@ class RunDir:
 
     def __exit__(self, *exc: object) -> None:
         if self.path is not None:
-            for pidfile in self.path.glob("**/postmaster.pid"):
+            for pidfile in _pidfiles(self.path):
                 _kill_postmaster(pidfile.parent)
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
+
+
+def _pidfiles(folder: Path) -> list[Path]:
+    """postmaster.pid files under ``folder``; folders removed meanwhile (a removal in the background) are skipped."""
+    found: list[Path] = []
+    for root, _dirs, files in os.walk(folder, onerror=lambda _exc: None):
+        if "postmaster.pid" in files:
+            found.append(Path(root) / "postmaster.pid")
+    return found
 
 
 def server_user() -> tuple[int, int] | None:

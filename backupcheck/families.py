@@ -35,6 +35,9 @@ for _family in (
     Family("relations", "no orphaned rows", True, ("relations",)),
     Family("content_freshness", "the newest rows are about as new as the backup", True,
            ("content_columns", "content_max_age", "rpo")),
+    Family("trends", "tables and restore times hold against the series' history", True,
+           ("trend_window", "trend_min_history", "stall_nights", "max_row_drop", "rto", "rto_horizon")),
+    Family("retention", "the backups kept match the retention policy", False, ("retention", "max_age")),
 ):
     register(_family)
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2  # 2: backups carry their tables' rows; streaks of failing checks
 
 _FINDING = {
     "type": "object",
@@ -23,10 +23,10 @@ _FINDING = {
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://backupcheck.invalid/results-1.json",
+    "$id": "https://backupcheck.invalid/results-2.json",
     "title": "backupcheck results",
     "type": "object",
-    "required": ["schema", "version", "run", "backups", "checks"],
+    "required": ["schema", "version", "run", "backups", "checks", "streaks"],
     "additionalProperties": False,
     "properties": {
         "schema": {"const": "backupcheck-results"},
@@ -56,7 +56,8 @@ SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["key", "series", "taken_at", "format", "size", "artifacts", "verdict", "restore"],
+                "required": ["key", "series", "taken_at", "format", "size", "artifacts", "verdict", "restore",
+                             "tables"],
                 "additionalProperties": False,
                 "properties": {
                     "key": {"type": "string"},
@@ -66,6 +67,10 @@ SCHEMA: dict[str, Any] = {
                     "size": {"type": "integer", "minimum": 0},
                     "artifacts": {"type": "array", "items": {"type": "string"}},
                     "verdict": {"enum": ["passed", "failed", "skipped", "not run"]},
+                    "tables": {  # rows per table of the restored copy, when they were counted
+                        "oneOf": [{"type": "null"},
+                                  {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}],
+                    },
                     "restore": {
                         "oneOf": [
                             {"type": "null"},
@@ -89,6 +94,14 @@ SCHEMA: dict[str, Any] = {
                         ],
                     },
                 },
+            },
+        },
+        "streaks": {  # checks failing on this run and the runs before it, at least streak_runs in a row
+            "type": "array",
+            "items": {
+                "type": "object", "required": ["series", "check", "runs", "since"], "additionalProperties": False,
+                "properties": {"series": {"type": "string"}, "check": {"type": "string"},
+                               "runs": {"type": "integer", "minimum": 1}, "since": {"type": "string"}},
             },
         },
         "checks": {

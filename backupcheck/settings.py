@@ -118,19 +118,38 @@ class SeriesSettings:
     name_timezone: str = "UTC"  # the zone of times written in backup names without an offset
     content_columns: tuple[str, ...] = ()  # [schema.]table.column whose newest value tells when data was written
     content_max_age: timedelta | None = None  # None: the series' RPO
+    retention: tuple[tuple[str, int], ...] = ()  # GFS slots promised: (daily, 7), (weekly, 4), ...
+    max_age: timedelta | None = None  # no backup older than this remains
+    trend_window: int = 14  # earlier backups a table's rows are judged against
+    trend_min_history: int = 5  # earlier backups needed before trends judge
+    stall_nights: int = 3  # backups without growth, after steady growth, that make a stall
+    rto_horizon: timedelta = timedelta(days=30)  # a forecast crossing of the RTO within this fails
+
+    @property
+    def retention_rules(self) -> tuple[Any, ...] | None:
+        """The retention policy and max_age, when either is configured (the retention check runs then)."""
+        return (self.retention, self.max_age) if self.retention or self.max_age is not None else None
 
 
 _PARSERS = {
     "rpo": parse_duration, "schedule": parse_duration, "rto": parse_duration, "size_tolerance": parse_share,
-    "content_max_age": parse_duration,
+    "content_max_age": parse_duration, "max_age": parse_duration, "rto_horizon": parse_duration,
     "max_row_drop": parse_share, "min_size": parse_size, "restore": parse_restore,
 }
 
 _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
     "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
-    "name_timezone", "content_columns", "content_max_age",
+    "name_timezone", "content_columns", "content_max_age", "retention", "max_age", "trend_window",
+    "trend_min_history", "stall_nights", "rto_horizon",
 }
+RETENTION_PERIODS = ("daily", "weekly", "monthly", "yearly")
+
+
+def parse_count(value: Any, key: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} = {value!r}: expected a whole number of at least {minimum}")
+    return value
 ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
 
 
@@ -182,6 +201,16 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
         s = replace(s, locale_fallback=value)
     if "name_timezone" in raw:
         s = replace(s, name_timezone=parse_zone(raw["name_timezone"], f"{where}.name_timezone"))
+    for key in ("trend_window", "trend_min_history", "stall_nights"):
+        if key in raw:
+            s = replace(s, **{key: parse_count(raw[key], f"{where}.{key}")})
+    if "retention" in raw:
+        policy = raw["retention"]
+        if not isinstance(policy, dict) or set(policy) - set(RETENTION_PERIODS):
+            raise ConfigError(f"{where}.retention = {policy!r}: expected a table like "
+                              "{ daily = 7, weekly = 4, monthly = 12, yearly = 0 }")
+        s = replace(s, retention=tuple((period, parse_count(policy[period], f"{where}.retention.{period}", 0))
+                                       for period in RETENTION_PERIODS if period in policy))
     if "content_columns" in raw:
         cols = raw["content_columns"]
         if not isinstance(cols, list) or not all(isinstance(c, str) and re.fullmatch(r"[\w$]+(\.[\w$]+){1,2}", c)
@@ -305,6 +334,10 @@ class Settings:
     dsn: str = ""  # for the dsn provider; may hold a password, so it is never shown as is
     profiles: dict[str, Any] = field(default_factory=dict)  # name -> Profile
     now: datetime | None = None  # the moment ages are measured from (default: when the run starts)
+    history: str = "off"  # off, a SQLite file, or a postgresql:// DSN (built runs default to the user's data folder)
+    metrics_file: Path | None = None  # a node_exporter textfile
+    notify: Any = None  # backupcheck.metrics.Notify
+    streak_runs: int = 3  # a check failing this many runs in a row is escalated
 
     def profile(self, series: str) -> Any:
         """The series' configured Profile, or None when it is to be detected from the dump."""
@@ -344,7 +377,8 @@ class Settings:
 
 _TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series",
              "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
-             "pg_bin_only", "now"}
+             "pg_bin_only", "now", "history", "metrics_file", "notify", "streak_runs"}
+_NOTIFY_KEYS = {"url_env", "on", "timeout"}
 _CONTAINER_KEYS = {"image", "ryuk"}
 
 
@@ -476,7 +510,23 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
     if provider == "dsn" and not dsn:
         raise ConfigError("pg_provider = 'dsn' needs a server: --pg-dsn 'host=... user=... dbname=postgres' (config: dsn); "
                           "give the password through PGPASSWORD or ~/.pgpass")
+    history_raw = pick("history", None)
+    if history_raw is None:
+        from .history import default_path
+
+        history = str(default_path())
+    else:
+        history = str(history_raw).strip()
+        from .history import is_dsn
+
+        if history.lower() not in ("off", "none", "false") and not is_dsn(history):
+            history = rel(history) if cli.get("history") is None else history
+    metrics_file = path_setting("metrics_file", None)
+    notify = _notify(file_data.get("notify"))
+    streak_runs = parse_count(pick("streak_runs", 3), "streak_runs")
     return Settings(
+        history=history, metrics_file=Path(metrics_file) if metrics_file else None, notify=notify,
+        streak_runs=streak_runs,
         sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,
         work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
         defaults=defaults, series=series, config_file=config_file,
@@ -485,3 +535,23 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         pg_bin_only=bool(pick("pg_bin_only", False)), pg_provider=provider, container_image=image, ryuk=ryuk_raw, dsn=dsn, profiles=profiles,
         now=now,
     )
+
+
+def _notify(raw: Any) -> Any:
+    """[notify]: url_env names the variable holding the webhook URL (a secret, so never the URL itself)."""
+    if raw is None:
+        return None
+    from .metrics import Notify
+
+    if not isinstance(raw, dict) or set(raw) - _NOTIFY_KEYS or "url_env" not in raw:
+        raise ConfigError("[notify]: expected a table like { url_env = \"SLACK_WEBHOOK_URL\", on = \"failure\" } "
+                          f"(keys: {', '.join(sorted(_NOTIFY_KEYS))})")
+    env = str(raw["url_env"])
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env) or "://" in env:
+        raise ConfigError(f"notify.url_env = {env!r}: expected the NAME of an environment variable holding the "
+                          "webhook URL (the URL is a secret: keep it out of the file)")
+    on = str(raw.get("on", "failure"))
+    if on not in ("failure", "always"):
+        raise ConfigError(f"notify.on = {on!r}: expected 'failure' or 'always'")
+    timeout = parse_duration(raw.get("timeout", 10), "notify.timeout").total_seconds()
+    return Notify(url_env=env, on=on, timeout=timeout)

@@ -11,6 +11,7 @@ pytest_plugins = [
     "backupcheck.plugins.collection",
     "backupcheck.plugins.reporting",
     "backupcheck.plugins.verdict",
+    "backupcheck.plugins.history",
     "backupcheck.fixtures.backups",
     "backupcheck.fixtures.servers",
 ]

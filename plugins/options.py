@@ -32,6 +32,10 @@ HELP_RYUK = "Ryuk, testcontainers' cleanup helper: on (default) or off where its
 HELP_PG_BIN_ONLY = "Use only the --pg-bin folders, not the PostgreSQL installations found elsewhere (config: pg_bin_only)."
 HELP_NOW = ("The moment ages and freshness are measured from, in ISO 8601 with an offset (default: when the run "
             "starts; config: now), to reproduce a verdict of another day.")
+HELP_HISTORY = ("Where runs are remembered, for trends, streaks and evidence: a SQLite file (default: "
+                "$XDG_DATA_HOME/backupcheck/history.sqlite, else ~/.local/share/backupcheck/history.sqlite), a "
+                "postgresql:// DSN (password from PGPASSWORD or ~/.pgpass), or off (config: history).")
+HELP_METRICS = "Write a Prometheus node_exporter textfile here after each run (config: metrics_file)."
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -52,6 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
     group.addoption("--now", dest="bc_now", default=None, metavar="MOMENT", help=HELP_NOW)
     group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
+    group.addoption("--history", dest="bc_history", default=None, metavar="PATH|DSN|off", help=HELP_HISTORY)
+    group.addoption("--metrics-file", dest="bc_metrics_file", default=None, metavar="FILE", help=HELP_METRICS)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -154,6 +160,8 @@ def resolve(config: pytest.Config) -> Settings:
         "container_image": config.getoption("bc_image"),
         "ryuk": config.getoption("bc_ryuk"),
         "now": config.getoption("bc_now"),
+        "history": _history_option(config.getoption("bc_history"), cwd),
+        "metrics_file": absolute("bc_metrics_file"),
     }
     try:
         path = _config_file(config)
@@ -167,3 +175,12 @@ def resolve(config: pytest.Config) -> Settings:
         settings = replace(settings, reports_dir=base / settings.reports_dir)
     config.stash[SETTINGS] = settings
     return settings
+
+
+def _history_option(value: str | None, cwd: Path) -> str | None:
+    """--history as given: off and DSNs as they are, a file relative to where pytest was started."""
+    from backupcheck.history import is_dsn
+
+    if value is None or value.strip().lower() in ("off", "none", "false") or is_dsn(value):
+        return value
+    return str(cwd / value)

@@ -22,6 +22,8 @@ _OUTCOMES = pytest.StashKey[dict[str, dict[str, object]]]()
 _CHECKS = pytest.StashKey[dict[str, dict[str, object]]]()
 _STARTED = pytest.StashKey[datetime]()
 RESULTS = pytest.StashKey[dict]()  # the run's results document, once the session has finished
+_AFTER = pytest.StashKey[list[str]]()  # what recording, metrics and notification said
+_CHARTS = pytest.StashKey[str]()  # the trends section of the HTML report
 _RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
 
 
@@ -171,6 +173,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         found = findings_of(item)
         if found:
             report.user_properties.append(("findings", found))
+        if report.failed:
+            from .history import escalate
+
+            escalate(item, report)
     if report.when != "call" and not (report.when == "setup" and report.failed):
         return
     attachments = item.stash.get(ATTACHMENTS, [])
@@ -231,7 +237,7 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
         backups.append({
             "key": b.key, "series": b.series, "taken_at": b.taken_at.isoformat(), "format": b.format_summary(),
             "size": int(b.size), "artifacts": [a.name for a in b.artifacts],
-            "verdict": str(o.get("verdict", "not run")), "restore": o.get("restore"),
+            "verdict": str(o.get("verdict", "not run")), "restore": o.get("restore"), "tables": o.get("tables"),
         })
     return {
         "schema": "backupcheck-results", "version": RESULTS_VERSION,
@@ -247,6 +253,7 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
         },
         "backups": backups,
         "checks": sorted(config.stash[_CHECKS].values(), key=lambda c: str(c["nodeid"])),
+        "streaks": [],
     }
 
 
@@ -331,6 +338,8 @@ class Summary:
                 row["verdict"] = "failed" if status == "error" else status
         if props.get("restore") and row["restore"] is None:
             row["restore"] = props["restore"]
+        if props.get("tables") and not row.get("tables"):
+            row["tables"] = props["tables"]
         checks = self.config.stash[_CHECKS]
         if report.when == "call" or (report.when == "setup" and not report.passed) or \
                 (report.when == "teardown" and report.failed):
@@ -356,8 +365,12 @@ class Summary:
 
         if self.config.stash.get(RUN, None) is None:
             return
+        from . import history
+
         document = build_results(self.config, exitstatus)
         self.config.stash[RESULTS] = document
+        self.config.stash[_AFTER] = history.finish(self.config, document)  # streaks, history, metrics, webhook
+        self.config.stash[_CHARTS] = history.charts(self.config, document)
         path = self.config.stash[SETTINGS].reports_dir / "results.json"
         try:
             results.write(document, path)
@@ -391,6 +404,10 @@ class Summary:
                  + (f"<p><b>Containment:</b> {html.escape(contained)}</p>" if contained else "")
                  + (f"<p><b>Profiles:</b></p><ul>{profiles}</ul>" if profiles else "") +
                  f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
+        streaks = "".join(f"<li>{html.escape(streak_line(x))}</li>" for x in document.get("streaks", []))
+        if streaks:
+            block += f"<h2>Failing night after night</h2><ul style='color:#c00'>{streaks}</ul>"
+        block += self.config.stash.get(_CHARTS, "")
         if banner:
             block = f"<p style='font-weight:bold;color:#b35900'>{html.escape(banner)}</p>" + block
         prefix.append(block)
@@ -418,6 +435,12 @@ class Summary:
         for r in rows:
             tr.write_line("  ".join(r[c].ljust(widths[c]) for c in _COLUMNS),
                           red=r["verdict"] == "failed", green=r["verdict"] == "passed")
+        for streak in document.get("streaks", []):
+            tr.write_line(streak_line(streak), red=True, bold=True)
+        from .history import notes
+
+        for line in [*self.config.stash.get(_AFTER, []), *notes(self.config)]:
+            tr.write_line(line)
         _github_summary(rows, banner)
 
 
@@ -434,6 +457,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if banner:
         lines.insert(0, banner)
     return lines
+
+
+def streak_line(streak: dict) -> str:
+    return (f"{streak['check']} on {streak['series']}: failing for {streak['runs']} nights since "
+            f"{streak['since'][:10]}")
 
 
 def _github_summary(rows: list[dict[str, str]], banner: str) -> None:

@@ -19,11 +19,13 @@ def _table(counts, before=None):
 
 
 @pytest.fixture
-def row_counts(restored):
+def row_counts(restored, record_tables):
     try:
-        return restored.require().row_counts()
+        counts = restored.require().row_counts()
     except QueryFailed as exc:
         pytest.fail(str(exc), pytrace=False)
+    record_tables(counts)
+    return counts
 
 
 @pytest.mark.needs_restore
@@ -36,12 +38,14 @@ def test_critical_tables_meet_their_minimum_rows(backup, row_counts, series_sett
 
 
 @pytest.mark.needs_restore
-def test_no_table_lost_more_rows_than_allowed_since_previous_backup(backup, restored, previous_counts, series_settings, attach):
+def test_no_table_lost_more_rows_than_allowed_since_previous_backup(backup, restored, previous_counts, series_settings,
+                                                                    record_tables, attach):
     """No table holds fewer rows than the previous backup by more than the allowed share (default 20%)."""
     previous_key, before = previous_counts
     if previous_key is None:
         pytest.skip(f"{backup.key} has no earlier readable backup to compare with")
     row_counts = restored.require().row_counts()
+    record_tables(row_counts)
     attach("row counts", _table(row_counts, before))
     findings = restoring.row_drops(backup.key, backup.series, previous_key, row_counts, before, series_settings)
     judge(findings)

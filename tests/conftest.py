@@ -34,6 +34,18 @@ IMAGE = "backupcheck/postgres:{major}"
 CONTAINER_CONFIG = f'[container]\nimage = "{IMAGE}"\nryuk = false\n'
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs that keep the default history write under $XDG_DATA_HOME: ours, not the user's."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def now() -> datetime:
     """One injected moment for the farms and the suites they run (--now): noon UTC of today, so the
@@ -45,7 +57,9 @@ def now() -> datetime:
 def pg_run() -> Iterator[ClusterFactory]:
     # In the system temp folder, not pytest's private one: as root the server runs as its own account.
     with RunDir() as rundir, RunDir(fast_base()) as fastdir:
-        yield ClusterFactory(rundir, fastdir)
+        factory = ClusterFactory(rundir, fastdir)
+        yield factory
+        factory.wait()  # folders still being removed in the background
 
 
 @pytest.fixture
@@ -173,6 +187,8 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path, now: datetime):  # typ
             cmd += ["--now", now.isoformat()]
         if "--pg-provider" not in args and "pg_provider" not in (config or ""):
             cmd += ["--pg-provider", "local"]  # containers are asked for by the tests about them
+        if "--history" not in args and "history =" not in (config or ""):
+            cmd += ["--history", "off"]  # farms share backup names: one test's history must not judge another's
         result = pytester.runpytest_subprocess(*cmd, timeout=600)
         junit = reports / "junit.xml"
         outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})

@@ -39,7 +39,12 @@ def test_every_option_the_readme_names_exists(pytester):
     others = {"--help", "--symmetric", "--cipher-algo",  # gpg's own
               "--list", "--schema-only", "--no-owner", "--clean"}  # pg_restore's, pg_dump's, pg_dumpall's
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - others
-    offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", help_text))
+    import subprocess
+    import sys
+
+    evidence = subprocess.run([sys.executable, "-m", "backupcheck", "evidence", "--help"], capture_output=True,
+                              text=True, check=True).stdout  # the backupcheck command's own options
+    offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", help_text + evidence))
     missing = sorted(named - offered)
     assert missing == []
 

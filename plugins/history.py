@@ -1,0 +1,267 @@
+"""The history across runs in a pytest run: opened once per process when a check reads it, written once per run
+on the controller from the results document; streaks of failing checks; the metrics file and the webhook."""
+
+from __future__ import annotations
+
+import socket
+import time
+import warnings
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from .options import SETTINGS
+
+HISTORY = pytest.StashKey["History"]()
+_NOTES = pytest.StashKey[list[str]]()
+
+
+class History:
+    """The run's history store, opened on first use; a store that cannot be opened fails the checks that need
+    it (with the reason), not the run."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._store: Any = None
+        self._error = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec.strip().lower() not in ("off", "none", "false", "")
+
+    @property
+    def where(self) -> str:
+        from backupcheck.history import describe
+
+        return describe(self.spec) if self.enabled else "no history (history = off)"
+
+    def store(self) -> Any:
+        """The store, or None when it is off or cannot be opened (``error`` says why)."""
+        from backupcheck.history import HistoryError, open_store
+
+        if self._store is None and not self._error and self.enabled:
+            try:
+                self._store = open_store(self.spec)
+            except HistoryError as exc:
+                self._error = str(exc)
+        return self._store
+
+    @property
+    def error(self) -> str:
+        return self._error
+
+    def require(self) -> Any:
+        """For a check that needs the history: the store, or the check fails saying why."""
+        __tracebackhide__ = True
+        if not self.enabled:
+            pytest.skip("the history is off (history = off): trends need earlier runs")
+        store = self.store()
+        if store is None:
+            pytest.fail(f"the history cannot be used: {self._error}", pytrace=False)
+        return store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None:
+        return
+    from .run import runs_suites
+
+    if runs_suites(config):
+        config.stash[HISTORY] = History(settings.history)
+        config.stash[_NOTES] = []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    history = config.stash.get(HISTORY, None)
+    if history is not None:
+        history.close()
+
+
+def streak_of(history: History, series: str, name: str, before: str, runs: int) -> tuple[int, str]:
+    """(how many runs in a row before ``before`` failed check ``name`` on the series, up to ``runs`` looked at;
+    when the first of them started)."""
+    store = history.store()
+    if store is None or runs <= 0:
+        return 0, ""
+    count, since = 0, ""
+    for started, failed in store.check_runs(series, name, before, runs):
+        if not failed:
+            break
+        count, since = count + 1, started
+    return count, since
+
+
+def streaks(config: pytest.Config, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checks failing now that also failed on the runs before, at least ``streak_runs`` in a row with this
+    one: named in the summary as failing for K nights since …"""
+    history = config.stash.get(HISTORY, None)
+    settings = config.stash[SETTINGS]
+    if history is None or history.store() is None:
+        return []
+    out, seen = [], set()
+    for c in document["checks"]:
+        key = (c["series"], c["name"])
+        if c["outcome"] not in ("failed", "error") or not c["series"] or key in seen:
+            continue
+        seen.add(key)
+        count, since = streak_of(history, c["series"], c["name"], document["run"]["started"], 60)
+        if count + 1 >= settings.streak_runs:
+            out.append({"series": c["series"], "check": c["name"], "runs": count + 1, "since": since})
+    return out
+
+
+def escalate(item: pytest.Item, report: pytest.TestReport) -> None:
+    """On the worker, as a check fails: when it also failed on the last streak_runs - 1 runs, raise its Allure
+    severity to blocker and say for how long."""
+    history = item.config.stash.get(HISTORY, None)
+    props = dict(report.user_properties)
+    series = str(props.get("series", ""))
+    if history is None or not series or not history.enabled:
+        return
+    runs = item.config.stash[SETTINGS].streak_runs
+    name = item.nodeid.split("::")[-1].split("[")[0]
+    count, since = streak_of(history, series, name, datetime.now(UTC).isoformat(), runs - 1)
+    if runs <= 1 or count < runs - 1:
+        return
+    report.sections.append(("backupcheck streak", f"failing for {count + 1} runs in a row, since {since[:16]}"))
+    _allure_blocker(item, f"failing {count + 1} nights")
+
+
+def _allure_blocker(item: pytest.Item, tag: str) -> None:
+    """Make the failing test's Allure severity blocker: allure-pytest reads the severity from the item's markers
+    at teardown, so the one set at collection is replaced there (allure.dynamic.severity would add a second)."""
+    item.own_markers[:] = [m for m in item.own_markers
+                           if not (m.name == "allure_label" and m.kwargs.get("label_type") == "severity")]
+    item.own_markers.append(pytest.mark.allure_label("blocker", label_type="severity").mark)
+    item.own_markers.append(pytest.mark.allure_label(tag, label_type="tag").mark)
+
+
+def finish(config: pytest.Config, document: dict[str, Any]) -> list[str]:
+    """On the controller, once the results document exists: record the run, write the metrics file, notify.
+    Returns the lines the terminal summary shows."""
+    from backupcheck import metrics
+
+    settings = config.stash[SETTINGS]
+    history = config.stash.get(HISTORY, None)
+    lines: list[str] = []
+    problems: list[str] = []
+    found = streaks(config, document)
+    document["streaks"] = found
+    if history is not None and history.enabled:
+        store = history.store()
+        if store is None:
+            problems.append(f"history: not recorded: {history.error}")
+        elif settings.demo:
+            lines.append(f"history: the demo run is kept out of {history.where}")
+        else:
+            try:
+                t0 = time.monotonic()
+                store.record(document, socket.gethostname())
+                lines.append(f"history: this run recorded in {history.where} ({time.monotonic() - t0:.2f} s)")
+            except Exception as exc:  # a history that cannot be written must not hide the run's results
+                problems.append(f"history: not recorded in {history.where}: {type(exc).__name__}: {exc}")
+    if settings.metrics_file is not None:
+        try:
+            metrics.write_metrics(document, settings.metrics_file, last_passed(history, document))
+            lines.append(f"metrics: written to {settings.metrics_file}")
+        except Exception as exc:
+            problems.append(f"metrics: cannot write {settings.metrics_file}: {exc}")
+    if settings.notify is not None:
+        said, ok = metrics.send(document, settings.notify, found)
+        if said:
+            (lines if ok else problems).append(said)
+    for line in problems:
+        warnings.warn(f"backupcheck {line}", stacklevel=1)
+    return lines + problems
+
+
+def last_passed(history: History | None, document: dict[str, Any]) -> dict[str, str]:
+    """Per series: when its newest backup last passed every check: this run when it did, else the history's."""
+    out: dict[str, str] = {}
+    store = history.store() if history is not None else None
+    newest: dict[str, dict[str, Any]] = {}
+    for b in document["backups"]:
+        if b["series"] not in newest or b["taken_at"] > newest[b["series"]]["taken_at"]:
+            newest[b["series"]] = b
+    for series, b in newest.items():
+        if b["verdict"] == "passed":
+            out[series] = document["run"]["finished"]
+        elif store is not None:
+            when = store.last_passed(series)
+            if when:
+                out[series] = when
+    return out
+
+
+def charts(config: pytest.Config, document: dict[str, Any]) -> str:
+    """The HTML report's trends section: per series, size over time (from the listing), restore seconds and
+    rows per table (from the history, this run included)."""
+    from backupcheck import charts as draw
+    from backupcheck.checks.trends import crossing
+
+    from .run import RUN
+
+    state = config.stash.get(RUN, None)
+    if state is None:
+        return ""
+    settings = config.stash[SETTINGS]
+    history = config.stash.get(HISTORY, None)
+    store = history.store() if history is not None and not settings.demo else None
+    failing: dict[str, set[str]] = {}
+    for c in document["checks"]:
+        for f in c["findings"]:
+            if c["family"] in ("trends", "row_counts") and f["where"]:
+                failing.setdefault(c["series"], set()).add(f["where"])
+    end = "9999-12-31T00:00:00+00:00"
+    parts = []
+    started = time.monotonic()
+    try:
+        for series in state.listing.series:
+            cfg = settings.for_series(series.name)
+            known = {k: (datetime.fromisoformat(t), n) for k, t, n in store.sizes(series.name, 400)} if store else {}
+            known.update({b.key: (b.taken_at, b.size) for b in series.backups})  # the listing's own, for this run
+            sizes = sorted(known.values())[-400:]
+            blocks = [draw.size_chart(series.name, sizes, cfg.size_tolerance)] if len(sizes) > 1 else []
+            if store is not None:
+                restores = [(datetime.fromisoformat(t), s) for t, s in store.restore_times(series.name, end, 60)]
+                if restores:
+                    rto = cfg.rto.total_seconds() if cfg.rto is not None else None
+                    cross = crossing(restores, rto) if rto is not None else None
+                    horizon = restores[-1][0] + 4 * (restores[-1][0] - restores[0][0])
+                    forecast = (cross, rto) if cross is not None and rto is not None and cross <= horizon else None
+                    blocks.append(draw.restore_chart(series.name, restores, rto, forecast))
+                tables: dict[str, list[tuple[datetime, int]]] = {}
+                for _, taken, counts in store.series_rows(series.name, end, 60):
+                    for table, n in counts.items():
+                        tables.setdefault(table, []).append((datetime.fromisoformat(taken), n))
+                small = draw.rows_charts(series.name, tables, failing.get(series.name, set()))
+                if small:
+                    blocks.append("<div style='display:flex;flex-wrap:wrap;gap:4px'>" + "".join(small) + "</div>")
+            if blocks:
+                parts.append(f"<h3>{_esc(series.name)}</h3>" + "".join(f"<div>{b}</div>" for b in blocks))
+    except Exception as exc:  # a chart that cannot be drawn must not cost the report
+        return f"<h2>Trends</h2><p>The charts could not be drawn: {_esc(type(exc).__name__)}: {_esc(str(exc))}</p>"
+    if not parts:
+        return ""
+    drawn = f"{len(parts)} series drawn in {time.monotonic() - started:.2f} s"
+    config.stash.setdefault(_NOTES, []).append(f"charts: {drawn}")
+    return f"<h2>Trends</h2><p style='color:#777'>{drawn}, from {_esc(history.where if history else '')}</p>" \
+        + "".join(parts)
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def notes(config: pytest.Config) -> list[str]:
+    """Lines for the terminal summary gathered while the reports were made (how long the charts took)."""
+    return list(config.stash.get(_NOTES, []))
