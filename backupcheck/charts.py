@@ -73,7 +73,7 @@ def restore_chart(series: str, points: Sequence[tuple[datetime, float]], rto: fl
 
 
 def rows_charts(series: str, tables: dict[str, Sequence[tuple[datetime, int]]], failing: set[str],
-                limit: int = 8) -> list[str]:
+                limit: int = 6) -> list[str]:
     """Small multiples of rows per table over time: the failing tables first, then the largest."""
     order = sorted(tables, key=lambda t: (t not in failing, -(tables[t][-1][1] if tables[t] else 0), t))
     out = []

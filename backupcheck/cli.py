@@ -1,6 +1,7 @@
 """The ``backupcheck`` command (also ``python -m backupcheck``): reports that need no pytest run.
 
     backupcheck evidence --since 90d [--series S] [-o evidence.html | -o evidence.md] [--history SPEC]
+    backupcheck merge shard-*/results.json -o reports/ [--plan plan.json]
 """
 
 from __future__ import annotations
@@ -73,8 +74,50 @@ def evidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def merge(args: argparse.Namespace) -> int:
+    import os
+
+    from . import merge as merging
+    from .plan import PlanError, assign, load
+
+    paths = [Path(p) for p in args.results]
+    absent = [p for p in paths if not p.exists()]
+    try:
+        documents = merging.load_all([p for p in paths if p.exists()])
+        plan = load(Path(args.plan)) if args.plan else None
+    except (merging.MergeError, PlanError) as exc:
+        print(f"backupcheck merge: {exc}", file=sys.stderr)
+        return 2
+    total = args.shards or next(((d["run"]["shard"] or {}).get("total") for d in documents), None)
+    if total is None:
+        print("backupcheck merge: no shard sent results, and --shards does not say how many there were",
+              file=sys.stderr)
+        return 2
+    try:
+        document = merging.merge(documents, total, assign(plan, total) if plan else None)
+    except merging.MergeError as exc:
+        print(f"backupcheck merge: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    merging.render_all(document, out)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as f:
+            f.write(merging.markdown(document))
+    bad = [c for c in document["checks"] if c["outcome"] in merging.BAD]
+    print(f"backupcheck merge: {len(documents)} of {total} shard(s), {len(document['backups'])} backup(s), "
+          f"{len(document['checks'])} check(s), {len(bad)} failed -> {out}/ (results.json, report.html, junit.xml, "
+          "allure-results, summary.md)")
+    for p in absent:
+        print(f"  not found: {p}")
+    for c in bad:
+        print(f"  FAILED {c['nodeid']}: {c['message'].splitlines()[0] if c['message'] else ''}"[:300])
+    return int(document["run"]["exit_status"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="backupcheck", description="Reports from backupcheck's history.")
+    parser = argparse.ArgumentParser(prog="backupcheck", description="Reports from backupcheck's history and "
+                                                                      "merged shards.")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evidence", help="For auditors: each night of a period, was the newest backup restored "
                                          "and verified, in how long, and how old was it.")
@@ -88,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--backup-config", default=None, help="backupcheck.toml, for each series' RTO and RPO "
                                                           "(default: ./backupcheck.toml when there is one).")
     ev.set_defaults(func=evidence)
+    mg = sub.add_parser("merge", help="Merge the results.json of a plan's shards into one set of reports and one "
+                                      "exit code.")
+    mg.add_argument("results", nargs="+", help="The shards' results.json files.")
+    mg.add_argument("-o", "--output", default="reports", help="Folder for the merged reports (default reports).")
+    mg.add_argument("--plan", default=None, help="The plan the shards verified, to name what a missing shard held.")
+    mg.add_argument("--shards", type=int, default=None, help="How many shards there were (default: as the "
+                                                             "results say).")
+    mg.set_defaults(func=merge)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -17,8 +17,8 @@ def _artifact_json(a: Artifact) -> dict:
     }
 
 
-def dump(listing: Listing, path: Path) -> None:
-    data = {
+def to_data(listing: Listing) -> dict:
+    return {
         "problems": listing.problems,
         "series": [
             {"name": s.name, "backups": [
@@ -29,13 +29,19 @@ def dump(listing: Listing, path: Path) -> None:
             for s in listing.series
         ],
     }
+
+
+def dump(listing: Listing, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    tmp.write_text(json.dumps(to_data(listing), separators=(",", ":")))
     tmp.rename(path)
 
 
 def load(path: Path) -> Listing:
-    data = json.loads(path.read_text())
+    return from_data(json.loads(path.read_text()))
+
+
+def from_data(data: dict) -> Listing:
     listing = Listing(problems=list(data["problems"]))
     for s in data["series"]:
         backups = []

@@ -34,7 +34,7 @@ SCHEMA: dict[str, Any] = {
         "run": {
             "type": "object",
             "required": ["id", "started", "finished", "now", "demo", "provider", "containment", "sources",
-                         "versions", "exit_status"],
+                         "versions", "exit_status", "shard"],
             "additionalProperties": False,
             "properties": {
                 "id": {"type": "string"},
@@ -50,6 +50,12 @@ SCHEMA: dict[str, Any] = {
                 "sources": {"type": "array", "items": {"type": "string"}},
                 "versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "exit_status": {"type": "integer"},
+                "shard": {  # a plan's share (index 0 of N: the shards merged), or null for a run on its own
+                    "oneOf": [{"type": "null"}, {
+                        "type": "object", "required": ["id", "index", "total"], "additionalProperties": False,
+                        "properties": {"id": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+                                       "total": {"type": "integer", "minimum": 1}}}],
+                },
             },
         },
         "backups": {
@@ -128,11 +134,11 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def write(document: dict[str, Any], path: Path) -> None:
-    """Write atomically: a reader never sees half a file."""
+def write(document: dict[str, Any], path: Path, *, sort_keys: bool = False) -> None:
+    """Write a JSON document atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    tmp.write_text(json.dumps(document, indent=1, ensure_ascii=False, sort_keys=sort_keys) + "\n")
     tmp.replace(path)
 
 

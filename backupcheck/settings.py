@@ -338,6 +338,9 @@ class Settings:
     metrics_file: Path | None = None  # a node_exporter textfile
     notify: Any = None  # backupcheck.metrics.Notify
     streak_runs: int = 3  # a check failing this many runs in a row is escalated
+    plan_out: Path | None = None  # write the plan here and check nothing
+    plan: Path | None = None  # verify what this plan lists, without listing the sources
+    shard: Any = None  # backupcheck.plan.Shard: this job's share of the plan
 
     def profile(self, series: str) -> Any:
         """The series' configured Profile, or None when it is to be detected from the dump."""
@@ -377,7 +380,7 @@ class Settings:
 
 _TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series",
              "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
-             "pg_bin_only", "now", "history", "metrics_file", "notify", "streak_runs"}
+             "pg_bin_only", "now", "history", "metrics_file", "notify", "streak_runs", "plan_out", "plan", "shard"}
 _NOTIFY_KEYS = {"url_env", "on", "timeout"}
 _CONTAINER_KEYS = {"image", "ryuk"}
 
@@ -524,9 +527,17 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
     metrics_file = path_setting("metrics_file", None)
     notify = _notify(file_data.get("notify"))
     streak_runs = parse_count(pick("streak_runs", 3), "streak_runs")
+    plan_out, plan_in = path_setting("plan_out", None), path_setting("plan", None)
+    shard = _shard(pick("shard", None))
+    if shard is not None and plan_in is None:
+        raise ConfigError("shard = K/N needs a plan (--plan FILE, made once with --plan-out): shards never list "
+                          "the sources themselves")
+    if plan_out is not None and plan_in is not None:
+        raise ConfigError("plan_out and plan exclude each other: plan once (--plan-out), then verify (--plan)")
     return Settings(
         history=history, metrics_file=Path(metrics_file) if metrics_file else None, notify=notify,
-        streak_runs=streak_runs,
+        streak_runs=streak_runs, plan_out=Path(plan_out) if plan_out else None, plan=Path(plan_in) if plan_in else None,
+        shard=shard,
         sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,
         work_dir=Path(work_dir) if work_dir else None, reports_dir=Path(reports_dir or "reports"),
         defaults=defaults, series=series, config_file=config_file,
@@ -555,3 +566,15 @@ def _notify(raw: Any) -> Any:
         raise ConfigError(f"notify.on = {on!r}: expected 'failure' or 'always'")
     timeout = parse_duration(raw.get("timeout", 10), "notify.timeout").total_seconds()
     return Notify(url_env=env, on=on, timeout=timeout)
+
+
+def _shard(raw: Any) -> Any:
+    """K/N from the setting, else from the CI system's environment (GitLab, a Kubernetes Indexed Job)."""
+    import os
+
+    from .plan import PlanError, parse_shard, shard_from_environment
+
+    try:
+        return parse_shard(str(raw), "shard") if raw is not None else shard_from_environment(dict(os.environ))
+    except PlanError as exc:
+        raise ConfigError(str(exc)) from None

@@ -142,11 +142,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     kept, dropped = [], []
     family_marks = {f: getattr(pytest.mark, f).mark for f in FAMILIES}
+    shard = config.stash[SETTINGS].shard
     for item in items:
         skip = item.get_closest_marker("skip")
         params = getattr(getattr(item, "callspec", None), "params", {})
         if ("backup" in params or "series" in params) and skip and "empty parameter set" in str(skip.kwargs.get("reason", "")):
             dropped.append(item)  # no backup it applies to (nothing configured, nothing restorable): not a test
+            continue
+        if shard is not None and shard.index != 1 and family_of(item) and subject_of(item)[0] == "run":
+            dropped.append(item)  # run-wide checks (the sources as listed) belong to the plan's first shard
             continue
         family = family_of(item)
         if family in FAMILIES:

@@ -36,6 +36,11 @@ HELP_HISTORY = ("Where runs are remembered, for trends, streaks and evidence: a 
                 "$XDG_DATA_HOME/backupcheck/history.sqlite, else ~/.local/share/backupcheck/history.sqlite), a "
                 "postgresql:// DSN (password from PGPASSWORD or ~/.pgpass), or off (config: history).")
 HELP_METRICS = "Write a Prometheus node_exporter textfile here after each run (config: metrics_file)."
+HELP_PLAN_OUT = ("List the sources once and write the plan (backups, server versions, expected cost) to FILE, then "
+                 "stop; shards verify it with --plan (config: plan_out).")
+HELP_PLAN = "Verify the backups a plan lists, without listing the sources (config: plan)."
+HELP_SHARD = ("With --plan: verify shard K of N, whole series balanced by expected cost (default: from CI_NODE_INDEX/"
+              "CI_NODE_TOTAL, or JOB_COMPLETION_INDEX with BACKUPCHECK_SHARD_TOTAL; config: shard).")
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -58,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
     group.addoption("--history", dest="bc_history", default=None, metavar="PATH|DSN|off", help=HELP_HISTORY)
     group.addoption("--metrics-file", dest="bc_metrics_file", default=None, metavar="FILE", help=HELP_METRICS)
+    group.addoption("--plan-out", dest="bc_plan_out", default=None, metavar="FILE", help=HELP_PLAN_OUT)
+    group.addoption("--plan", dest="bc_plan", default=None, metavar="FILE", help=HELP_PLAN)
+    group.addoption("--shard", dest="bc_shard", default=None, metavar="K/N", help=HELP_SHARD)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -87,7 +95,7 @@ def asked_for(config: pytest.Config) -> bool:
     """The plugin acts only when backups are named: --backups, or a config file with sources. In any other
     pytest run of an environment it is installed in, it adds its options and nothing else."""
     ns = config.known_args_namespace
-    if getattr(ns, "bc_backups", None):
+    if getattr(ns, "bc_backups", None) or getattr(ns, "bc_plan", None) or getattr(ns, "bc_plan_out", None):
         return True
     path = Path(ns.bc_config) if getattr(ns, "bc_config", None) else Path(config.rootpath) / CONFIG_NAME
     try:
@@ -162,6 +170,9 @@ def resolve(config: pytest.Config) -> Settings:
         "now": config.getoption("bc_now"),
         "history": _history_option(config.getoption("bc_history"), cwd),
         "metrics_file": absolute("bc_metrics_file"),
+        "plan_out": absolute("bc_plan_out"),
+        "plan": absolute("bc_plan"),
+        "shard": config.getoption("bc_shard"),
     }
     try:
         path = _config_file(config)

@@ -250,6 +250,7 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
             "sources": [str(x) for x in settings.sources],
             "versions": {"backupcheck": ours, "pytest": pytest.__version__, "python": platform.python_version()},
             "exit_status": int(exitstatus),
+            "shard": state.plan,
         },
         "backups": backups,
         "checks": sorted(config.stash[_CHECKS].values(), key=lambda c: str(c["nodeid"])),

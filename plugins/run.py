@@ -29,6 +29,8 @@ class RunState:
     factory: ClusterFactory
     decision: Decision
     provider: Provider
+    plan: dict | None = None  # {"id", "shard": K, "shards": N} when verifying a plan
+    drift: dict[str, list[str]] | None = None  # backup key -> what changed since the plan listed it
 
     def close(self) -> None:
         try:
@@ -89,6 +91,10 @@ def pytest_configure(config: pytest.Config) -> None:
             if demo_dir:
                 _demo_settings(config, demo_dir)
             listing = listing_io.load(Path(workerinput["backupcheck_listing"]))
+        elif settings.plan is not None:  # a plan's share: the sources are not listed again
+            shared, demo_dir = rundir, None
+            listing = _planned(config, settings)
+            listing_io.dump(listing, rundir / "listing.json")
         else:
             shared = rundir
             demo_dir = None
@@ -132,7 +138,35 @@ def pytest_configure(config: pytest.Config) -> None:
         raise
     if decision.kind != "local":
         factory.wait()  # nothing started ahead stays running beside the containers
-    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory, decision, provider)
+    config.stash[RUN] = RunState(rundir, shared, listing, demo_dir, cms, factory, decision, provider,
+                                 config.stash.get(_PLAN, None), _drift(config, listing))
+
+
+_PLAN = pytest.StashKey[dict]()
+
+
+def _planned(config: pytest.Config, settings: Settings) -> Listing:
+    """The listing a plan holds (this shard's series only, with --shard)."""
+    from backupcheck import plan as planning
+
+    assert settings.plan is not None
+    try:
+        document = planning.load(settings.plan)
+    except planning.PlanError as exc:
+        raise pytest.UsageError(f"backupcheck: {exc}") from None
+    shard = settings.shard
+    config.stash[_PLAN] = {"id": document["id"], "index": shard.index if shard else 1,
+                           "total": shard.total if shard else 1}
+    return planning.shard_listing(document, shard) if shard else planning.listing_of(document)
+
+
+def _drift(config: pytest.Config, listing: Listing) -> dict[str, list[str]] | None:
+    """With a plan (on the controller and on every worker): what changed in the planned files since."""
+    if config.stash[SETTINGS].plan is None:
+        return None
+    from backupcheck.plan import drift
+
+    return drift(listing)
 
 
 def _decide(settings: Settings, majors: set[int]) -> Decision:
@@ -266,3 +300,58 @@ def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
     node.workerinput["backupcheck_demo"] = str(state.demo_dir) if state.demo_dir else ""
     node.workerinput["backupcheck_provider"] = state.decision.kind
     node.workerinput["backupcheck_provider_reason"] = state.decision.reason
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """--plan-out: list the sources once, write the plan, and stop before any server or test."""
+    if not getattr(config.option, "bc_plan_out", None) and not _plan_out_in_config(config):
+        return None
+    from backupcheck import plan as planning
+
+    from .options import resolve
+
+    settings = resolve(config)
+    if settings.plan_out is None:
+        return None
+    own = tuple(p for p in (settings.reports_dir, settings.work_dir) if p is not None)
+    remote, problems = list_remote(settings)
+    listing = discover(sources.local_paths(settings.sources), exclude=own, remote=remote,
+                       name_zone=lambda name: settings.for_series(name).name_timezone)
+    listing.problems[:0] = problems
+    needs = _needed_majors(listing, settings)
+    store = None
+    if settings.history.strip().lower() not in ("off", "none", "false"):
+        from backupcheck.history import HistoryError, open_store
+
+        try:
+            store = open_store(settings.history)
+        except HistoryError:
+            store = None  # costs from sizes alone
+    try:
+        document = planning.make(listing, [str(s) for s in settings.sources], settings.to_restore(listing),
+                                 lambda b: needs.get(b.key),
+                                 (lambda series: store.restore_costs(series, 10)) if store else (lambda series: []))
+    finally:
+        if store is not None:
+            store.close()
+    planning.write(document, settings.plan_out)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    line = (f"backupcheck: plan {document['id']} written to {settings.plan_out}: {len(listing.backups())} backup(s) "
+            f"in {len(listing.series)} series, {len(document['restore'])} to restore"
+            + (f"; {len(listing.problems)} source problem(s)" if listing.problems else ""))
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line)
+    return 0
+
+
+def _plan_out_in_config(config: pytest.Config) -> bool:
+    from .options import _config_file
+
+    try:
+        path = _config_file(config)
+        return bool(path and load_file(path).get("plan_out"))
+    except (ConfigError, OSError):
+        return False

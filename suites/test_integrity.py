@@ -19,10 +19,11 @@ def test_every_source_holds_readable_backups(listing, settings):
     judge(findings)
 
 
-def test_every_artifact_is_complete_and_readable(backup, artifact_evidence, archive_data_problems, attach):
+def test_every_artifact_is_complete_and_readable(backup, artifact_evidence, archive_data_problems, plan_drift, attach):
     """Every artifact is recognised, non-empty and reads to its end: compression CRCs, archive TOC and data blocks, trailer, JSON, tar, bundle."""
     attach("artifacts", "\n".join(f"{a.path}  {a.describe()}  {a.size:,} bytes" for a in backup.artifacts))
-    findings = integrity.readable(backup, artifact_evidence, archive_data_problems)
+    findings = integrity.planned(backup.key, plan_drift) + integrity.readable(backup, artifact_evidence,
+                                                                              archive_data_problems)
     judge(findings)
 
 

@@ -78,3 +78,10 @@ def encryption(backup: Backup, evidence: list[tuple[str, str, dict[str, str]]], 
             findings.append(Finding(CHECK, backup.key, "an object is encrypted with another KMS key",
                                     f"KMS key {kms_key_id}", f"{name}: {sse.get('kms_key_id') or 'no key id'}"))
     return findings
+
+
+def planned(key: str, drift: list[str]) -> list[Finding]:
+    """The backup's files as the plan listed them (with --plan): what changed since is a finding."""
+    return [Finding("integrity", key, "the backup is not what the plan listed", "the files as planned", change,
+                    hint="make a new plan (--plan-out) after the backups have settled; a plan is for one night")
+            for change in drift]

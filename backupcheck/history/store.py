@@ -221,6 +221,13 @@ class Store:
                           (series, limit))
         return [(str(k), str(t), int(n)) for k, t, n in reversed(rows)]
 
+    def restore_costs(self, series: str, limit: int) -> list[tuple[int, float]]:
+        """(backup bytes, restore seconds) of the newest ``limit`` restores of a series: a plan's expected cost."""
+        rows = self._rows(
+            "SELECT b.size, v.restore_seconds FROM bc_verified v JOIN bc_backups b ON b.key = v.backup_key "
+            "WHERE b.series = ? AND v.restore_seconds IS NOT NULL ORDER BY b.taken_at DESC LIMIT ?", (series, limit))
+        return [(int(n), float(x)) for n, x in rows]
+
     def last_passed(self, series: str) -> str:
         """When a restored backup of the series last passed every check (the run's end), or ""."""
         rows = self._rows(

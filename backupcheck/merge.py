@@ -1,0 +1,200 @@
+"""Merging shards: the results documents of a plan's N shards become one document, one HTML report, one JUnit
+file, one Allure results folder, one job summary and one exit code. A shard that sent nothing is a failure named
+in all of them, not a silently smaller run."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from . import results
+
+BAD = ("failed", "error")
+
+
+class MergeError(Exception):
+    """Shard results that cannot be merged (not results files, or of different plans)."""
+
+
+def merge(documents: list[dict[str, Any]], expected: int | None = None,
+          assignment: dict[str, int] | None = None) -> dict[str, Any]:
+    """One results document from the shards' (``run.shard`` says which of how many each is). ``expected``: the
+    number of shards when no document can say (none arrived); ``assignment``: series -> shard, from the plan,
+    to name what a missing shard held."""
+    planned = {(d["run"]["shard"] or {}).get("id") for d in documents}
+    if len(planned) > 1:
+        raise MergeError(f"the results come from different plans ({', '.join(sorted(str(p) for p in planned))}): "
+                         "merge the shards of one plan")
+    totals = {(d["run"]["shard"] or {}).get("total", 1) for d in documents}
+    if len(totals) > 1:
+        raise MergeError(f"the results disagree on the number of shards ({sorted(totals)})")
+    total = totals.pop() if totals else (expected or 1)
+    plan_id = planned.pop() if planned else ""
+    present = sorted((d["run"]["shard"] or {}).get("index", 1) for d in documents)
+    if len(set(present)) != len(present):
+        raise MergeError(f"a shard's results were given twice (shards {present})")
+    missing = [k for k in range(1, total + 1) if k not in present]
+    checks = [c for d in documents for c in d["checks"]]
+    for k in missing:
+        held = sorted(s for s, shard in (assignment or {}).items() if shard == k)
+        what = f"its series ({', '.join(held[:20])}{' ...' if len(held) > 20 else ''}) were not verified" if held \
+            else "its backups were not verified"
+        checks.append({
+            "nodeid": f"backupcheck-merge::shard[{k}-of-{total}]", "name": "test_every_shard_sent_its_results",
+            "family": "merge", "series": "", "backup": f"shard-{k}", "outcome": "failed", "seconds": 0.0,
+            "message": f"shard {k}/{total} sent no results.json: {what}",
+            "findings": [{"check": "merge", "subject": f"shard {k}/{total}", "what": "the shard sent no results",
+                          "expected": f"results.json from each of the {total} shards of plan {plan_id}",
+                          "found": f"shards {', '.join(map(str, present)) or 'none'}", "where": "",
+                          "hint": "look at that shard's job log (it failed or was cancelled before writing its "
+                                  "reports); rerun it with the same --plan and --shard"}],
+        })
+    runs = [d["run"] for d in documents]
+    failed = any(c["outcome"] in BAD for c in checks)
+    first = runs[0] if runs else {}
+    merged_run = {
+        "id": f"merged-{plan_id or hashlib.sha256(''.join(sorted(r['id'] for r in runs)).encode()).hexdigest()[:12]}",
+        "started": min((r["started"] for r in runs), default=""), "finished": max((r["finished"] for r in runs), default=""),
+        "now": first.get("now", ""), "demo": False,
+        "provider": first.get("provider", {"kind": "local", "reason": "no shard reported"}),
+        "containment": first.get("containment", ""),
+        "sources": sorted({s for r in runs for s in r["sources"]}), "versions": first.get("versions", {}),
+        "exit_status": 1 if failed or missing else 0,
+        "shard": {"id": plan_id, "index": 0, "total": total},
+    }
+    backups = sorted((b for d in documents for b in d["backups"]), key=lambda b: (b["series"], b["taken_at"]))
+    return {"schema": "backupcheck-results", "version": results.VERSION, "run": merged_run, "backups": backups,
+            "checks": sorted(checks, key=lambda c: c["nodeid"]),
+            "streaks": [s for d in documents for s in d.get("streaks", [])], "missing_shards": missing}
+
+
+def load_all(paths: list[Path]) -> list[dict[str, Any]]:
+    docs = []
+    for p in paths:
+        try:
+            docs.append(results.load(p))
+        except (OSError, ValueError) as exc:
+            raise MergeError(f"{p}: {exc}") from None
+    return docs
+
+
+# --- renderers, all from the document -----------------------------------------------------------------
+
+def _findings_text(check: dict[str, Any]) -> str:
+    out = []
+    for f in check["findings"]:
+        out.append(f"[{f['check']}] {f['subject']}: {f['what']}" + (f" ({f['where']})" if f["where"] else ""))
+        out.append(f"    expected: {f['expected']}")
+        out.append(f"    found:    {f['found']}")
+        if f["hint"]:
+            out.append(f"    fix:      {f['hint']}")
+    return "\n".join(out) or check["message"]
+
+
+def junit(document: dict[str, Any], path: Path) -> None:
+    checks = document["checks"]
+    suite = ET.Element("testsuite", name="backupcheck", tests=str(len(checks)),
+                       failures=str(sum(c["outcome"] == "failed" for c in checks)),
+                       errors=str(sum(c["outcome"] == "error" for c in checks)),
+                       skipped=str(sum(c["outcome"] == "skipped" for c in checks)),
+                       time=f"{sum(c['seconds'] for c in checks):.3f}", timestamp=document["run"]["started"])
+    for c in checks:
+        module, _, name = c["nodeid"].rpartition("::")
+        case = ET.SubElement(suite, "testcase", classname=module.replace("/", ".").removesuffix(".py"), name=name,
+                             time=f"{c['seconds']:.3f}")
+        if c["outcome"] in BAD:
+            tag = "failure" if c["outcome"] == "failed" else "error"
+            text = _findings_text(c)
+            ET.SubElement(case, tag, message=(text.splitlines() or [""])[0][:500]).text = text
+        elif c["outcome"] == "skipped":
+            ET.SubElement(case, "skipped", message=c["message"][:500])
+    root = ET.Element("testsuites")
+    root.append(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def allure(document: dict[str, Any], folder: Path) -> None:
+    """One ``*-result.json`` per check, as allure-pytest writes them: feature = family, story = series."""
+    folder.mkdir(parents=True, exist_ok=True)
+    status = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
+    blockers = {(s["series"], s["check"]) for s in document.get("streaks", [])}
+    started = document["run"]["started"]
+    from datetime import datetime
+
+    t0 = int(datetime.fromisoformat(started).timestamp() * 1000) if started else 0
+    for c in document["checks"]:
+        history_id = hashlib.md5(f"{c['name']}|{c['series']}".encode()).hexdigest()  # noqa: S324 (an id)
+        severity = "blocker" if (c["series"], c["name"]) in blockers else "normal"
+        labels = [{"name": "feature", "value": c["family"] or "checks"}, {"name": "epic", "value": "backupcheck"},
+                  {"name": "severity", "value": severity}, {"name": "framework", "value": "pytest"}]
+        if c["series"]:
+            labels.append({"name": "story", "value": c["series"]})
+        result = {
+            "uuid": str(uuid.uuid4()), "historyId": history_id, "testCaseId": history_id, "fullName": c["nodeid"],
+            "name": c["nodeid"].rpartition("::")[2], "status": status.get(c["outcome"], "unknown"),
+            "statusDetails": {"message": _findings_text(c)[:4000]} if c["outcome"] != "passed" else {},
+            "start": t0, "stop": t0 + int(c["seconds"] * 1000), "labels": labels,
+            "parameters": [{"name": "backup", "value": c["backup"], "excluded": True}],
+        }
+        (folder / f"{result['uuid']}-result.json").write_text(json.dumps(result))
+
+
+def markdown(document: dict[str, Any]) -> str:
+    run = document["run"]
+    bad = [c for c in document["checks"] if c["outcome"] in BAD]
+    shard = run.get("shard") or {}
+    lines = ["## backupcheck" + (f" — {shard.get('total')} shards merged" if shard.get("index") == 0 else ""), "",
+             f"**{'FAILED' if run['exit_status'] else 'passed'}**: {len(document['backups'])} backup(s), "
+             f"{len(document['checks'])} check(s), {len(bad)} failed", ""]
+    lines += ["| series | backup | format | size | restore | verdict |", "|---|---|---|---|---|---|"]
+    for b in document["backups"]:
+        lines.append(f"| {b['series']} | {b['key']} | {b['format']} | {b['size']:,} | {_seconds(b)} | {b['verdict']} |")
+    if bad:
+        lines += ["", "### Failed", ""] + [f"- `{c['nodeid']}`: {(_findings_text(c).splitlines() or [''])[0]}"
+                                            for c in bad]
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(backup: dict[str, Any]) -> str:
+    return f"{backup['restore']['seconds']:.1f} s" if backup["restore"] else "-"
+
+
+def html_report(document: dict[str, Any]) -> str:
+    esc = html.escape
+    run = document["run"]
+    bad = [c for c in document["checks"] if c["outcome"] in BAD]
+    rows = "".join(
+        f"<tr><td>{esc(b['series'])}</td><td>{esc(b['key'])}</td><td>{esc(b['format'])}</td><td>{b['size']:,}</td>"
+        f"<td>{_seconds(b)}</td>"
+        f"<td class='{esc(b['verdict'])}'>{esc(b['verdict'])}</td></tr>" for b in document["backups"])
+    checks = "".join(
+        f"<tr class='{esc(c['outcome'])}'><td>{esc(c['nodeid'])}</td><td>{esc(c['outcome'])}</td>"
+        f"<td><pre>{esc(_findings_text(c)) if c['outcome'] != 'passed' else ''}</pre></td></tr>"
+        for c in sorted(document["checks"], key=lambda c: (c["outcome"] not in BAD, c["nodeid"])))
+    shard = run.get("shard") or {}
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>backupcheck — merged report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
+        "padding:3px 8px;font-size:13px;vertical-align:top}.failed,.error{color:#c00;font-weight:bold}"
+        ".passed{color:#070}pre{margin:0;white-space:pre-wrap}</style></head><body>"
+        f"<h1>backupcheck — {shard.get('total', 1)} shard(s) of plan {esc(str(shard.get('id', '')))} merged</h1>"
+        f"<p><b>{'FAILED' if run['exit_status'] else 'passed'}</b>: {len(document['backups'])} backup(s), "
+        f"{len(document['checks'])} check(s), {len(bad)} failed; from {esc(run['started'])} to {esc(run['finished'])}"
+        f"</p><h2>Backups verified</h2><table><tr><th>series</th><th>backup</th><th>format</th><th>size</th>"
+        f"<th>restore</th><th>verdict</th></tr>{rows}</table><h2>Checks</h2><table><tr><th>check</th><th>outcome</th>"
+        f"<th>findings</th></tr>{checks}</table></body></html>")
+
+
+def render_all(document: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results.write({k: v for k, v in document.items() if k != "missing_shards"}, out / "results.json")
+    (out / "report.html").write_text(html_report(document))
+    junit(document, out / "junit.xml")
+    allure(document, out / "allure-results")
+    (out / "summary.md").write_text(markdown(document))
