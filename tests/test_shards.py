@@ -123,3 +123,32 @@ def test_a_shard_without_a_plan_is_a_usage_error(run_suites, clean_dir):
     run = run_suites("--backups", str(clean_dir), "--shard", "1/2")
     assert run.ret == 4 and "needs a plan" in run.stdout
     assert shutil.which(sys.executable)
+
+
+def test_a_fleet_of_fifty_two_backups_restores_each_once_and_catches_the_two_faults(run_suites, farm, tmp_path, now):
+    """52 small databases (one newest backup each), two of them damaged, verified with -n 2."""
+    root = tmp_path / "fleet"
+    root.mkdir()
+    night = farmlib.nights(now, 1)[0]
+    first = farm.dump(farm.states[-1], root / f"tenant00_{night:%Y%m%d_%H%M%S}.dump")
+    farmlib.stamp(first, night)
+    for i in range(1, 52):
+        copy = root / f"tenant{i:02d}_{night:%Y%m%d_%H%M%S}.dump"
+        shutil.copyfile(first, copy)
+        farmlib.stamp(copy, night)
+    cut, zeroed = root / f"tenant17_{night:%Y%m%d_%H%M%S}.dump", root / f"tenant41_{night:%Y%m%d_%H%M%S}.dump"
+    with open(cut, "r+b") as f:
+        f.truncate(cut.stat().st_size * 2 // 3)
+    data = bytearray(zeroed.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)
+    zeroed.write_bytes(bytes(data))
+    for p in (cut, zeroed):
+        farmlib.stamp(p, night)
+    run = run_suites("--backups", str(root), "-n", "2", "-m", "integrity or restore or row_counts")
+    assert run.ret == 1, run.stdout
+    stamp = f"{night:%Y%m%dT%H%M%SZ}"
+    failed_backups = {b["key"] for b in run.results()["backups"] if b["verdict"] == "failed"}
+    assert failed_backups == {f"tenant17-{stamp}", f"tenant41-{stamp}"}, failed_backups
+    restored = [line["backup"] for line in run.restores()]
+    assert len(restored) == len(set(restored)), "a backup was restored twice"
+    assert {f"tenant{i:02d}-{stamp}" for i in range(52)} - {f"tenant17-{stamp}", f"tenant41-{stamp}"} <= set(restored)

@@ -1,0 +1,175 @@
+"""Benchmark: a fleet of 100 small application databases (about 5-20 MB each, ten shapes), one newest backup per
+series, every family. Times in one run:
+
+  a  pytest --backups DIR -n 2
+  b  the minimum by hand on 2 parallel lanes: a tuned server per lane, pg_restore, one COUNT(*) per table, drop
+  c  --plan-out, then three shard processes (--shard K/3, -n 2) one after another, then backupcheck merge
+
+and prints backups per minute and the ratios a/b (target <= 1.15) and c/a (target <= 1.10). Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from queue import Empty, Queue
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backupcheck import pgbin, sampledb  # noqa: E402
+from backupcheck.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
+from bench.run import DATA, PYTEST, REUSE_FOR, ROOT, run, run_child  # noqa: E402
+
+SERIES, SHAPES = 100, 10
+TARGETS = {"a / b": 1.15, "c / a": 1.10}
+
+
+def dataset(factory: ClusterFactory, inst: pgbin.Installation, regenerate: bool) -> tuple[Path, dict]:
+    """Ten shapes (scale and filler vary, 5 to 20 MB databases), each dumped once by real pg_dump and copied to
+    ten series; reused while younger than the freshness window."""
+    folder, meta_path = DATA / "fleet", DATA / "fleet.json"
+    if not regenerate and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        made = datetime.fromisoformat(meta["made"])
+        if datetime.now(UTC) - made < REUSE_FOR and len(list(folder.glob("*.dump"))) == SERIES:
+            return folder, meta
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    when = datetime.now(UTC).replace(microsecond=0)
+    shapes = []
+    with factory.cluster(inst, 200 * 1024**2) as cluster:
+        for i in range(SHAPES):
+            scale, pad = 0.4 + 0.35 * i, (0, 60, 120)[i % 3]
+            db = f"shape{i}"
+            sampledb.create(cluster, db, scale=scale, pad=pad)
+            with psycopg.connect(**cluster.conninfo(db)) as conn:  # type: ignore[arg-type]
+                size = conn.execute("select pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+            dump = folder / f"shape{i}.tmp"
+            sampledb.pg_dump(cluster, db, dump, "custom")
+            shapes.append({"scale": scale, "pad": pad, "db_bytes": size, "dump_bytes": dump.stat().st_size})
+    for n in range(SERIES):
+        src = folder / f"shape{n % SHAPES}.tmp"
+        shutil.copyfile(src, folder / f"tenant{n:03d}_{when:%Y%m%d_%H%M%S}.dump")
+    for tmp in folder.glob("*.tmp"):
+        tmp.unlink()
+    meta = {"made": when.isoformat(), "shapes": shapes}
+    meta_path.write_text(json.dumps(meta))
+    return folder, meta
+
+
+def bare(factory: ClusterFactory, inst: pgbin.Installation, dumps: list[Path], lanes: int = 2) -> float:
+    """The minimum by hand: per lane one tuned server; per dump createdb, pg_restore, COUNT(*) per table, dropdb."""
+    work: Queue[Path] = Queue()
+    for d in dumps:
+        work.put(d)
+    errors: list[str] = []
+
+    def lane() -> None:
+        with factory.cluster(inst, 400 * 1024**2) as cluster:
+            env = cluster.env()
+            while True:
+                try:
+                    dump = work.get_nowait()
+                except Empty:
+                    return
+                try:
+                    run([inst.tool("createdb"), "app"], env)
+                    run([inst.tool("pg_restore"), "-d", "app", str(dump)], env)
+                    with psycopg.connect(**cluster.conninfo("app")) as conn:  # type: ignore[arg-type]
+                        for (table,) in conn.execute("select format('%I.%I', schemaname, tablename) from pg_tables "
+                                                     "where schemaname not in ('pg_catalog', 'information_schema')"):
+                            conn.execute(f"select count(*) from {table}").fetchone()
+                    run([inst.tool("dropdb"), "app"], env)
+                except Exception as exc:  # noqa: BLE001 (reported below)
+                    errors.append(f"{dump.name}: {exc}")
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        sys.exit("the bare loop failed: " + "; ".join(errors[:3]))
+    return time.monotonic() - t0
+
+
+def pytest_run(args: list[str], scratch: Path) -> tuple[float, str]:
+    cmd = [str(PYTEST), "suites", "--backup-config", str(scratch / "empty.toml"), "--history", "off", *args]
+    t0 = time.monotonic()
+    code, out = run_child(cmd, ROOT)
+    seconds = time.monotonic() - t0
+    tail = next((ln.strip("= ") for ln in reversed(out.splitlines()) if " in " in ln and "=" in ln), out[-300:])
+    return seconds, f"exit {code}: {tail}"
+
+
+def sharded(folder: Path, scratch: Path) -> tuple[float, list[str]]:
+    said = []
+    t0 = time.monotonic()
+    plan = scratch / "plan.json"
+    _, line = pytest_run(["--backups", str(folder), "--plan-out", str(plan)], scratch)
+    said.append(f"plan: {line}")
+    results = []
+    for k in (1, 2, 3):
+        reports = scratch / f"shard-{k}"
+        _, line = pytest_run(["--plan", str(plan), "--shard", f"{k}/3", "-n", "2", "--reports-dir", str(reports)],
+                             scratch)
+        said.append(f"shard {k}/3: {line}")
+        results.append(str(reports / "results.json"))
+    proc = subprocess.run([sys.executable, "-m", "backupcheck", "merge", *results, "--plan", str(plan), "-o",
+                           str(scratch / "merged")], capture_output=True, text=True, cwd=ROOT)
+    said.append(f"merge: exit {proc.returncode}: {proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else proc.stderr[-200:]}")
+    return time.monotonic() - t0, said
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=1, help="Time each way N times and report the median.")
+    parser.add_argument("--regenerate", action="store_true", help="Make the dumps anew even if recent ones exist.")
+    args = parser.parse_args(argv)
+    print(f"backupcheck fleet benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {SERIES} series", flush=True)
+    inst = pgbin.pick(None)
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    with RunDir() as rundir, RunDir(fast_base()) as fast, RunDir() as scratch:
+        factory = ClusterFactory(rundir, fast)
+        folder, meta = dataset(factory, inst, args.regenerate)
+        dumps = sorted(folder.glob("*.dump"))
+        (scratch / "empty.toml").touch()
+        sizes = [s["db_bytes"] / 1024**2 for s in meta["shapes"]]
+        print(f"dataset: {len(dumps)} dumps in {folder.relative_to(ROOT)}, databases {min(sizes):.1f} to "
+              f"{max(sizes):.1f} MB, dumps {sum(d.stat().st_size for d in dumps) / 1024**2:.0f} MB in all", flush=True)
+        for i in range(args.repeat):
+            a, said_a = pytest_run(["--backups", str(folder), "-n", "2", "--reports-dir", str(scratch / "a")], scratch)
+            b = bare(factory, inst, dumps)
+            c, said_c = sharded(folder, scratch)
+            times["a"].append(a)
+            times["b"].append(b)
+            times["c"].append(c)
+            print(f"round {i + 1}: a {a:.1f} s ({said_a}); b {b:.1f} s; c {c:.1f} s", flush=True)
+            for line in said_c:
+                print(f"  c {line}")
+        factory.wait()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n{'':3}{'what':64}{'median s':>10}{'backups/min':>13}")
+    labels = {"a": "pytest --backups DIR -n 2, every family", "b": "bare loop, 2 lanes: pg_restore, COUNT(*), drop",
+              "c": "plan + 3 shards one after another (-n 2 each) + merge"}
+    for k, label in labels.items():
+        print(f"{k:3}{label:64}{med[k]:10.1f}{SERIES / med[k] * 60:13.1f}")
+    print("\nratios (targets from the issue)")
+    for name, value in (("a / b", med["a"] / med["b"]), ("c / a", med["c"] / med["a"])):
+        goal = TARGETS[name]
+        print(f"  {name}  {value:5.2f}   target <= {goal:.2f}: {'MET' if value <= goal else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
