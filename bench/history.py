@@ -95,13 +95,13 @@ def draw(store: history.Store) -> float:
     t0 = time.monotonic()
     for s in range(SERIES):
         name = f"db{s:02d}"
-        sizes = [(datetime.fromisoformat(t), n) for _, t, n in store.sizes(name, 400)]
+        sizes = [(datetime.fromisoformat(t), n) for _, t, n in store.sizes(name, 90)]
         charts.size_chart(name, sizes, 0.5)
         restores = [(datetime.fromisoformat(t), x) for t, x in store.restore_times(name, end, 60)]
         charts.restore_chart(name, restores, 900.0, None if crossing(restores, 900.0) is None else
                              (crossing(restores, 900.0), 900.0))  # type: ignore[arg-type]
         tables: dict[str, list[tuple[datetime, int]]] = {}
-        for _, taken, counts in store.series_rows(name, end, 60):
+        for _, taken, counts in store.series_rows(name, end, 45):
             for table, n in counts.items():
                 tables.setdefault(table, []).append((datetime.fromisoformat(taken), n))
         charts.rows_charts(name, tables, set())
@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {i + 1}: history off {s_off:.2f} s ({said_off}); on {s_on:.2f} s, of which charts "
                   f"{drawn_in_run:.2f} s ({said_on})")
     # Rounds alternate, so each round's difference is the fairer figure on a noisy 2-core machine.
-    whole = statistics.median(b - a for a, b in zip(off, on))
+    whole = statistics.median(b - a for a, b in zip(off, on, strict=True))
     drawn_run = statistics.median(in_run)
-    added = statistics.median(b - a - c for a, b, c in zip(off, on, in_run))
+    added = statistics.median(b - a - c for a, b, c in zip(off, on, in_run, strict=True))
     drawn = statistics.median(charts_s)
     print(f"\nrun with the history, minus without (median of the {args.repeat} rounds' differences): {whole:+.2f} s, "
           f"of which the report's "

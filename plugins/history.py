@@ -225,9 +225,9 @@ def charts(config: pytest.Config, document: dict[str, Any]) -> str:
     try:
         for series in state.listing.series:
             cfg = settings.for_series(series.name)
-            known = {k: (datetime.fromisoformat(t), n) for k, t, n in store.sizes(series.name, 400)} if store else {}
+            known = {k: (datetime.fromisoformat(t), n) for k, t, n in store.sizes(series.name, 90)} if store else {}
             known.update({b.key: (b.taken_at, b.size) for b in series.backups})  # the listing's own, for this run
-            sizes = sorted(known.values())[-400:]
+            sizes = sorted(known.values())[-90:]  # three months: a chart, not a table
             blocks = [draw.size_chart(series.name, sizes, cfg.size_tolerance)] if len(sizes) > 1 else []
             if store is not None:
                 restores = [(datetime.fromisoformat(t), s) for t, s in store.restore_times(series.name, end, 60)]
@@ -238,7 +238,7 @@ def charts(config: pytest.Config, document: dict[str, Any]) -> str:
                     forecast = (cross, rto) if cross is not None and rto is not None and cross <= horizon else None
                     blocks.append(draw.restore_chart(series.name, restores, rto, forecast))
                 tables: dict[str, list[tuple[datetime, int]]] = {}
-                for _, taken, counts in store.series_rows(series.name, end, 60):
+                for _, taken, counts in store.series_rows(series.name, end, 45):
                     for table, n in counts.items():
                         tables.setdefault(table, []).append((datetime.fromisoformat(taken), n))
                 small = draw.rows_charts(series.name, tables, failing.get(series.name, set()))

@@ -24,8 +24,7 @@ from backupcheck.cluster import ClusterFactory
 from backupcheck.history.store import HistoryError
 
 from . import farm as farmlib
-from .conftest import REPO, SUITES
-
+from .conftest import REPO
 
 # --- documents as a run writes them ------------------------------------------------------------------
 
@@ -108,7 +107,12 @@ def test_both_stores_record_a_run_in_one_piece_and_answer_the_same(spec):
         between = store.runs_between(T0.isoformat(), (T0 + timedelta(days=10)).isoformat())
         assert [r["id"] for r in between] == ["run-0", "run-1", "run-2"]
         assert between[1]["failed"] == [("shop", "test_newest_backup_is_within_rpo")]
-        with pytest.raises(Exception):  # a run id is recorded once: a second write of it changes nothing
+        import sqlite3
+
+        import psycopg
+
+        # a run id is recorded once: a second write of it is refused and changes nothing
+        with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
             store.record(document("run-0", T0, []), "host-a")
         assert store.counts()["bc_runs"] == 3
     finally:

@@ -48,7 +48,7 @@ def leak(values: Sequence[int], max_drop: float) -> tuple[float, float] | None:
     down on most steps and the whole window lost more than ``max_drop`` while no single step did."""
     if len(values) < 3 or values[0] <= 0:
         return None
-    steps = [(a - b) / a for a, b in zip(values, values[1:]) if a > 0]
+    steps = [(a - b) / a for a, b in zip(values, values[1:], strict=False) if a > 0]
     down = sum(1 for s in steps if s > 0)
     total = (values[0] - values[-1]) / values[0]
     worst = max(steps, default=0.0)
@@ -62,10 +62,10 @@ def stall(values: Sequence[int], nights: int) -> int | None:
     if len(values) < nights + 4:
         return None
     before, recent = values[: len(values) - nights], values[len(values) - nights - 1:]
-    grew = [b > a for a, b in zip(before, before[1:])]
+    grew = [b > a for a, b in zip(before, before[1:], strict=False)]
     if sum(grew) < 0.7 * len(grew):
         return None
-    if all(b <= a for a, b in zip(recent, recent[1:])) and recent[-1] <= recent[0]:
+    if all(b <= a for a, b in zip(recent, recent[1:], strict=False)) and recent[-1] <= recent[0]:
         return recent[-1]
     return None
 
@@ -257,7 +257,7 @@ def retention(series: str, taken: Sequence[datetime], policy: dict[str, int], ma
                 hint="the pruning deletes more than the policy says, or backups failed on those dates; fix the "
                      f"cleanup script or set series.{series}.retention to what is really kept"))
     if max_age is not None:
-        too_old = [(k or t.isoformat(), t) for k, t in zip(keys or [""] * len(taken), taken) if now - t > max_age]
+        too_old = [(k or t.isoformat(), t) for k, t in zip(keys or [""] * len(taken), taken, strict=True) if now - t > max_age]
         notes.append(f"max_age {max_age}: {len(too_old)} backup(s) older")
         if too_old:
             oldest = min(t for _, t in too_old)

@@ -31,8 +31,9 @@ def describe(spec: str) -> str:
     """The setting as it may be shown: a DSN without its password."""
     if not is_dsn(spec):
         return spec
-    from ..targets import describe_dsn
     from psycopg.conninfo import conninfo_to_dict
+
+    from ..targets import describe_dsn
 
     try:
         return "PostgreSQL " + describe_dsn(conninfo_to_dict(spec))
