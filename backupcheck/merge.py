@@ -109,8 +109,11 @@ def junit(document: dict[str, Any], path: Path) -> None:
                              time=f"{c['seconds']:.3f}")
         if c["outcome"] in BAD:
             tag = "failure" if c["outcome"] == "failed" else "error"
-            text = _findings_text(c)
-            ET.SubElement(case, tag, message=(text.splitlines() or [""])[0][:500]).text = text
+            first = (_findings_text(c).splitlines() or [""])[0]
+            # Every finding whole, then the end of the failure as pytest showed it (its traceback, cut to 4,000
+            # characters in results.json).
+            text = _findings_text(c) + ("\n\n" + c["message"] if c["findings"] and c["message"] else "")
+            ET.SubElement(case, tag, message=first[:500]).text = text
         elif c["outcome"] == "skipped":
             ET.SubElement(case, "skipped", message=c["message"][:500])
     root = ET.Element("testsuites")

@@ -24,6 +24,7 @@ _STARTED = pytest.StashKey[datetime]()
 RESULTS = pytest.StashKey[dict]()  # the run's results document, once the session has finished
 _AFTER = pytest.StashKey[list[str]]()  # what recording, metrics and notification said
 _CHARTS = pytest.StashKey[str]()  # the trends section of the HTML report
+_JUNIT = pytest.StashKey[Path]()  # where junit.xml is rendered from the results (unless --junitxml is given)
 _RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
 
 
@@ -96,8 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(opt, "allure_report_dir", None) is None:
         opt.allure_report_dir = str(reports / "allure-results")
         opt.clean_alluredir = True
-    if getattr(opt, "xmlpath", None) is None:
-        opt.xmlpath = str(reports / "junit.xml")
+    if getattr(opt, "xmlpath", None) is None:  # rendered from results.json at the end, like every report
+        config.stash[_JUNIT] = Path(reports) / "junit.xml"
     Path(reports).mkdir(parents=True, exist_ok=True)
     # restore-log.jsonl is appended to, run after run (each line names its run); results.json holds this run's.
 
@@ -377,6 +378,14 @@ class Summary:
             results.write(document, path)
         except OSError as exc:
             warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
+        junit = self.config.stash.get(_JUNIT, None)
+        if junit is not None:
+            from backupcheck.merge import junit as render_junit
+
+            try:
+                render_junit(document, junit)
+            except OSError as exc:
+                warnings.warn(f"backupcheck: cannot write {junit}: {exc}", stacklevel=1)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_report_title(self, report) -> None:  # type: ignore[no-untyped-def]
