@@ -382,7 +382,7 @@ class ClusterFactory:
             ready, started = ahead
             ready.wait()
             for cluster in started:
-                if cluster.process is not None and cluster.home.parent == self._place(need_bytes):
+                if cluster.process is not None and cluster.home.parent == self.place(need_bytes):
                     return cluster
                 cluster.__exit__(None, None, None)
         return self.cluster(inst, need_bytes).__enter__()
@@ -413,7 +413,7 @@ class ClusterFactory:
         with self._lock:
             self._closing = False
 
-    def _place(self, need_bytes: int) -> Path:
+    def place(self, need_bytes: int) -> Path:
         if self.fastdir is not None and free_bytes(self.fastdir) > need_bytes + self.RESERVE:
             return self.fastdir
         return self.rundir
@@ -422,7 +422,7 @@ class ClusterFactory:
         with self._lock:
             if inst.bindir in self._templates:
                 return self._templates[inst.bindir]
-            base = self._place(64 * 1024**2)
+            base = self.place(64 * 1024**2)
             check_reachable(base)
             path = base / f"template-{inst.version}"
             user = server_user()
@@ -455,5 +455,5 @@ class ClusterFactory:
         with self._lock:
             self._count += 1
             # pid and count: unique even when several factories share one run folder
-            home = self._place(need_bytes) / f"cluster-{os.getpid()}-{self._count}"
+            home = self.place(need_bytes) / f"cluster-{os.getpid()}-{self._count}"
         return Cluster(inst, template, home, self.remove_later)

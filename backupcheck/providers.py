@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import pgbin
@@ -80,14 +81,30 @@ class LocalProvider(Provider):
     def __init__(self, factory: ClusterFactory, tools: pgbin.Tools = pgbin.ANY_TOOLS) -> None:
         self.factory = factory
         self.tools = tools
+        self.idle: dict[Path, LocalTarget] = {}  # a server put back as it was found, per installation
 
     def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
+        """The server the last backup of this process used, reset, when it fits this one; else a new one
+        (a fleet of small databases would pay 0.15 s a server otherwise)."""
         inst = self.tools.pick(need_major, why=why)
-        cluster = self.factory.started(inst, need_bytes)
-        # Keep a spare started for the next backup of this process (0.15 s a server on the critical path
-        # otherwise: a fleet of small databases pays it each time); the run's end stops it if unused.
-        self.factory.prewarm(inst, start_for=need_bytes)
-        return LocalTarget(cluster)
+        last = self.idle.pop(inst.bindir, None)
+        if last is not None:
+            if last.cluster.process is not None and last.cluster.home.parent == self.factory.place(need_bytes):
+                return LocalTarget(last.cluster, last.before)
+            last.cluster.__exit__(None, None, None)
+        return LocalTarget(self.factory.started(inst, need_bytes))
+
+    def release(self, target: Target) -> None:
+        if isinstance(target, LocalTarget) and target.reusable:
+            old = self.idle.pop(target.installation.bindir, None)
+            if old is not None and old.cluster is not target.cluster:
+                old.cluster.__exit__(None, None, None)
+            self.idle[target.installation.bindir] = target
+
+    def close(self) -> None:
+        idle, self.idle = list(self.idle.values()), {}
+        for target in idle:
+            target.cluster.__exit__(None, None, None)
 
 
 class ContainerProvider(Provider):

@@ -149,7 +149,7 @@ class RestoredBackup:
             raise NoServer(str(exc), self.compat) from None
         self.target_label = self.target.label
         if self.target.contained:
-            self.target.contain()
+            self.target.contain(cluster_dump=any(a.format == "dumpall" for a in self.dumps))
             self.target.precreate_roles(sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}))
         if isinstance(self.target, DsnTarget):
             self.main_db = self.target.dbname

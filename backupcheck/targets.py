@@ -68,6 +68,8 @@ class Target:
     confined = False  # True: a shared server, so nothing outside the fresh database may change
     contained = False  # True: the restore runs as RESTORER, a role that is no superuser (see contain())
 
+    gave_admin_dbs = False  # contain() handed postgres and template1 to the restoring role
+
     def __init__(self) -> None:
         self.server_version = ""
         self.tool_version = ""  # the pg_restore used
@@ -91,8 +93,10 @@ class Target:
         """What keeps a hostile dump's code from the host, in words for the report."""
         return CONTAINMENT.get(self.kind, "")
 
-    def contain(self) -> None:
-        """Create the restoring role and give it the databases a cluster dump restores into.
+    def contain(self, cluster_dump: bool = True) -> None:
+        """Create the restoring role and, for a cluster dump (``cluster_dump``), give it the databases such a
+        dump restores into (postgres, template1); any other backup leaves them to the superuser, so nothing it
+        runs can change what later databases are created from.
 
         The role is no superuser and gets none of pg_execute_server_program, pg_read_server_files,
         pg_write_server_files: whatever a dump runs while it restores (a CHECK constraint during COPY, an index
@@ -109,13 +113,17 @@ class Target:
                                  "INHERIT PASSWORD {}").format(sql.SQL("ALTER" if exists else "CREATE"),
                                                                sql.Identifier(RESTORER),
                                                                sql.Literal(self._restorer_password)))
-            if exists:  # and no membership it may have been given
+            if exists:  # and no membership it may have been given, no setting it may have set on itself
                 for (granted,) in conn.execute("select r.rolname from pg_auth_members m join pg_roles r "
                                                "on r.oid = m.roleid where m.member = %s::regrole",
                                                (RESTORER,)).fetchall():
                     conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(granted), sql.Identifier(RESTORER)))
-            for db in ("postgres", "template1"):  # pg_dumpall output restores into these by name
-                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db), sql.Identifier(RESTORER)))
+                conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(RESTORER)))
+            if cluster_dump:  # pg_dumpall output restores into these by name
+                self.gave_admin_dbs = True
+                for db in ("postgres", "template1"):
+                    conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db),
+                                                                               sql.Identifier(RESTORER)))
 
     def precreate_roles(self, names: list[str]) -> None:
         """Roles the dump creates, made beforehand by backupcheck without any attribute (the restoring role
@@ -275,9 +283,10 @@ class LocalTarget(Target):
     kind = "local"
     contained = True
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, before: tuple[set[str], set[str]] | None = None) -> None:
         super().__init__()
         self.cluster = cluster
+        self.before = before  # the server's roles and databases when it was new: what a reset goes back to
         self.installation = cluster.installation
         self.server_version = self.tool_version = cluster.installation.version
         self.tool_path = cluster.installation.tool("pg_restore")
@@ -300,8 +309,56 @@ class LocalTarget(Target):
                                 tolerated, skip_extensions, vetted)
 
 
+    def __enter__(self) -> LocalTarget:
+        if self.before is None:
+            self.before = _globals(self)
+        return self
+
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.cluster.__exit__(et, ev, tb)
+        """Put the cluster back as it was found, for the next backup of this process, when that can be trusted:
+        the restore ran as the restoring role and never owned postgres or template1 (no cluster dump). Else,
+        or when the reset fails, the cluster is stopped and removed."""
+        self.reusable = False
+        if self.contained and not self.gave_admin_dbs and self.before is not None and et is None:
+            try:
+                _reset(self, *self.before)
+                self.reusable = True
+            except Exception as exc:  # noqa: BLE001 (the cluster is thrown away instead)
+                log.warning("resetting %s after a restore failed (%s): a new server for the next backup",
+                            self.cluster.home, exc)
+        if not self.reusable:
+            self.cluster.__exit__(et, ev, tb)
+
+    reusable = False
+
+
+def _globals(target: Target) -> tuple[set[str], set[str]]:
+    """The roles and databases of a server, to put it back to them."""
+    with target.connect(target.admin_db) as conn:
+        return ({r[0] for r in conn.execute("select rolname from pg_roles")},
+                {r[0] for r in conn.execute("select datname from pg_database")})
+
+
+def _reset(target: Target, roles: set[str], dbs: set[str]) -> None:
+    """Drop the databases and roles a restore added, and take back what contain() gave (ContainerTarget and a
+    reused LocalTarget)."""
+    from psycopg import sql
+
+    with target.connect(target.admin_db) as conn:
+        for (db,) in conn.execute("select datname from pg_database").fetchall():
+            if db not in dbs:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            elif db in ("postgres", "template1"):  # contain() may have given them to the restoring role
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(db)))
+        added = [r for (r,) in conn.execute("select rolname from pg_roles").fetchall() if r not in roles]
+        if added:
+            names = sql.SQL(", ").join(sql.Identifier(r) for r in added)
+            for db in sorted(dbs - {"template0"}):
+                with target.connect(db) as other:
+                    other.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(names))
+            conn.execute(sql.SQL("DROP ROLE {}").format(names))
+        if RESTORER in roles:  # it stays: no setting it gave itself survives
+            conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(RESTORER)))
 
 
 class ContainerTarget(Target):
@@ -330,9 +387,7 @@ class ContainerTarget(Target):
         return dict(self.server.conninfo(dbname))
 
     def __enter__(self) -> ContainerTarget:
-        with self.connect("postgres") as conn:
-            self._roles = {r[0] for r in conn.execute("select rolname from pg_roles")}
-            self._dbs = {r[0] for r in conn.execute("select datname from pg_database")}
+        self._roles, self._dbs = _globals(self)
         return self
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
@@ -364,22 +419,8 @@ class ContainerTarget(Target):
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         """Drop what the restore added: its databases, then its roles."""
-        from psycopg import sql
-
         try:
-            with self.connect("postgres") as conn:
-                for (db,) in conn.execute("select datname from pg_database").fetchall():
-                    if db not in self._dbs:
-                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-                    else:  # contain() gave postgres and template1 to the restoring role: take them back
-                        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(db)))
-                added = [r for (r,) in conn.execute("select rolname from pg_roles").fetchall() if r not in self._roles]
-                if added:
-                    roles = sql.SQL(", ").join(sql.Identifier(r) for r in added)
-                    for db in sorted(self._dbs - {"template0"}):
-                        with self.connect(db) as other:
-                            other.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(roles))
-                    conn.execute(sql.SQL("DROP ROLE {}").format(roles))
+            _reset(self, self._roles, self._dbs)
         except Exception as exc:
             # The container cannot be trusted to be clean: the provider replaces it.
             log.warning("cleaning container %s after a restore failed: %s", self.server.image, exc)

@@ -312,3 +312,48 @@ def test_a_run_that_ends_before_the_server_started_ahead_is_up_ends_at_once():
         waiter.start()
         assert done.wait(60), "the factory's end waits for a server that nobody stops"
         assert not [p for p in (fastdir or rundir).iterdir() if p.name.startswith("cluster-")]
+
+
+def test_a_local_server_is_reused_only_when_put_back_as_it_was(tmp_path):
+    """The next backup of a process gets the last one's server, reset: the databases and roles that restore
+    added are gone, and the restoring role keeps none of its settings. A server a cluster dump was restored in
+    (postgres and template1 were the restoring role's) is not reused."""
+    from backupcheck.cluster import RunDir, fast_base
+    from backupcheck.providers import LocalProvider
+    from backupcheck.targets import RESTORER
+
+    with RunDir() as rundir, RunDir(fast_base()) as fastdir:
+        factory = ClusterFactory(rundir, fastdir)
+        provider = LocalProvider(factory)
+        first = provider.target(None, 0, "test").__enter__()
+        first.contain(cluster_dump=False)
+        first.precreate_roles(["ghost_owner"])
+        first.create_database("first_backup")
+        with first.user_connect("first_backup") as conn:
+            conn.execute("create table t (id int)")
+            conn.execute(f'alter role "{RESTORER}" set work_mem = \'77MB\'')
+        first.__exit__(None, None, None)
+        provider.release(first)
+        second = provider.target(None, 0, "test").__enter__()
+        assert second.cluster is first.cluster, "the server was not reused"
+        with second.connect("postgres") as conn:
+            roles = {r[0] for r in conn.execute("select rolname from pg_roles")}
+            dbs = {r[0] for r in conn.execute("select datname from pg_database")}
+            owners = {r[0] for r in conn.execute("select pg_get_userbyid(datdba) from pg_database "
+                                                 "where datname in ('postgres', 'template1')")}
+        assert "ghost_owner" not in roles and RESTORER not in roles
+        assert "first_backup" not in dbs and owners == {"postgres"}
+        second.contain(cluster_dump=True)  # a cluster dump: postgres and template1 become the restorer's
+        second.__exit__(None, None, None)
+        provider.release(second)
+        assert not second.reusable and second.cluster.process is None, "a cluster dump's server was kept"
+        third = provider.target(None, 0, "test").__enter__()
+        assert third.cluster is not second.cluster
+        with third.connect("postgres") as conn:
+            setting = conn.execute("select count(*) from pg_db_role_setting").fetchone()[0]
+        assert setting == 0
+        third.__exit__(None, None, None)
+        provider.release(third)
+        provider.close()
+        factory.wait()
+        assert third.cluster.process is None
