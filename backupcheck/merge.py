@@ -47,6 +47,7 @@ def merge(documents: list[dict[str, Any]], expected: int | None = None,
         checks.append({
             "nodeid": f"backupcheck-merge::shard[{k}-of-{total}]", "name": "test_every_shard_sent_its_results",
             "family": "merge", "series": "", "backup": f"shard-{k}", "outcome": "failed", "seconds": 0.0,
+            "severity": "blocker",
             "message": f"shard {k}/{total} sent no results.json: {what}",
             "findings": [{"check": "merge", "subject": f"shard {k}/{total}", "what": "the shard sent no results",
                           "expected": f"results.json from each of the {total} shards of plan {plan_id}",
@@ -122,30 +123,64 @@ def junit(document: dict[str, Any], path: Path) -> None:
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def allure(document: dict[str, Any], folder: Path) -> None:
-    """One ``*-result.json`` per check, as allure-pytest writes them: feature = family, story = series."""
-    folder.mkdir(parents=True, exist_ok=True)
-    status = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
-    blockers = {(s["series"], s["check"]) for s in document.get("streaks", [])}
-    started = document["run"]["started"]
+def _slots(document: dict[str, Any]) -> dict[str, str]:
+    """Backup key -> which backup of its series it is, counted from the newest (stable night after night)."""
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for b in document["backups"]:
+        by_series.setdefault(b["series"], []).append(b)
+    out = {}
+    for backups in by_series.values():
+        for i, b in enumerate(sorted(backups, key=lambda b: b["taken_at"], reverse=True)):
+            out[b["key"]] = "newest" if i == 0 else f"newest-{i}"
+    return out
+
+
+_KEEP = ("history", "environment.properties", "executor.json", "categories.json")  # what a CI step put there
+
+
+def allure(document: dict[str, Any], folder: Path, attachments: dict[str, list[tuple[str, str]]] | None = None,
+           clean: bool = False) -> None:
+    """One ``*-result.json`` per check, as allure-pytest writes them: feature = family, story = series, the
+    series' severity (blocker for a streak), the dated backup an excluded parameter and ``slot`` a stable one,
+    so Allure's history follows a series from night to night; text attachments beside them."""
+    import shutil
     from datetime import datetime
 
+    folder.mkdir(parents=True, exist_ok=True)
+    if clean:  # last run's results, not what a CI step put there for Allure's trends
+        for old in folder.iterdir():
+            if old.name not in _KEEP:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    status = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
+    blockers = {(s["series"], s["check"]) for s in document.get("streaks", [])}
+    slots = _slots(document)
+    started = document["run"]["started"]
     t0 = int(datetime.fromisoformat(started).timestamp() * 1000) if started else 0
     for c in document["checks"]:
-        history_id = hashlib.md5(f"{c['name']}|{c['series']}".encode()).hexdigest()  # noqa: S324 (an id)
-        severity = "blocker" if (c["series"], c["name"]) in blockers else "normal"
+        slot = slots.get(c["backup"], "")
+        history_id = hashlib.md5(f"{c['nodeid'].split('[')[0]}|{c['series']}|{slot}".encode()).hexdigest()  # noqa: S324
+        severity = "blocker" if (c["series"], c["name"]) in blockers else c.get("severity", "normal")
         labels = [{"name": "feature", "value": c["family"] or "checks"}, {"name": "epic", "value": "backupcheck"},
                   {"name": "severity", "value": severity}, {"name": "framework", "value": "pytest"}]
         if c["series"]:
             labels.append({"name": "story", "value": c["series"]})
+        params = [{"name": "backup", "value": repr(c["backup"]), "excluded": True}]
+        if c["series"] and slot:
+            params += [{"name": "series", "value": repr(c["series"])}, {"name": "slot", "value": repr(slot)}]
+        uid = str(uuid.uuid4())
+        files = []
+        for i, (name, text) in enumerate((attachments or {}).get(c["nodeid"], [])):
+            source = f"{uid}-{i}-attachment.txt"
+            (folder / source).write_text(text)
+            files.append({"name": name, "source": source, "type": "text/plain"})
         result = {
-            "uuid": str(uuid.uuid4()), "historyId": history_id, "testCaseId": history_id, "fullName": c["nodeid"],
+            "uuid": uid, "historyId": history_id, "testCaseId": history_id, "fullName": c["nodeid"],
             "name": c["nodeid"].rpartition("::")[2], "status": status.get(c["outcome"], "unknown"),
             "statusDetails": {"message": _findings_text(c)[:4000]} if c["outcome"] != "passed" else {},
-            "start": t0, "stop": t0 + int(c["seconds"] * 1000), "labels": labels,
-            "parameters": [{"name": "backup", "value": c["backup"], "excluded": True}],
+            "start": t0, "stop": t0 + int(c["seconds"] * 1000), "labels": labels, "parameters": params,
+            "attachments": files,
         }
-        (folder / f"{result['uuid']}-result.json").write_text(json.dumps(result))
+        (folder / f"{uid}-result.json").write_text(json.dumps(result))
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -199,5 +234,5 @@ def render_all(document: dict[str, Any], out: Path) -> None:
     results.write({k: v for k, v in document.items() if k != "missing_shards"}, out / "results.json")
     (out / "report.html").write_text(html_report(document))
     junit(document, out / "junit.xml")
-    allure(document, out / "allure-results")
+    allure(document, out / "allure-results", clean=True)
     (out / "summary.md").write_text(markdown(document))

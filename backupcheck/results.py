@@ -115,7 +115,7 @@ SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["nodeid", "name", "family", "series", "backup", "outcome", "seconds", "message",
-                             "findings"],
+                             "findings", "severity"],
                 "additionalProperties": False,
                 "properties": {
                     "nodeid": {"type": "string"},
@@ -127,6 +127,7 @@ SCHEMA: dict[str, Any] = {
                     "seconds": {"type": "number", "minimum": 0},
                     "message": {"type": "string"},
                     "findings": {"type": "array", "items": _FINDING},
+                    "severity": {"enum": ["blocker", "critical", "normal", "minor", "trivial"]},
                 },
             },
         },

@@ -25,6 +25,8 @@ RESULTS = pytest.StashKey[dict]()  # the run's results document, once the sessio
 _AFTER = pytest.StashKey[list[str]]()  # what recording, metrics and notification said
 _CHARTS = pytest.StashKey[str]()  # the trends section of the HTML report
 _JUNIT = pytest.StashKey[Path]()  # where junit.xml is rendered from the results (unless --junitxml is given)
+_ALLURE = pytest.StashKey[Path]()  # where allure-results are rendered from the results (unless --alluredir is given)
+_ATTACHED = pytest.StashKey[dict[str, list[tuple[str, str]]]]()  # node id -> text attachments, on the controller
 _RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
 
 
@@ -95,8 +97,9 @@ def pytest_configure(config: pytest.Config) -> None:
         opt.htmlpath = str(reports / "report.html")
         opt.self_contained_html = True
     if getattr(opt, "allure_report_dir", None) is None:
-        opt.allure_report_dir = str(reports / "allure-results")
-        opt.clean_alluredir = True
+        # Rendered from results.json at the end (allure-pytest stays off: 4 ms a test here); --alluredir
+        # gives allure-pytest's own.
+        config.stash[_ALLURE] = Path(reports) / "allure-results"
     if getattr(opt, "xmlpath", None) is None:  # rendered from results.json at the end, like every report
         config.stash[_JUNIT] = Path(reports) / "junit.xml"
     Path(reports).mkdir(parents=True, exist_ok=True)
@@ -149,7 +152,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     item.user_properties += [("backup_group", group), ("family", family_of(item)), ("series", series)]
     params = getattr(getattr(item, "callspec", None), "params", {})
     backup = params.get("backup")
-    if backup is not None:
+    if backup is not None and getattr(item.config.option, "allure_report_dir", None):
         try:
             import allure
 
@@ -183,6 +186,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     attachments = item.stash.get(ATTACHMENTS, [])
     if not attachments:
         return
+    report.user_properties.append(("attachments", [list(a) for a in attachments]))  # for allure-results
     try:
         import pytest_html
 
@@ -192,13 +196,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.extras = extras
     except ImportError:
         pass
-    try:
-        import allure
+    if getattr(item.config.option, "allure_report_dir", None):  # allure-pytest's own results (--alluredir)
+        try:
+            import allure
 
-        for name, text in attachments:
-            allure.attach(text, name=name, attachment_type=allure.attachment_type.TEXT)
-    except Exception:
-        pass
+            for name, text in attachments:
+                allure.attach(text, name=name, attachment_type=allure.attachment_type.TEXT)
+        except Exception:
+            pass
 
 
 # --- the table of backups (controller side) --------------------------------------------------------
@@ -342,6 +347,9 @@ class Summary:
             row["restore"] = props["restore"]
         if props.get("tables") and not row.get("tables"):
             row["tables"] = props["tables"]
+        if props.get("attachments"):
+            self.config.stash.setdefault(_ATTACHED, {}).setdefault(report.nodeid, []).extend(
+                (str(n), str(t)) for n, t in props["attachments"])
         checks = self.config.stash[_CHECKS]
         if report.when == "call" or (report.when == "setup" and not report.passed) or \
                 (report.when == "teardown" and report.failed):
@@ -354,6 +362,8 @@ class Summary:
                     "outcome": status if status in ("passed", "failed", "error", "skipped") else "error",
                     "seconds": round(float(report.duration), 3), "message": _short(report),
                     "findings": list(props.get("findings", [])),
+                    "severity": self.config.stash[SETTINGS].for_series(str(props.get("series", ""))).severity
+                    if props.get("series") else "normal",
                 }
             else:  # a teardown that failed after the test: the check errs
                 entry["outcome"], entry["message"] = "error", _short(report)
@@ -378,6 +388,14 @@ class Summary:
             results.write(document, path)
         except OSError as exc:
             warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
+        folder = self.config.stash.get(_ALLURE, None)
+        if folder is not None:
+            from backupcheck.merge import allure as render_allure
+
+            try:
+                render_allure(document, folder, self.config.stash.get(_ATTACHED, {}), clean=True)
+            except OSError as exc:
+                warnings.warn(f"backupcheck: cannot write {folder}: {exc}", stacklevel=1)
         junit = self.config.stash.get(_JUNIT, None)
         if junit is not None:
             from backupcheck.merge import junit as render_junit
