@@ -118,12 +118,13 @@ def streaks(config: pytest.Config, document: dict[str, Any]) -> list[dict[str, A
 
 
 def escalate(item: pytest.Item, report: pytest.TestReport) -> None:
-    """On the worker, as a check fails: when it also failed on the last streak_runs - 1 runs, raise its Allure
-    severity to blocker and say for how long."""
+    """With allure-pytest writing the results (--alluredir), on the worker as a check fails: when it also failed
+    on the last streak_runs - 1 runs, raise its Allure severity to blocker. Otherwise the streaks are found once,
+    on the controller, and the rendered results carry them."""
     history = item.config.stash.get(HISTORY, None)
     props = dict(report.user_properties)
     series = str(props.get("series", ""))
-    if history is None or not series or not history.enabled:
+    if history is None or not series or not history.enabled or not getattr(item.config.option, "allure_report_dir", None):
         return
     runs = item.config.stash[SETTINGS].streak_runs
     name = item.nodeid.split("::")[-1].split("[")[0]
