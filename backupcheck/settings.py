@@ -528,7 +528,9 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
     notify = _notify(file_data.get("notify"))
     streak_runs = parse_count(pick("streak_runs", 3), "streak_runs")
     plan_out, plan_in = path_setting("plan_out", None), path_setting("plan", None)
-    shard = _shard(pick("shard", None))
+    shard_raw = pick("shard", None)
+    # A CI system's index (GitLab sets CI_NODE_INDEX in every parallel job) counts only for a plan's shards.
+    shard = _shard(shard_raw) if shard_raw is not None or plan_in is not None else None
     if shard is not None and plan_in is None:
         raise ConfigError("shard = K/N needs a plan (--plan FILE, made once with --plan-out): shards never list "
                           "the sources themselves")

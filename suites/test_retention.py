@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backupcheck.checks import trends
 from backupcheck.plugins.verdict import judge
 
 
+@pytest.mark.when_configured("retention_rules")
 def test_retention_policy_is_kept(series, settings, now, attach):
     """Every daily, weekly, monthly and yearly slot the series' retention promises holds a backup, and no backup
     is older than max_age."""

@@ -152,3 +152,12 @@ def test_a_fleet_of_fifty_two_backups_restores_each_once_and_catches_the_two_fau
     restored = [line["backup"] for line in run.restores()]
     assert len(restored) == len(set(restored)), "a backup was restored twice"
     assert {f"tenant{i:02d}-{stamp}" for i in range(52)} - {f"tenant17-{stamp}", f"tenant41-{stamp}"} <= set(restored)
+
+
+def test_a_ci_node_index_without_a_plan_changes_nothing(run_suites, clean_dir, monkeypatch):
+    """GitLab sets CI_NODE_INDEX in every parallel job: without --plan it is no shard, and no error."""
+    monkeypatch.setenv("CI_NODE_INDEX", "2")
+    monkeypatch.setenv("CI_NODE_TOTAL", "3")
+    run = run_suites("--backups", str(clean_dir / "custom"), "-m", "size")
+    assert run.ret == 0, run.stdout
+    assert any(k.startswith("test_backup_size_is_within_tolerance_of_usual[") for k in run.outcomes)
