@@ -92,14 +92,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
 
 def asked_for(config: pytest.Config) -> bool:
-    """The plugin acts only when backups are named: --backups, or a config file with sources. In any other
-    pytest run of an environment it is installed in, it adds its options and nothing else."""
+    """The plugin acts only when backups are named: --backups or --plan(-out), or a config file with sources or a
+    plan. In any other pytest run of an environment it is installed in, it adds its options and nothing else."""
     ns = config.known_args_namespace
     if getattr(ns, "bc_backups", None) or getattr(ns, "bc_plan", None) or getattr(ns, "bc_plan_out", None):
         return True
     path = Path(ns.bc_config) if getattr(ns, "bc_config", None) else Path(config.rootpath) / CONFIG_NAME
     try:
-        return bool(load_file(path).get("sources")) if path.is_file() else False
+        data = load_file(path) if path.is_file() else {}
+        return any(data.get(key) for key in ("sources", "plan", "plan_out"))
     except (ConfigError, OSError):
         return path.is_file()  # a broken file that was meant for us: let the run say what is wrong with it
 

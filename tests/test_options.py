@@ -125,6 +125,11 @@ def test_reports_dir(pytester, shop, tmp_path, spelling):
     ([], "[series.shop]\ncolour = \"red\"\n", "unknown key(s) colour"),
     ([], "restor = 1\n", "unknown key(s) restor"),
     ([], "this is not toml", "is not valid TOML"),
+    (["--shard", "4/3", "--plan", "plan.json"], "", "K must be between 1 and N"),
+    ([], 'shard = "2/3"\n', "needs a plan"),
+    ([], 'streak_runs = 0\n', "streak_runs = 0: expected a whole number of at least 1"),
+    ([], 'notify = { url_env = "https://hooks.example/secret" }\n', "expected the NAME of an environment variable"),
+    ([], "[series.shop]\nretention = { hourly = 3 }\n", "series.shop.retention"),
 ])
 def test_bad_values_are_usage_errors_naming_the_option(run_suites, shop, args, config, needle):
     run = run_suites("--backups", str(shop), *args, config=config)
@@ -174,3 +179,29 @@ def test_a_source_of_an_unknown_scheme_is_a_config_error_naming_the_known_kinds(
         build({"sources": ["gs://bucket/db/"]}, {}, None, tmp_path)
     assert [k.scheme for k in sources.known()] == ["s3"]
     assert sources.local_paths(["/srv/backups", "s3://b/p/", "dumps"]) == [Path("/srv/backups"), Path("dumps")]
+
+
+@pytest.mark.parametrize("spelling", ["cli", "config"])
+def test_history_and_metrics_file(run_suites, shop, tmp_path, spelling):
+    """--history / history and --metrics-file / metrics_file: the run is recorded there, the gauges written."""
+    store, metrics = tmp_path / f"h-{spelling}.sqlite", tmp_path / f"m-{spelling}.prom"
+    if spelling == "cli":
+        run = run_suites("--backups", str(shop), "-m", "size", "--history", str(store), "--metrics-file", str(metrics))
+    else:
+        run = run_suites("--backups", str(shop), "-m", "size", config=f'history = "{store}"\nmetrics_file = "{metrics}"\n')
+    assert run.ret == 0, run.stdout
+    assert f"history: this run recorded in {store}" in run.stdout
+    assert "backupcheck_backup_size_bytes" in metrics.read_text()
+
+
+@pytest.mark.parametrize("spelling", ["cli", "config"])
+def test_plan_out_plan_and_shard(run_suites, shop, tmp_path, spelling):
+    plan = tmp_path / f"plan-{spelling}.json"
+    if spelling == "cli":
+        made = run_suites("--backups", str(shop), "--plan-out", str(plan))
+        run = run_suites("--plan", str(plan), "--shard", "1/1", "-m", "size")
+    else:
+        made = run_suites("--backups", str(shop), config=f'plan_out = "{plan}"\n')
+        run = run_suites(config=f'plan = "{plan}"\nshard = "1/1"\n')
+    assert made.ret == 0 and plan.exists(), made.stdout
+    assert run.ret == 0 and run.results()["run"]["shard"]["total"] == 1, run.stdout
