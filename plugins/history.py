@@ -74,8 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from .run import runs_suites
 
     if runs_suites(config):
-        config.stash[HISTORY] = History(settings.history)
+        history = config.stash[HISTORY] = History(settings.history)
         config.stash[_NOTES] = []
+        if not hasattr(config, "workerinput") and not settings.demo and settings.plan_out is None:
+            history.store()  # the schema made once, here, before workers read it (an error waits for its checks)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -512,3 +512,22 @@ def test_earlier_row_counts_come_from_the_history_when_a_run_restored_that_backu
     assert f"before: 10,000,000 rows in {older}" in message, message
     again = run_suites("--backups", str(root), "-k", test)  # history off: counted from the dump, as before
     assert again.outcomes.get(f"{test}[{keys[1][0]}]") == "passed", again.stdout
+
+
+def test_a_history_made_by_another_process_while_this_one_waited_is_not_made_again(spec):
+    """Two processes (xdist workers) open a new history at once: the second saw no schema, then waited for the
+    first's lock; once it has the lock it must find the schema there and leave it, not create it again."""
+    made = history.open_store(spec)
+    assert made is not None
+    seen = []
+
+    class Late(type(made)):  # type: ignore[misc]
+        def version(self) -> int:
+            seen.append(1)
+            return 0 if len(seen) == 1 else super().version()  # before the lock: nothing yet
+
+    late = Late(made.conn)
+    late.where = "the same history"
+    late.migrate()  # creating the tables again would fail: they exist
+    assert made.version() == history.SCHEMA_VERSION and made.counts()["bc_runs"] == 0
+    made.close()

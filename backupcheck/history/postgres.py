@@ -34,15 +34,20 @@ class PostgresStore(Store):
 
     def _begin(self) -> None:
         self.conn.rollback()  # whatever a read left open: the write starts a transaction of its own
+        # One writer at a time (two runs creating the tables at once would collide); released at commit.
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('backupcheck history'))")
 
     def version(self) -> int:
+        version = self._locked_version()
+        self.conn.rollback()
+        return version
+
+    def _locked_version(self) -> int:
         cur = self.conn.cursor()
         cur.execute("SELECT to_regclass('bc_meta') IS NOT NULL")
-        exists = cur.fetchone()[0]
         version = 0
-        if exists:
+        if cur.fetchone()[0]:
             cur.execute("SELECT value FROM bc_meta WHERE key = 'schema_version'")
             row = cur.fetchone()
             version = int(row[0]) if row else 0
-        self.conn.rollback()
         return version

@@ -72,6 +72,10 @@ class Store:
     def version(self) -> int:
         raise NotImplementedError
 
+    def _locked_version(self) -> int:
+        """The schema version, read inside the migration's transaction (after its lock)."""
+        return self.version()
+
     def migrate(self) -> None:
         """Create the tables, or bring an older history up to this version, in one transaction."""
         current = self.version()
@@ -83,6 +87,10 @@ class Store:
             return
         self._begin()
         try:
+            current = self._locked_version()  # another process may have migrated while this one waited
+            if current >= SCHEMA_VERSION:
+                self.conn.commit()
+                return
             cur = self.conn.cursor()
             if current == 0:
                 cur.execute("CREATE TABLE IF NOT EXISTS bc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
