@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from .results import newest_by_series
+
 
 @dataclass
 class Night:
@@ -59,11 +61,7 @@ def collect(runs: list[dict[str, Any]], since: date, until: date, rto: dict[str,
     per: dict[str, dict[date, Night]] = {}
     for run in runs:
         day = datetime.fromisoformat(run["started"]).astimezone(UTC).date()
-        newest: dict[str, dict[str, Any]] = {}
-        for b in run["backups"]:
-            if b["series"] not in newest or b["taken_at"] > newest[b["series"]]["taken_at"]:
-                newest[b["series"]] = b
-        for series, b in newest.items():
+        for series, b in newest_by_series(run["backups"]).items():
             if only and series != only:
                 continue
             nights = per.setdefault(series, {})

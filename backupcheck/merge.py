@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import results
+from .model import Finding, render
 
 BAD = ("failed", "error")
 
@@ -87,14 +88,8 @@ def load_all(paths: list[Path]) -> list[dict[str, Any]]:
 # --- renderers, all from the document -----------------------------------------------------------------
 
 def _findings_text(check: dict[str, Any]) -> str:
-    out = []
-    for f in check["findings"]:
-        out.append(f"[{f['check']}] {f['subject']}: {f['what']}" + (f" ({f['where']})" if f["where"] else ""))
-        out.append(f"    expected: {f['expected']}")
-        out.append(f"    found:    {f['found']}")
-        if f["hint"]:
-            out.append(f"    fix:      {f['hint']}")
-    return "\n".join(out) or check["message"]
+    """The check's findings as the failing test showed them (``model.render``), else its message."""
+    return render([Finding(**f) for f in check["findings"]]) or check["message"]
 
 
 def junit(document: dict[str, Any], path: Path) -> None:

@@ -18,6 +18,8 @@ def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, s
     ``last_passed``: per series, when its newest backup last passed every check (from the history)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+    from .results import newest_by_series
+
     registry = CollectorRegistry()
     age = Gauge("backupcheck_backup_age_seconds", "Age of the newest backup of the series at the run's moment",
                 ["series"], registry=registry)
@@ -30,11 +32,7 @@ def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, s
     verified = Gauge("backupcheck_last_verified_timestamp_seconds",
                      "When the series' newest backup last passed every check (Unix time)", ["series"], registry=registry)
     now = datetime.fromisoformat(document["run"]["now"])
-    newest: dict[str, dict[str, Any]] = {}
-    for b in document["backups"]:
-        if b["series"] not in newest or b["taken_at"] > newest[b["series"]]["taken_at"]:
-            newest[b["series"]] = b
-    for series, b in sorted(newest.items()):
+    for series, b in sorted(newest_by_series(document["backups"]).items()):
         age.labels(series).set((now - datetime.fromisoformat(b["taken_at"])).total_seconds())
         size.labels(series).set(b["size"])
     latest: dict[str, dict[str, Any]] = {}  # the newest restored backup of each series

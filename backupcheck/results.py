@@ -143,6 +143,15 @@ def write(document: dict[str, Any], path: Path, *, sort_keys: bool = False) -> N
     tmp.replace(path)
 
 
+def newest_by_series(backups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Series -> its newest backup among a results document's backups (or a history run's)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for b in backups:
+        if b["series"] not in newest or b["taken_at"] > newest[b["series"]]["taken_at"]:
+            newest[b["series"]] = b
+    return newest
+
+
 def load(path: Path) -> dict[str, Any]:
     document = json.loads(path.read_text())
     if document.get("schema") != "backupcheck-results" or document.get("version") != VERSION:

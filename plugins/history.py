@@ -189,11 +189,9 @@ def last_passed(history: History | None, document: dict[str, Any]) -> dict[str, 
     """Per series: when its newest backup last passed every check: this run when it did, else the history's."""
     out: dict[str, str] = {}
     store = history.store() if history is not None else None
-    newest: dict[str, dict[str, Any]] = {}
-    for b in document["backups"]:
-        if b["series"] not in newest or b["taken_at"] > newest[b["series"]]["taken_at"]:
-            newest[b["series"]] = b
-    for series, b in newest.items():
+    from backupcheck.results import newest_by_series
+
+    for series, b in newest_by_series(document["backups"]).items():
         if b["verdict"] == "passed":
             out[series] = document["run"]["finished"]
         elif store is not None:

@@ -127,12 +127,11 @@ def restore_forecast(key: str, series: str, points: Sequence[tuple[datetime, flo
     pts = list(points)[-cfg.restore_window:]
     if len(pts) < 5:
         return [], f"{len(pts)} restore time(s) known; a forecast needs 5"
-    t0 = pts[0][0]
-    xs = [(t - t0).total_seconds() / 86400 for t, _ in pts]
-    ys = [s for _, s in pts]
-    if len(set(xs)) < 2:
+    fit = _fit(pts)
+    if fit is None:
         return [], "all restore times are of one moment: no trend"
-    slope, intercept = statistics.linear_regression(xs, ys)
+    t0, slope, intercept = fit
+    ys = [s for _, s in pts]
     limit = rto.total_seconds()
     x_now = (now - t0).total_seconds() / 86400
     fitted_now = intercept + slope * x_now
@@ -157,12 +156,22 @@ def restore_forecast(key: str, series: str, points: Sequence[tuple[datetime, flo
 def crossing(points: Sequence[tuple[datetime, float]], rto_seconds: float, window: int = 30) -> datetime | None:
     """When the straight line fitted to the last ``window`` restore times reaches the RTO (None: not growing)."""
     pts = list(points)[-window:]
-    if len(pts) < 5 or len({t for t, _ in pts}) < 2:
+    fit = _fit(pts) if len(pts) >= 5 else None
+    if fit is None or fit[1] <= 0:
         return None
+    t0, slope, intercept = fit
+    return t0 + timedelta(days=(rto_seconds - intercept) / slope)
+
+
+def _fit(pts: Sequence[tuple[datetime, float]]) -> tuple[datetime, float, float] | None:
+    """(first moment, seconds a day, seconds at the first moment) of the least-squares line; None when all
+    points are of one moment."""
     t0 = pts[0][0]
-    slope, intercept = statistics.linear_regression([(t - t0).total_seconds() / 86400 for t, _ in pts],
-                                                    [s for _, s in pts])
-    return t0 + timedelta(days=(rto_seconds - intercept) / slope) if slope > 0 else None
+    xs = [(t - t0).total_seconds() / 86400 for t, _ in pts]
+    if len(set(xs)) < 2:
+        return None
+    slope, intercept = statistics.linear_regression(xs, [s for _, s in pts])
+    return t0, slope, intercept
 
 
 def rows_table(history: Sequence[tuple[str, str, dict[str, int]]], now: dict[str, int | None]) -> str:
