@@ -13,6 +13,7 @@ class Family:
     description: str  # the marker's help text
     needs_restore: bool  # every test of the family reads a restored database
     settings: tuple[str, ...] = ()  # series settings it reads (documentation, and the README's table)
+    newest_only: bool = False  # its tests look at the newest backup of each series only
 
 
 REGISTRY: dict[str, Family] = {}
@@ -38,6 +39,9 @@ for _family in (
     Family("trends", "tables and restore times hold against the series' history", True,
            ("trend_window", "trend_min_history", "stall_nights", "max_row_drop", "rto", "rto_horizon")),
     Family("retention", "the backups kept match the retention policy", False, ("retention", "max_age")),
+    Family("invariants", "the series' own SQL invariants hold", True, ("invariants",)),
+    Family("gate", "before a migration: a backup to roll back to, and the migration rehearsed on its copy", True,
+           ("invariants",), newest_only=True),
 ):
     register(_family)
 

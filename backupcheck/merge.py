@@ -72,7 +72,8 @@ def merge(documents: list[dict[str, Any]], expected: int | None = None,
     backups = sorted((b for d in documents for b in d["backups"]), key=lambda b: (b["series"], b["taken_at"]))
     return {"schema": "backupcheck-results", "version": results.VERSION, "run": merged_run, "backups": backups,
             "checks": sorted(checks, key=lambda c: c["nodeid"]),
-            "streaks": [s for d in documents for s in d.get("streaks", [])], "missing_shards": missing}
+            "streaks": [s for d in documents for s in d.get("streaks", [])],
+            "gate": [g for d in documents for g in d.get("gate", [])], "missing_shards": missing}
 
 
 def load_all(paths: list[Path]) -> list[dict[str, Any]]:
@@ -191,7 +192,63 @@ def markdown(document: dict[str, Any]) -> str:
     if bad:
         lines += ["", "### Failed", ""] + [f"- `{c['nodeid']}`: {(_findings_text(c).splitlines() or [''])[0]}"
                                             for c in bad]
+    lines += gate_markdown(document)
     return "\n".join(lines) + "\n"
+
+
+def gate_lines(document: dict[str, Any]) -> list[str]:
+    """The migration gate on the terminal: per migration, seconds, locks, rows touched and lint."""
+    out = []
+    for g in document.get("gate", []):
+        out.append(f"migration gate on {g['backup']}: {len(g['migrations'])} migration(s) rehearsed in "
+                   f"{g['seconds']:.2f} s (whole gate {g['total_seconds']:.2f} s)" + (f"; {g['error']}" if g["error"] else ""))
+        for m in g["migrations"]:
+            out.append(f"  {m['migration']}: {m['status']}, {m['seconds']:.2f} s, longest exclusive lock "
+                       f"{m['longest_exclusive_lock']:.2f} s, {m['rows_touched']:,} rows touched, "
+                       f"{m['rows_rewritten']:,} rewritten{', lint: ' + ', '.join(m['lint']) if m['lint'] else ''}"
+                       + (f"; {m['error']}" if m["error"] else ""))
+    return out
+
+
+def gate_markdown(document: dict[str, Any]) -> list[str]:
+    """The per-migration table of the job summary (and of the pull request comment)."""
+    lines: list[str] = []
+    for g in document.get("gate", []):
+        lines += ["", f"### Migration gate on `{g['backup']}`", "",
+                  f"Rehearsed on a copy of the backup in {g['seconds']:.2f} s (the whole gate {g['total_seconds']:.2f} s"
+                  + (f", the restore {g['restore_seconds']:.2f} s" if g.get("restore_seconds") is not None else "")
+                  + ")" + (f": **{g['error']}**" if g["error"] else "."), "",
+                  "| migration | status | seconds | locks | rows touched | rows rewritten | lint |", "|---|---|---|---|---|---|---|"]
+        for m in g["migrations"]:
+            locks = "<br>".join(f"{lk['mode']} {lk['table']} {lk['seconds']:.2f} s" for lk in m["locks"]) or "-"
+            status = m["status"] + (f": {m['error']}" if m["error"] else "")
+            lines.append(f"| {m['migration']} | {status} | {m['seconds']:.2f} | {locks} | {m['rows_touched']:,} | "
+                         f"{m['rows_rewritten']:,} | {', '.join(m['lint']) or '-'} |")
+        if g["lint"]:
+            lines += ["", "Lint:", ""] + [f"- {note}" for note in g["lint"]]
+    return lines
+
+
+def gate_html(document: dict[str, Any]) -> str:
+    """The per-migration table of the HTML reports."""
+    esc = html.escape
+    out = ""
+    for g in document.get("gate", []):
+        rows = "".join(
+            f"<tr><td>{esc(m['migration'])}</td><td class='{'failed' if m['status'] == 'failed' else ''}'>"
+            f"{esc(m['status'])}{': ' + esc(m['error']) if m['error'] else ''}</td><td>{m['seconds']:.2f}</td><td>"
+            + "<br>".join(esc(f"{lk['mode']} {lk['table']} {lk['seconds']:.2f} s") for lk in m["locks"])
+            + f"</td><td>{m['rows_touched']:,}</td><td>{m['rows_rewritten']:,}</td><td>{esc(', '.join(m['lint']))}"
+            "</td></tr>" for m in g["migrations"])
+        restore = f", the restore {g['restore_seconds']:.2f} s" if g.get("restore_seconds") is not None else ""
+        lint = "".join(f"<li>{esc(n)}</li>" for n in g["lint"])
+        out += (f"<h2>Migration gate on {esc(g['backup'])}</h2><p>Rehearsed on a copy of the backup in "
+                f"{g['seconds']:.2f} s (the whole gate {g['total_seconds']:.2f} s{restore})."
+                + (f" <b class='failed' style='color:#c00'>{esc(g['error'])}</b>" if g["error"] else "") + "</p>"
+                "<table class='gate' border='1' cellpadding='4'><tr><th>migration</th><th>status</th><th>seconds</th>"
+                "<th>locks held</th><th>rows touched</th><th>rows rewritten</th><th>lint</th></tr>"
+                f"{rows}</table>" + (f"<p>Lint:</p><ul>{lint}</ul>" if lint else ""))
+    return out
 
 
 def _seconds(backup: dict[str, Any]) -> str:
@@ -220,7 +277,7 @@ def html_report(document: dict[str, Any]) -> str:
         f"<p><b>{'FAILED' if run['exit_status'] else 'passed'}</b>: {len(document['backups'])} backup(s), "
         f"{len(document['checks'])} check(s), {len(bad)} failed; from {esc(run['started'])} to {esc(run['finished'])}"
         f"</p><h2>Backups verified</h2><table><tr><th>series</th><th>backup</th><th>format</th><th>size</th>"
-        f"<th>restore</th><th>verdict</th></tr>{rows}</table><h2>Checks</h2><table><tr><th>check</th><th>outcome</th>"
+        f"<th>restore</th><th>verdict</th></tr>{rows}</table>{gate_html(document)}<h2>Checks</h2><table><tr><th>check</th><th>outcome</th>"
         f"<th>findings</th></tr>{checks}</table></body></html>")
 
 

@@ -110,6 +110,41 @@ SCHEMA: dict[str, Any] = {
                                "runs": {"type": "integer", "minimum": 1}, "since": {"type": "string"}},
             },
         },
+        "gate": {  # the migrations rehearsed by the pre-migration gate, one entry per backup (absent: no gate)
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["backup", "mode", "seconds", "total_seconds", "applied_from", "error", "migrations",
+                             "lint", "output", "restore_seconds"],
+                "additionalProperties": False,
+                "properties": {
+                    "backup": {"type": "string"}, "mode": {"type": "string"},
+                    "seconds": {"type": "number", "minimum": 0}, "total_seconds": {"type": "number", "minimum": 0},
+                    "restore_seconds": {"type": ["number", "null"]},
+                    "applied_from": {"type": "string"}, "error": {"type": "string"}, "output": {"type": "string"},
+                    "lint": {"type": "array", "items": {"type": "string"}},
+                    "migrations": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["migration", "status", "seconds", "transactional", "locks",
+                                     "longest_exclusive_lock", "rows_touched", "rows_rewritten", "lint", "error"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "migration": {"type": "string"},
+                            "status": {"enum": ["applied", "skipped", "failed", "not run", "pending"]},
+                            "seconds": {"type": "number", "minimum": 0}, "transactional": {"type": "boolean"},
+                            "locks": {"type": "array", "items": {
+                                "type": "object", "required": ["table", "mode", "seconds", "line"],
+                                "additionalProperties": False,
+                                "properties": {"table": {"type": "string"}, "mode": {"type": "string"},
+                                               "seconds": {"type": "number"}, "line": {"type": "integer"}}}},
+                            "longest_exclusive_lock": {"type": "number", "minimum": 0},
+                            "rows_touched": {"type": "integer"}, "rows_rewritten": {"type": "integer"},
+                            "lint": {"type": "array", "items": {"type": "string"}}, "error": {"type": "string"},
+                        },
+                    }},
+                },
+            },
+        },
         "checks": {
             "type": "array",
             "items": {

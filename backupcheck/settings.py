@@ -93,6 +93,135 @@ class Relation:
         return f"{self.table}.{self.column} -> {self.ref_table}.{self.ref_column}"
 
 
+@dataclass(frozen=True)
+class Invariant:
+    """A query that must give an expected number: one read-only SELECT, checked before anything runs."""
+
+    name: str
+    sql: str
+    expect: float | None = None
+    expect_min: float | None = None
+    expect_max: float | None = None
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return ((self.expect is None or value == self.expect) and (self.expect_min is None or value >= self.expect_min)
+                and (self.expect_max is None or value <= self.expect_max))
+
+    @property
+    def expected(self) -> str:
+        parts = []
+        if self.expect is not None:
+            parts.append(f"= {self.expect:g}")
+        if self.expect_min is not None:
+            parts.append(f">= {self.expect_min:g}")
+        if self.expect_max is not None:
+            parts.append(f"<= {self.expect_max:g}")
+        return " and ".join(parts)
+
+
+_INVARIANT_KEYS = {"name", "sql", "expect", "expect_min", "expect_max"}
+
+
+def _invariants(raw: Any, where: str) -> tuple[Invariant, ...]:
+    from .lint import invariant_problem
+
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise ConfigError(f"{where}.invariants: expected tables like [[{where}.invariants]] with name, sql and "
+                          "expect (or expect_min / expect_max)")
+    out: list[Invariant] = []
+    for item in raw:
+        name = str(item.get("name", "")).strip()
+        label = f"{where}.invariants[{name or len(out)}]"
+        unknown = set(item) - _INVARIANT_KEYS
+        if unknown:
+            raise ConfigError(f"{label}: unknown key(s) {', '.join(sorted(unknown))}; known: "
+                              f"{', '.join(sorted(_INVARIANT_KEYS))}")
+        if not name or not isinstance(item.get("sql"), str):
+            raise ConfigError(f"{label}: needs name = \"...\" and sql = \"SELECT ...\"")
+        if any(i.name == name for i in out):
+            raise ConfigError(f"{label}: the name is used twice in {where}")
+        bounds = {}
+        for key in ("expect", "expect_min", "expect_max"):
+            if key in item:
+                v = item[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ConfigError(f"{label}.{key} = {v!r}: expected a number")
+                bounds[key] = v
+        if not bounds:
+            raise ConfigError(f"{label}: give expect, expect_min or expect_max")
+        problem = invariant_problem(item["sql"])
+        if problem:
+            raise ConfigError(f"invariant {name!r} ({label}): only one read-only SELECT is run, and {problem}")
+        out.append(Invariant(name, item["sql"], **bounds))
+    return tuple(out)
+
+
+LINT_MODES = ("warn", "fail", "off")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """[gate]: what the pre-migration gate rehearses, and what it tolerates."""
+
+    migrations: Path | None = None
+    migrate_command: str = ""
+    max_age: timedelta = timedelta(hours=24)  # the newest backup is younger than this, or take one first
+    allow_row_loss: tuple[str, ...] = ()  # schema.table the migrations may delete rows of
+    lint: str = "warn"
+    max_lock: timedelta = timedelta(seconds=5)  # longest ACCESS EXCLUSIVE lock a migration may hold
+    large_rows: int = 100_000  # from this many rows an index build or a table scan hurts production
+    series: tuple[str, ...] = ()  # gated series (all when empty)
+    command_timeout: timedelta = timedelta(hours=1)
+
+    @property
+    def rehearses(self) -> bool:
+        return self.migrations is not None or bool(self.migrate_command)
+
+    def loses_rows_allowed(self, table: str) -> bool:
+        return table in self.allow_row_loss or table.removeprefix("public.") in self.allow_row_loss
+
+
+_GATE_KEYS = {"migrations", "migrate_command", "max_age", "allow_row_loss", "lint", "max_lock", "large_rows",
+              "series", "command_timeout"}
+
+
+def _gate(raw: Any, cli: dict[str, Any], rel: Any) -> GateSettings:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("[gate]: expected a table like { migrations = \"supabase/migrations\", max_age = \"24h\" }")
+    unknown = set(raw) - _GATE_KEYS
+    if unknown:
+        raise ConfigError(f"[gate]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_GATE_KEYS))}")
+    g = GateSettings()
+    for key in ("max_age", "max_lock", "command_timeout"):
+        if key in raw:
+            g = replace(g, **{key: parse_duration(raw[key], f"gate.{key}")})
+    if "lint" in raw:
+        if raw["lint"] not in LINT_MODES:
+            raise ConfigError(f"gate.lint = {raw['lint']!r}: expected one of {', '.join(LINT_MODES)}")
+        g = replace(g, lint=raw["lint"])
+    if "large_rows" in raw:
+        g = replace(g, large_rows=parse_count(raw["large_rows"], "gate.large_rows", 0))
+    for key in ("allow_row_loss", "series"):
+        if key in raw:
+            if not isinstance(raw[key], list) or not all(isinstance(x, str) for x in raw[key]):
+                raise ConfigError(f"gate.{key} = {raw[key]!r}: expected a list of names")
+            g = replace(g, **{key: tuple(raw[key])})
+    migrations = cli.get("migrations") if cli.get("migrations") is not None else (
+        rel(str(raw["migrations"])) if raw.get("migrations") is not None else None)
+    command = cli.get("migrate_command") if cli.get("migrate_command") is not None else raw.get("migrate_command", "")
+    if migrations and not Path(migrations).exists():
+        raise ConfigError(f"gate.migrations = {migrations!r}: no such folder or file (--migrations PATH: the folder "
+                          "holding the migration files, like supabase/migrations)")
+    if migrations and command:
+        raise ConfigError("gate: migrations and migrate_command exclude each other: the gate applies the files "
+                          "itself, or runs your tool (which applies them)")
+    return replace(g, migrations=Path(migrations) if migrations else None, migrate_command=str(command or ""))
+
+
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 
 
@@ -124,6 +253,7 @@ class SeriesSettings:
     trend_min_history: int = 5  # earlier backups needed before trends judge
     stall_nights: int = 3  # backups without growth, after steady growth, that make a stall
     rto_horizon: timedelta = timedelta(days=30)  # a forecast crossing of the RTO within this fails
+    invariants: tuple[Invariant, ...] = ()  # queries that must give an expected number
 
     @property
     def retention_rules(self) -> tuple[Any, ...] | None:
@@ -141,7 +271,7 @@ _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
     "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
     "name_timezone", "content_columns", "content_max_age", "retention", "max_age", "trend_window",
-    "trend_min_history", "stall_nights", "rto_horizon",
+    "trend_min_history", "stall_nights", "rto_horizon", "invariants",
 }
 RETENTION_PERIODS = ("daily", "weekly", "monthly", "yearly")
 
@@ -211,6 +341,8 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
                               "{ daily = 7, weekly = 4, monthly = 12, yearly = 0 }")
         s = replace(s, retention=tuple((period, parse_count(policy[period], f"{where}.retention.{period}", 0))
                                        for period in RETENTION_PERIODS if period in policy))
+    if "invariants" in raw:
+        s = replace(s, invariants=_invariants(raw["invariants"], where))
     if "content_columns" in raw:
         cols = raw["content_columns"]
         if not isinstance(cols, list) or not all(isinstance(c, str) and re.fullmatch(r"[\w$]+(\.[\w$]+){1,2}", c)
@@ -341,6 +473,7 @@ class Settings:
     plan_out: Path | None = None  # write the plan here and check nothing
     plan: Path | None = None  # verify what this plan lists, without listing the sources
     shard: Any = None  # backupcheck.plan.Shard: this job's share of the plan
+    gate: GateSettings = GateSettings()
 
     def profile(self, series: str) -> Any:
         """The series' configured Profile, or None when it is to be detected from the dump."""
@@ -380,7 +513,7 @@ class Settings:
 
 _TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series",
              "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
-             "pg_bin_only", "now", "history", "metrics_file", "notify", "streak_runs", "plan_out", "plan", "shard"}
+             "pg_bin_only", "now", "history", "metrics_file", "notify", "streak_runs", "plan_out", "plan", "shard", "gate"}
 _NOTIFY_KEYS = {"url_env", "on", "timeout"}
 _CONTAINER_KEYS = {"image", "ryuk"}
 
@@ -536,8 +669,9 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
                           "the sources themselves")
     if plan_out is not None and plan_in is not None:
         raise ConfigError("plan_out and plan exclude each other: plan once (--plan-out), then verify (--plan)")
+    gate = _gate(file_data.get("gate"), cli, rel)
     return Settings(
-        history=history, metrics_file=Path(metrics_file) if metrics_file else None, notify=notify,
+        gate=gate, history=history, metrics_file=Path(metrics_file) if metrics_file else None, notify=notify,
         streak_runs=streak_runs, plan_out=Path(plan_out) if plan_out else None, plan=Path(plan_in) if plan_in else None,
         shard=shard,
         sources=sources, restore=restore, restore_jobs=jobs, pg_bin=pg_bin,

@@ -15,6 +15,7 @@ from .run import RUN
 
 FAMILIES = tuple(REGISTRY)  # registration order is the order tests of one backup run in
 RESTORE_BASED = frozenset(f.name for f in REGISTRY.values() if f.needs_restore)
+NEWEST_ONLY = frozenset(f.name for f in REGISTRY.values() if f.newest_only)
 RESTORE_PLANNED = pytest.StashKey[frozenset[str]]()
 # A test asking for any of these reads a restored database (users' own checks need no marker).
 RESTORED_FIXTURES = frozenset({"restored", "restore_attempt", "restored_db", "restored_dsn"})
@@ -77,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{family.name}: {family.description}")
     config.addinivalue_line("markers", "when_configured(key): only for series whose settings give KEY a value")
     config.addinivalue_line("markers", "needs_restore: the test reads a restored database")
+    config.addinivalue_line("markers", "rehearsal: a gate test that reads the migrations' rehearsal")
 
 
 def _configured(value: object) -> bool:
@@ -100,14 +102,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             series = [s for s in series if _configured(getattr(settings.for_series(s.name), marker.args[0]))]
         metafunc.parametrize("series", series, ids=[safe_id(s.name) for s in series])
         return
-    if metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames) \
-            or _family_of_path(str(metafunc.definition.path)) in RESTORE_BASED:
+    family = _family_of_path(str(metafunc.definition.path))
+    if family in NEWEST_ONLY:
+        backups = gated(metafunc.config, state.listing) if family == "gate" else [s.newest for s in state.listing.series]
+        if metafunc.definition.get_closest_marker("rehearsal") and not settings.gate.rehearses:
+            backups = []
+    elif metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames) \
+            or family in RESTORE_BASED:
         backups = settings.to_restore(state.listing)
     else:
         backups = state.listing.backups()
     if marker:
         backups = [b for b in backups if _configured(getattr(settings.for_series(b.series), marker.args[0]))]
+    if "invariant" in metafunc.fixturenames:  # one test per backup and invariant of its series
+        pairs = [(b, inv) for b in backups for inv in settings.for_series(b.series).invariants]
+        metafunc.parametrize(("backup", "invariant"), pairs, ids=[f"{b.key}-{safe_id(i.name)}" for b, i in pairs])
+        return
     metafunc.parametrize("backup", backups, ids=[b.key for b in backups])
+
+
+def gated(config: pytest.Config, listing: Listing) -> list[Backup]:
+    """The newest backup of each gated series, when the gate is asked for: migrations to rehearse, or -m naming
+    the gate. A nightly run without either has no gate tests."""
+    gate = config.stash[SETTINGS].gate
+    asked = gate.rehearses or "gate" in (config.getoption("markexpr", "") or "")
+    if not asked:
+        return []
+    return [s.newest for s in listing.series if not gate.series or s.name in gate.series]
 
 
 def family_of(item: pytest.Item) -> str:

@@ -14,4 +14,5 @@ pytest_plugins = [
     "backupcheck.plugins.history",
     "backupcheck.fixtures.backups",
     "backupcheck.fixtures.servers",
+    "backupcheck.fixtures.gate",
 ]

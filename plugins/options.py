@@ -41,6 +41,12 @@ HELP_PLAN_OUT = ("List the sources once and write the plan (backups, server vers
 HELP_PLAN = "Verify the backups a plan lists, without listing the sources (config: plan)."
 HELP_SHARD = ("With --plan: verify shard K of N, whole series balanced by expected cost (default: from CI_NODE_INDEX/"
               "CI_NODE_TOTAL, or JOB_COMPLETION_INDEX with BACKUPCHECK_SHARD_TOTAL; config: shard).")
+HELP_MIGRATIONS = ("The pre-migration gate (-m gate): rehearse the migration files in this folder (Supabase, Flyway, "
+                   "golang-migrate, Prisma or plain .sql) on a copy of each series' newest backup (config: "
+                   "gate.migrations).")
+HELP_MIGRATE_COMMAND = ("The pre-migration gate (-m gate): run this command (like 'alembic upgrade head') with "
+                        "DATABASE_URL and PG* pointing at a copy of each series' newest backup (config: "
+                        "gate.migrate_command).")
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -66,6 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--plan-out", dest="bc_plan_out", default=None, metavar="FILE", help=HELP_PLAN_OUT)
     group.addoption("--plan", dest="bc_plan", default=None, metavar="FILE", help=HELP_PLAN)
     group.addoption("--shard", dest="bc_shard", default=None, metavar="K/N", help=HELP_SHARD)
+    group.addoption("--migrations", dest="bc_migrations", default=None, metavar="PATH", help=HELP_MIGRATIONS)
+    group.addoption("--migrate-command", dest="bc_migrate_command", default=None, metavar="COMMAND",
+                    help=HELP_MIGRATE_COMMAND)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -174,6 +183,8 @@ def resolve(config: pytest.Config) -> Settings:
         "plan_out": absolute("bc_plan_out"),
         "plan": absolute("bc_plan"),
         "shard": config.getoption("bc_shard"),
+        "migrations": absolute("bc_migrations"),
+        "migrate_command": config.getoption("bc_migrate_command"),
     }
     try:
         path = _config_file(config)

@@ -20,6 +20,7 @@ from .options import SETTINGS, resolve
 ATTACHMENTS = pytest.StashKey[list[tuple[str, str]]]()
 _OUTCOMES = pytest.StashKey[dict[str, dict[str, object]]]()
 _CHECKS = pytest.StashKey[dict[str, dict[str, object]]]()
+_GATE = pytest.StashKey[dict[str, dict[str, object]]]()  # backup key -> its rehearsal, on the controller
 _STARTED = pytest.StashKey[datetime]()
 RESULTS = pytest.StashKey[dict]()  # the run's results document, once the session has finished
 _AFTER = pytest.StashKey[list[str]]()  # what recording, metrics and notification said
@@ -70,6 +71,19 @@ def record_restore(node: pytest.Item, restored: object) -> None:
             os.close(fd)
     except OSError as exc:  # a report that cannot be written must not fail the check
         warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
+
+
+def record_gate(node: pytest.Item, rehearsal: object) -> None:
+    """Note a rehearsal of the migrations on the test (for results.json: the per-migration table)."""
+    from backupcheck.checks.gate import lint_notes
+
+    r = rehearsal
+    node.user_properties.append(("gate", {
+        "backup": r.backup, "mode": r.mode, "seconds": round(r.seconds, 3),  # type: ignore[attr-defined]
+        "total_seconds": round(r.total_seconds, 3), "applied_from": r.applied_from,  # type: ignore[attr-defined]
+        "error": r.error, "migrations": r.table_rows(), "lint": lint_notes(r),  # type: ignore[attr-defined]
+        "output": r.output[-2000:],  # type: ignore[attr-defined]
+    }))
 
 
 def _runs_suites(config: pytest.Config) -> bool:
@@ -261,7 +275,14 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
         "backups": backups,
         "checks": sorted(config.stash[_CHECKS].values(), key=lambda c: str(c["nodeid"])),
         "streaks": [],
+        "gate": [gate_row(g, outcomes) for _, g in sorted(config.stash.get(_GATE, {}).items())],
     }
+
+
+def gate_row(rehearsal: dict, outcomes: dict) -> dict:
+    """A rehearsal as results.json keeps it, with the gate's verdict and the restore's seconds beside it."""
+    restore = (outcomes.get(rehearsal["backup"]) or {}).get("restore") or {}
+    return {**rehearsal, "restore_seconds": restore.get("seconds")}
 
 
 def backup_rows(document: dict, now: datetime) -> list[dict[str, str]]:
@@ -347,6 +368,8 @@ class Summary:
             row["restore"] = props["restore"]
         if props.get("tables") and not row.get("tables"):
             row["tables"] = props["tables"]
+        if props.get("gate"):
+            self.config.stash.setdefault(_GATE, {}).setdefault(str(group), props["gate"])
         if props.get("attachments"):
             self.config.stash.setdefault(_ATTACHED, {}).setdefault(report.nodeid, []).extend(
                 (str(n), str(t)) for n, t in props["attachments"])
@@ -435,6 +458,9 @@ class Summary:
         streaks = "".join(f"<li>{html.escape(streak_line(x))}</li>" for x in document.get("streaks", []))
         if streaks:
             block += f"<h2>Failing night after night</h2><ul style='color:#c00'>{streaks}</ul>"
+        from backupcheck.merge import gate_html
+
+        block += gate_html(document)
         block += self.config.stash.get(_CHARTS, "")
         if banner:
             block = f"<p style='font-weight:bold;color:#b35900'>{html.escape(banner)}</p>" + block
@@ -469,7 +495,11 @@ class Summary:
 
         for line in [*self.config.stash.get(_AFTER, []), *notes(self.config)]:
             tr.write_line(line)
-        _github_summary(rows, banner)
+        from backupcheck.merge import gate_lines
+
+        for line in gate_lines(document):
+            tr.write_line(line)
+        _github_summary(rows, banner, document)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -492,7 +522,7 @@ def streak_line(streak: dict) -> str:
             f"{streak['since'][:10]}")
 
 
-def _github_summary(rows: list[dict[str, str]], banner: str) -> None:
+def _github_summary(rows: list[dict[str, str]], banner: str, document: dict) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return
@@ -502,5 +532,8 @@ def _github_summary(rows: list[dict[str, str]], banner: str) -> None:
     lines.append("| " + " | ".join(_COLUMNS) + " |")
     lines.append("|" + "---|" * len(_COLUMNS))
     lines += ["| " + " | ".join(r[c] for c in _COLUMNS) + " |" for r in rows]
+    from backupcheck.merge import gate_markdown
+
+    lines += gate_markdown(document)
     with open(target, "a") as f:
         f.write("\n".join(lines) + "\n")

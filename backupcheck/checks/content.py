@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from ..model import Finding
 from ..restored import RestoredBackup
+from .freshness import duration_text
 
 CANDIDATES = ("created_at", "updated_at", "inserted_at")
 _TYPES = ("timestamptz", "timestamp", "date")
@@ -62,11 +63,6 @@ def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
     return found
 
 
-def _fmt(td: timedelta) -> str:
-    days, secs = td.days, td.seconds
-    return f"{days}d {secs // 3600}h" if days else f"{secs // 3600}h {secs % 3600 // 60}m"
-
-
 def content_fresh(r: RestoredBackup, named: tuple[str, ...], max_age: timedelta, why: str
                   ) -> tuple[list[Finding], list[str], str]:
     """(findings, notes, not-applicable reason). Without named columns the database's newest row counts (a
@@ -90,7 +86,7 @@ def content_fresh(r: RestoredBackup, named: tuple[str, ...], max_age: timedelta,
         if lag > max_age:
             findings.append(Finding(
                 "content_freshness", r.backup.key,
-                f"the newest row{' of ' + n.column if named else ''} is {_fmt(lag)} older than the backup",
-                f"a row written within {_fmt(max_age)} ({why}) before the backup's time {taken:%Y-%m-%d %H:%M UTC}",
+                f"the newest row{' of ' + n.column if named else ''} is {duration_text(lag)} older than the backup",
+                f"a row written within {duration_text(max_age)} ({why}) before the backup's time {taken:%Y-%m-%d %H:%M UTC}",
                 f"newest: {n.column} at {n.value:%Y-%m-%d %H:%M UTC}", hint=hint))
     return findings, notes, ""

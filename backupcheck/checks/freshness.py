@@ -20,7 +20,8 @@ def usual_spacing(series: Series) -> timedelta | None:
     return timedelta(seconds=median(g.total_seconds() for g in gaps))
 
 
-def _fmt(td: timedelta) -> str:
+def duration_text(td: timedelta) -> str:
+    """A duration as people say it: 2d 3h, 5h 07m, 12m 30s."""
     secs = int(td.total_seconds())
     days, rem = divmod(secs, 86400)
     hours, rem = divmod(rem, 3600)
@@ -38,7 +39,7 @@ def rpo_for(series: Series, cfg: SeriesSettings) -> tuple[timedelta, str]:
     spacing = usual_spacing(series)
     if spacing is None:
         return timedelta(hours=26), "default for a single backup (nightly + 2h)"
-    return spacing + timedelta(hours=2), f"usual spacing {_fmt(spacing)} + 2h"
+    return spacing + timedelta(hours=2), f"usual spacing {duration_text(spacing)} + 2h"
 
 
 def newest_within_rpo(series: Series, cfg: SeriesSettings, now: datetime) -> list[Finding]:
@@ -49,7 +50,7 @@ def newest_within_rpo(series: Series, cfg: SeriesSettings, now: datetime) -> lis
         return [Finding(
             "freshness", series.name, "the newest backup is dated in the future",
             f"a backup taken before now ({now:%Y-%m-%d %H:%M} UTC)",
-            f"newest is {newest.key}, dated {newest.taken_at:%Y-%m-%d %H:%M} UTC, {_fmt(-age)} from now "
+            f"newest is {newest.key}, dated {newest.taken_at:%Y-%m-%d %H:%M} UTC, {duration_text(-age)} from now "
             f"(time from its {newest.time_source})",
             hint=f"if names carry local time, set series.{series.name}.name_timezone (e.g. \"Europe/Paris\"); "
                  "otherwise check the backup host's clock",
@@ -58,8 +59,8 @@ def newest_within_rpo(series: Series, cfg: SeriesSettings, now: datetime) -> lis
         return []
     return [Finding(
         "freshness", series.name, "the newest backup is older than the RPO allows",
-        f"a backup younger than {_fmt(rpo)} ({why})",
-        f"newest is {newest.key}, taken {newest.taken_at:%Y-%m-%d %H:%M} UTC, {_fmt(age)} ago",
+        f"a backup younger than {duration_text(rpo)} ({why})",
+        f"newest is {newest.key}, taken {newest.taken_at:%Y-%m-%d %H:%M} UTC, {duration_text(age)} ago",
         hint=f"check the backup job of '{series.name}'; if the schedule changed, set series.{series.name}.rpo",
     )]
 
@@ -67,20 +68,20 @@ def newest_within_rpo(series: Series, cfg: SeriesSettings, now: datetime) -> lis
 def gaps_within_schedule(series: Series, cfg: SeriesSettings) -> tuple[list[Finding], str]:
     """Findings for gaps longer than the schedule allows; the second value explains a non-applicable check."""
     if cfg.schedule is not None:
-        allowed, why = cfg.schedule * 1.5, f"1.5 x configured schedule {_fmt(cfg.schedule)}"
+        allowed, why = cfg.schedule * 1.5, f"1.5 x configured schedule {duration_text(cfg.schedule)}"
     else:
         spacing = usual_spacing(series)
         if spacing is None or len(series.backups) < 3:
             return [], (f"series '{series.name}' has {len(series.backups)} backup(s): too few to learn its schedule; "
                         f"set series.{series.name}.schedule to check gaps")
-        allowed, why = spacing * 1.5, f"1.5 x usual spacing {_fmt(spacing)}"
+        allowed, why = spacing * 1.5, f"1.5 x usual spacing {duration_text(spacing)}"
     findings = []
     for a, b in zip(series.backups, series.backups[1:], strict=False):
         gap = b.taken_at - a.taken_at
         if gap > allowed:
             findings.append(Finding(
                 "freshness", series.name, "a gap between consecutive backups is longer than the schedule allows",
-                f"at most {_fmt(allowed)} ({why})", f"{_fmt(gap)} between {a.key} and {b.key}",
+                f"at most {duration_text(allowed)} ({why})", f"{duration_text(gap)} between {a.key} and {b.key}",
                 hint=f"backups were missed; if that was planned, set series.{series.name}.schedule",
             ))
     return findings, ""
