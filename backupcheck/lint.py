@@ -103,14 +103,14 @@ def lint_statement(text: str, migration: str, line: int, rows: dict[str, int | N
             if str(e.this).upper() not in _HARMLESS_COMMANDS:
                 out.append(LintFinding("unparsed", migration, line, stmt))
         elif isinstance(e, exp.Drop) and str(e.args.get("kind") or "").upper() == "TABLE":
-            for t in e.expressions or [e.this]:
+            for t in e.args.get("tables") or e.expressions or [e.this]:
                 if isinstance(t, exp.Table):
                     add("drop_table", t)
         elif isinstance(e, exp.Alter) and str(e.args.get("kind") or "").upper() == "TABLE":
             table = e.this
             for action in e.args.get("actions") or []:
                 if isinstance(action, exp.Drop) and str(action.args.get("kind") or "").upper() == "COLUMN":
-                    for c in action.expressions or [action.this]:
+                    for c in action.args.get("tables") or action.expressions or [action.this]:
                         add("drop_column", table, getattr(c, "name", ""))
                 elif isinstance(action, exp.AlterColumn):
                     if action.args.get("dtype") is not None and has_rows(table):

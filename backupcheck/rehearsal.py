@@ -286,7 +286,14 @@ _XACT_COUNTS = ("select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_
 _COUNTS = "select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del from pg_stat_user_tables"
 
 
-def _stat_counts(conn: Any) -> dict[str, int]:
+def _stat_counts(conn: Any, settle: float = 0.0) -> dict[str, int]:
+    """Rows inserted, updated or deleted per table so far. A session reports its counts when it ends: with
+    ``settle``, wait (that many seconds at most) until no other session is left in the database."""
+    deadline = time.monotonic() + settle
+    while settle and time.monotonic() < deadline and conn.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+    ).fetchone()[0]:
+        time.sleep(0.02)
     conn.execute("select pg_stat_clear_snapshot()")
     return {str(k): int(v) for k, v in conn.execute(_COUNTS).fetchall()}
 
@@ -339,7 +346,7 @@ class Rehearser:
         step.seconds = time.monotonic() - t0
         if not step.transactional:
             with self.admin() as admin:
-                after = _stat_counts(admin)
+                after = _stat_counts(admin, settle=5.0)
             step.touched = {k: v - counts_before.get(k, 0) for k, v in after.items() if v - counts_before.get(k, 0) > 0}
         if step.status != "failed":
             step.status = "applied"
@@ -514,7 +521,7 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
             r.output = run_command(command, target.user_conninfo(r.copy), step,
                                    lambda: Sampler(admin, r.before.oids), command_timeout)
             with admin() as conn:
-                after = _stat_counts(conn)
+                after = _stat_counts(conn, settle=5.0)
             step.touched = {k: v - counts_before.get(k, 0) for k, v in after.items() if v > counts_before.get(k, 0)}
             rehearser._rewritten(step, r.before.filenodes, r.before.rows)
         else:

@@ -111,14 +111,11 @@ class Invariant:
 
     @property
     def expected(self) -> str:
-        parts = []
-        if self.expect is not None:
-            parts.append(f"= {self.expect:g}")
-        if self.expect_min is not None:
-            parts.append(f">= {self.expect_min:g}")
-        if self.expect_max is not None:
-            parts.append(f"<= {self.expect_max:g}")
-        return " and ".join(parts)
+        def num(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else repr(v)
+
+        bounds = (("=", self.expect), (">=", self.expect_min), ("<=", self.expect_max))
+        return " and ".join(f"{op} {num(v)}" for op, v in bounds if v is not None)
 
 
 _INVARIANT_KEYS = {"name", "sql", "expect", "expect_min", "expect_max"}
