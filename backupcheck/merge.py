@@ -229,6 +229,34 @@ def gate_markdown(document: dict[str, Any]) -> list[str]:
     return lines
 
 
+COMMENT_MARK = "<!-- backupcheck-gate -->"  # the pull request comment the workflow updates rather than adds
+
+
+def gate_outputs(document: dict[str, Any]) -> dict[str, str]:
+    """The gate's verdict as a CI job's outputs: verdict, findings (JSON, one line), rehearsal_seconds."""
+    gate_checks = [c for c in document["checks"] if c["family"] == "gate"]
+    bad = [c for c in gate_checks if c["outcome"] in BAD]
+    findings = [f for c in bad for f in c["findings"]] or [
+        {"check": "gate", "subject": c["backup"], "what": c["name"], "expected": "", "found": c["message"][:500],
+         "hint": "", "where": ""} for c in bad if not c["findings"]]
+    verdict = "failed" if bad or document["run"]["exit_status"] else "passed" if gate_checks else "not run"
+    seconds = sum(g["seconds"] for g in document.get("gate", []))
+    return {"verdict": verdict, "findings": json.dumps(findings, ensure_ascii=False),
+            "rehearsal_seconds": f"{seconds:.2f}"}
+
+
+def gate_comment(document: dict[str, Any]) -> str:
+    """The pull request comment: the verdict, what failed, and the per-migration table."""
+    out = gate_outputs(document)
+    bad = [c for c in document["checks"] if c["family"] == "gate" and c["outcome"] in BAD]
+    lines = [COMMENT_MARK, f"## Migration gate: **{out['verdict'].upper()}**", ""]
+    if not document.get("gate"):
+        lines.append("No migration was rehearsed (the gate looked at the backups only).")
+    lines += [f"- `{c['name']}` on `{c['backup']}`: {(_findings_text(c).splitlines() or [''])[0]}" for c in bad]
+    lines += gate_markdown(document)
+    return "\n".join(lines) + "\n"
+
+
 def gate_html(document: dict[str, Any]) -> str:
     """The per-migration table of the HTML reports."""
     esc = html.escape

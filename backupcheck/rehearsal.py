@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import lint, sqllex
+from .dumpscan import created_extension
 from .migrations import Migration, applied
+from .restore import OWNER_TO, denied_extension
 
 log = logging.getLogger("backupcheck.rehearsal")
 
@@ -65,6 +67,7 @@ class Step:
     error: str = ""
     error_line: int = 0
     error_statement: str = ""
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
 
     def longest_lock(self, mode: str = "AccessExclusiveLock") -> Lock | None:
         held = [lk for lk in self.locks if lk.mode == mode]
@@ -95,6 +98,7 @@ class Rehearsal:
     applied_from: str = ""  # the version table that said which migrations are applied
     seconds: float = 0.0  # the migrations alone
     total_seconds: float = 0.0  # the copy, the snapshots and the migrations
+    phases: dict[str, float] = field(default_factory=dict)  # copy, before, migrations, after: seconds each
     output: str = ""  # the migrate command's output, its tail
     error: str = ""  # what stopped the rehearsal outside any migration
 
@@ -115,7 +119,7 @@ class Rehearsal:
                 "longest_exclusive_lock": round(longest.seconds, 3) if longest else 0.0,
                 "rows_touched": sum(s.touched.values()), "rows_rewritten": sum(s.rewritten.values()),
                 "lint": [f.rule for f in self.lint if f.migration == s.name],
-                "error": s.error,
+                "error": s.error, "notes": list(s.notes),
             })
         return out
 
@@ -303,11 +307,18 @@ class Rehearser:
     role), ``admin`` as the server's superuser (only to watch locks and statistics)."""
 
     def __init__(self, user: Callable[[], Any], admin: Callable[[], Any], tables: dict[int, str],
-                 statement_timeout: str = "0") -> None:
+                 statement_timeout: str = "0", extensions: frozenset[str] = frozenset()) -> None:
+        """``extensions``: those the superuser creates when a migration asks (the server has them and none is
+        denied); empty when migrations run as the superuser anyway."""
         self.user = user
         self.admin = admin
         self.tables = tables
         self.statement_timeout = statement_timeout
+        self.extensions = extensions
+
+    def _by_admin(self, s: _Stmt) -> bool:
+        name = created_extension(s.text.decode("utf-8", "replace")) if s.copy_data is None else ""
+        return bool(name) and name.lower() in self.extensions
 
     def _rewritten(self, step: Step, before: dict[int, int], rows: dict[str, int]) -> None:
         with self.admin() as conn:
@@ -324,6 +335,12 @@ class Rehearser:
         if problem:
             step.status, step.error, step.error_line = "failed", problem, line
             return
+        if self.extensions:  # contained: the restoring role owns every object, and cannot give them away
+            kept = [s for s in stmts if not OWNER_TO.match(s.text.decode("utf-8", "replace"))]
+            if len(kept) != len(stmts):
+                step.notes.append(f"{len(stmts) - len(kept)} ownership change(s) (ALTER … OWNER TO) not run: the "
+                                  "copy's objects belong to the restoring role")
+            stmts = kept
         step.transactional = not (_NO_TRANSACTION_HEADER.search(data[:2000])
                                   or any(_NO_TRANSACTION.match(s.text) or _OWN_TRANSACTIONS.match(s.text)
                                          for s in stmts))
@@ -353,6 +370,10 @@ class Rehearser:
             self._rewritten(step, nodes, rows)
 
     def _execute(self, conn: Any, s: _Stmt) -> None:
+        if self._by_admin(s):
+            with self.admin() as admin:
+                admin.execute(s.text)
+            return
         if s.copy_data is None:
             conn.execute(s.text)
             return
@@ -442,6 +463,27 @@ def command_env(info: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def _run_group(argv: list[str], env: dict[str, str], cwd: Path | None, timeout: float) -> tuple[int | None, str]:
+    """Run ``argv`` in a process group of its own; on a timeout, Ctrl-C or any error the whole group is killed
+    (a tool like npx starts children of its own). The exit status (None after a timeout) and the output."""
+    import signal
+
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out.decode("utf-8", "replace")
+    except BaseException as exc:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, _ = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            return None, out.decode("utf-8", "replace")
+        raise
+
+
 def run_command(command: str, info: dict[str, Any], step: Step, sampler_factory: Callable[[], Sampler],
                 timeout: float, cwd: Path | None = None) -> str:
     """Run the team's migration command against the copy; its output, with the copy's password taken out."""
@@ -455,17 +497,16 @@ def run_command(command: str, info: dict[str, Any], step: Step, sampler_factory:
     output = ""
     try:
         with sampler_factory() as sampler:
-            proc = subprocess.run(argv, env=command_env(info), cwd=cwd, capture_output=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            code, output = _run_group(argv, command_env(info), cwd, timeout)
         step.locks = sampler.locks()
-        output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-        if proc.returncode != 0:
-            step.status, step.error = "failed", f"exited with status {proc.returncode}"
+        if code is None:
+            step.status, step.error = "failed", f"did not finish within {timeout:.0f} s (gate.command_timeout)"
+        elif code != 0:
+            step.status, step.error = "failed", f"exited with status {code}"
     except FileNotFoundError:
         step.status, step.error = "failed", f"{argv[0] if argv else command!r}: no such program on this machine"
-    except subprocess.TimeoutExpired as exc:
-        output = ((exc.stdout or b"") + (exc.stderr or b"")).decode("utf-8", "replace")
-        step.status, step.error = "failed", f"did not finish within {timeout:.0f} s (gate.command_timeout)"
+    except OSError as exc:
+        step.status, step.error = "failed", f"{argv[0]!r} cannot be run: {exc.strerror or exc}"
     step.seconds = time.monotonic() - t0
     if step.status != "failed":
         step.status = "applied"
@@ -498,9 +539,17 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
     from .faults import internal_fault
 
     r = Rehearsal(db.backup.key, "command" if command else "files")
-    t0 = time.monotonic()
+    t0 = mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        r.phases[name] = round(now - mark, 3)
+        mark = now
+
     try:
         r.copy = db.copy()
+        phase("copy")
         target = db.target
 
         def user() -> Any:
@@ -512,7 +561,11 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
         r.before = snapshot(user)
         if evaluate is not None:
             r.before.invariants = {inv.name: _value(evaluate, user, inv) for inv in invariants}
-        rehearser = Rehearser(lambda: target.user_conninfo(r.copy), admin, r.before.oids, statement_timeout)
+        phase("before")
+        extensions = {e for e in target.inventory(r.copy).extensions if not denied_extension(e)} \
+            if target.contained else set()
+        rehearser = Rehearser(lambda: target.user_conninfo(r.copy), admin, r.before.oids, statement_timeout,
+                              frozenset(extensions))
         if command:
             step = Step(command, transactional=False)
             r.steps.append(step)
@@ -539,9 +592,11 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
                 else:
                     rehearser.apply(m, step, r.before.rows)
         r.seconds = sum(s.seconds for s in r.steps)
+        phase("migrations")
         r.after = snapshot(user)
         if evaluate is not None:
             r.after.invariants = {inv.name: _value(evaluate, user, inv) for inv in invariants}
+        phase("after")
     except Exception as exc:  # the server's fault or ours: every gate check says so, none hides the others
         import psycopg
 

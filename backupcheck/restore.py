@@ -301,7 +301,7 @@ _PRELOAD = re.compile(r"^\s*(?:ALTER\s+(?:ROLE|USER|DATABASE)\b.*?\bSET\s+|SET\s
                       r"(?:session|local)_preload_libraries\b", re.I | re.S)
 _ALTER_ROLE = re.compile(r'^\s*(?:ALTER|DROP)\s+(?:ROLE|USER)\s+(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
 _CREATE_DATABASE = re.compile(r"^\s*CREATE\s+DATABASE\b", re.I)
-_OWNER_TO = re.compile(r'^\s*ALTER\s+.*\sOWNER\s+TO\s+(?:"(?:[^"]|"")+"|[\w$]+)\s*;?\s*$', re.I | re.S)
+OWNER_TO = _OWNER_TO = re.compile(r'^\s*ALTER\s+.*\sOWNER\s+TO\s+(?:"(?:[^"]|"")+"|[\w$]+)\s*;?\s*$', re.I | re.S)
 _DATABASE_OWNER = re.compile(r'\s+OWNER\s*=?\s*(?:"(?:[^"]|"")+"|[\w$]+)', re.I)
 _LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE)\s*=\s*'((?:[^']|'')*)'", re.I)
 

@@ -232,10 +232,14 @@ class RestoredBackup:
         assert self.target is not None
         name = f"{self.main_db}_copy{len(self.copies) + 1}"
         owner = sql.SQL(" OWNER {}").format(sql.Identifier(RESTORER)) if self.target.contained else sql.SQL("")
+        # From PostgreSQL 15 a copy is WAL-logged block by block unless told to copy the files (after one
+        # checkpoint): 2-3 times faster for a database of a gigabyte, and nothing here needs the WAL.
+        strategy = sql.SQL(" STRATEGY = FILE_COPY") if self.target.server_major() >= 15 else sql.SQL("")
         with self.target.connect(self.target.admin_db) as conn:
             # a template must have no other session: checks' connections are closed after each query
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                         sql.Identifier(self.main_db)) + owner)
+                                                                         sql.Identifier(self.main_db))
+                         + owner + strategy)
         self.copies.append(name)
         return name
 

@@ -115,18 +115,20 @@ SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["backup", "mode", "seconds", "total_seconds", "applied_from", "error", "migrations",
-                             "lint", "output", "restore_seconds"],
+                             "lint", "output", "restore_seconds", "phases"],
                 "additionalProperties": False,
                 "properties": {
                     "backup": {"type": "string"}, "mode": {"type": "string"},
                     "seconds": {"type": "number", "minimum": 0}, "total_seconds": {"type": "number", "minimum": 0},
                     "restore_seconds": {"type": ["number", "null"]},
                     "applied_from": {"type": "string"}, "error": {"type": "string"}, "output": {"type": "string"},
+                    "phases": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
                     "lint": {"type": "array", "items": {"type": "string"}},
                     "migrations": {"type": "array", "items": {
                         "type": "object",
                         "required": ["migration", "status", "seconds", "transactional", "locks",
-                                     "longest_exclusive_lock", "rows_touched", "rows_rewritten", "lint", "error"],
+                                     "longest_exclusive_lock", "rows_touched", "rows_rewritten", "lint", "error",
+                                     "notes"],
                         "additionalProperties": False,
                         "properties": {
                             "migration": {"type": "string"},
@@ -140,6 +142,7 @@ SCHEMA: dict[str, Any] = {
                             "longest_exclusive_lock": {"type": "number", "minimum": 0},
                             "rows_touched": {"type": "integer"}, "rows_rewritten": {"type": "integer"},
                             "lint": {"type": "array", "items": {"type": "string"}}, "error": {"type": "string"},
+                            "notes": {"type": "array", "items": {"type": "string"}},
                         },
                     }},
                 },

@@ -185,10 +185,12 @@ _GATE_KEYS = {"migrations", "migrate_command", "max_age", "allow_row_loss", "lin
 
 
 def _gate(raw: Any, cli: dict[str, Any], rel: Any) -> GateSettings:
+    """[gate], with the command line's --gate-* values over the file's."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("[gate]: expected a table like { migrations = \"supabase/migrations\", max_age = \"24h\" }")
+    raw = {**raw, **(cli.get("gate") or {})}
     unknown = set(raw) - _GATE_KEYS
     if unknown:
         raise ConfigError(f"[gate]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_GATE_KEYS))}")
@@ -213,6 +215,15 @@ def _gate(raw: Any, cli: dict[str, Any], rel: Any) -> GateSettings:
     if migrations and not Path(migrations).exists():
         raise ConfigError(f"gate.migrations = {migrations!r}: no such folder or file (--migrations PATH: the folder "
                           "holding the migration files, like supabase/migrations)")
+    if migrations:
+        from .migrations import MigrationsError, find
+
+        try:
+            if not find(Path(migrations)):
+                raise ConfigError(f"gate.migrations = {migrations!r}: no migration file in it (*.sql, or Prisma's "
+                                  "<timestamp>_name/migration.sql)")
+        except (MigrationsError, OSError) as exc:
+            raise ConfigError(f"gate.migrations = {migrations!r}: {exc}") from None
     if migrations and command:
         raise ConfigError("gate: migrations and migrate_command exclude each other: the gate applies the files "
                           "itself, or runs your tool (which applies them)")

@@ -47,6 +47,11 @@ HELP_MIGRATIONS = ("The pre-migration gate (-m gate): rehearse the migration fil
 HELP_MIGRATE_COMMAND = ("The pre-migration gate (-m gate): run this command (like 'alembic upgrade head') with "
                         "DATABASE_URL and PG* pointing at a copy of each series' newest backup (config: "
                         "gate.migrate_command).")
+HELP_GATE_MAX_AGE = "The gate: the newest backup must be younger than this, like 24h or 1h (default 24h; config: gate.max_age)."
+HELP_GATE_MAX_LOCK = ("The gate: the longest ACCESS EXCLUSIVE lock a migration may hold on the backup's data, like 5s "
+                      "(default 5s; config: gate.max_lock).")
+HELP_GATE_LINT = "The gate: lint findings are notes (warn, the default), fail the gate (fail), or off (config: gate.lint)."
+HELP_ALLOW_ROW_LOSS = "The gate: a table the migrations may delete rows of (repeatable; config: gate.allow_row_loss)."
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -75,6 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--migrations", dest="bc_migrations", default=None, metavar="PATH", help=HELP_MIGRATIONS)
     group.addoption("--migrate-command", dest="bc_migrate_command", default=None, metavar="COMMAND",
                     help=HELP_MIGRATE_COMMAND)
+    group.addoption("--gate-max-age", dest="bc_gate_max_age", default=None, metavar="DURATION", help=HELP_GATE_MAX_AGE)
+    group.addoption("--gate-max-lock", dest="bc_gate_max_lock", default=None, metavar="DURATION",
+                    help=HELP_GATE_MAX_LOCK)
+    group.addoption("--gate-lint", dest="bc_gate_lint", default=None, metavar="warn|fail|off", help=HELP_GATE_LINT)
+    group.addoption("--allow-row-loss", action="append", dest="bc_allow_row_loss", default=None, metavar="TABLE",
+                    help=HELP_ALLOW_ROW_LOSS)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -185,6 +196,10 @@ def resolve(config: pytest.Config) -> Settings:
         "shard": config.getoption("bc_shard"),
         "migrations": absolute("bc_migrations"),
         "migrate_command": config.getoption("bc_migrate_command"),
+        "gate": {k: v for k, v in (("max_age", config.getoption("bc_gate_max_age")),
+                                   ("max_lock", config.getoption("bc_gate_max_lock")),
+                                   ("lint", config.getoption("bc_gate_lint")),
+                                   ("allow_row_loss", config.getoption("bc_allow_row_loss"))) if v is not None},
     }
     try:
         path = _config_file(config)

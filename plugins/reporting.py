@@ -82,7 +82,7 @@ def record_gate(node: pytest.Item, rehearsal: object) -> None:
         "backup": r.backup, "mode": r.mode, "seconds": round(r.seconds, 3),  # type: ignore[attr-defined]
         "total_seconds": round(r.total_seconds, 3), "applied_from": r.applied_from,  # type: ignore[attr-defined]
         "error": r.error, "migrations": r.table_rows(), "lint": lint_notes(r),  # type: ignore[attr-defined]
-        "output": r.output[-2000:],  # type: ignore[attr-defined]
+        "output": r.output[-2000:], "phases": dict(r.phases),  # type: ignore[attr-defined]
     }))
 
 
@@ -500,6 +500,7 @@ class Summary:
         for line in gate_lines(document):
             tr.write_line(line)
         _github_summary(rows, banner, document)
+        _gate_files(document, self.config.stash[SETTINGS].reports_dir)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -520,6 +521,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def streak_line(streak: dict) -> str:
     return (f"{streak['check']} on {streak['series']}: failing for {streak['runs']} nights since "
             f"{streak['since'][:10]}")
+
+
+def _gate_files(document: dict, reports: Path) -> None:
+    """With a gate in the run: reports/gate.md (the pull request comment) and, in GitHub Actions, the job's
+    outputs (verdict, findings, rehearsal_seconds)."""
+    if not any(c["family"] == "gate" for c in document["checks"]):
+        return
+    from backupcheck.merge import gate_comment, gate_outputs
+
+    try:
+        (reports / "gate.md").write_text(gate_comment(document))
+        target = os.environ.get("GITHUB_OUTPUT")
+        if target:
+            with open(target, "a") as f:
+                f.write("".join(f"{k}={v}\n" for k, v in gate_outputs(document).items()))
+    except OSError as exc:
+        warnings.warn(f"backupcheck: cannot write the gate's outputs: {exc}", stacklevel=1)
 
 
 def _github_summary(rows: list[dict[str, str]], banner: str, document: dict) -> None:

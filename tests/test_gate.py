@@ -314,8 +314,13 @@ def test_gate_options_in_both_spellings_and_bad_values_named(run_suites, gate_ba
     root, _ = gate_backups
     missing = run_suites("--backups", str(root), "--migrations", str(tmp_path / "nope"), *GATE)
     assert missing.ret == 4 and "gate.migrations" in missing.stdout and "no such folder" in missing.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = run_suites("--backups", str(root), "--migrations", str(empty), *GATE)
+    assert nothing.ret == 4 and "no migration file in it" in nothing.stdout
+    folder = migrations(tmp_path, {"1_a.sql": "select 1;"})
     both = run_suites("--backups", str(root), "--migrate-command", "true", *GATE,
-                      config=f'[gate]\nmigrations = "{tmp_path}"\n')
+                      config=f'[gate]\nmigrations = "{folder}"\n')
     assert both.ret == 4 and "exclude each other" in both.stdout
     lint = run_suites("--backups", str(root), *GATE, config='[gate]\nlint = "loud"\n')
     assert lint.ret == 4 and "gate.lint = 'loud'" in lint.stdout
@@ -337,3 +342,90 @@ def test_results_json_holds_the_rehearsal_and_matches_its_schema(run_suites, gat
     (step,) = document["gate"][0]["migrations"]
     assert step["transactional"] is False and step["status"] == "applied"
     assert json.dumps(document).count("20261202090000_idx.sql") >= 1
+
+
+@pytest.mark.parametrize("spelling", ["cli", "config"])
+def test_gate_settings_in_both_spellings_and_the_ci_outputs(run_suites, gate_backups, tmp_path, monkeypatch,
+                                                           spelling):
+    root, _ = gate_backups
+    folder = migrations(tmp_path, {"20261202090000_both.sql": "delete from audit_log where action = 'logout';\n"
+                                   "alter table order_items alter column quantity type bigint;"})
+    outputs, summary = tmp_path / "github-output", tmp_path / "step-summary"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    if spelling == "cli":
+        run = run_suites("--backups", str(root), "--migrations", str(folder), "--gate-max-age", "1h",
+                         "--gate-lint", "fail", "--gate-max-lock", "0s", "--allow-row-loss", "audit_log", *GATE)
+    else:
+        run = run_suites("--backups", str(root), *GATE, config=(
+            f'[gate]\nmigrations = "{folder}"\nmax_age = "1h"\nlint = "fail"\nmax_lock = "0s"\n'
+            'allow_row_loss = ["public.audit_log"]\n'))
+    assert {k.split("[")[0] for k in run.failed()} == {
+        "test_newest_backup_is_young_enough_to_roll_back_to", "test_migrations_pass_lint",
+        "test_migrations_hold_no_long_exclusive_lock"}, run.stdout
+    # What a deployment workflow reads: its outputs, the job summary's table, the pull request comment.
+    values = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert values["verdict"] == "failed" and float(values["rehearsal_seconds"]) > 0
+    whats = {f["what"] for f in json.loads(values["findings"])}
+    assert any("take a backup first" in w for w in whats) and any(w.startswith("alter_type") for w in whats)
+    assert "| 20261202090000_both.sql | applied |" in summary.read_text()
+    comment = (run.reports / "gate.md").read_text()
+    assert comment.startswith("<!-- backupcheck-gate -->") and "**FAILED**" in comment
+    assert "ACCESS EXCLUSIVE public.order_items" in comment
+
+
+def test_the_workflow_passes_options_that_exist(pytestconfig):
+    import yaml
+
+    from .conftest import REPO
+
+    text = (REPO / ".github/workflows/pre-migration.yml").read_text()
+    workflow = yaml.safe_load(text)
+    assert set(workflow[True]["workflow_call"]["outputs"]) == {"verdict", "findings", "rehearsal_seconds"}
+    run = next(s["run"] for s in workflow["jobs"]["gate"]["steps"] if s.get("id") == "gate")
+    used = set(re.findall(r"(--[a-z][a-z-]+)", run))
+    from backupcheck.plugins import options
+
+    source = Path(options.__file__).read_text()
+    assert used and all(f'"{opt}"' in source for opt in used), used
+
+
+def test_the_gate_in_a_container_reaches_the_copy_over_a_local_port(run_suites, gate_backups, tmp_path,
+                                                                   docker_images):
+    from .conftest import CONTAINER_CONFIG
+
+    root, rows = gate_backups
+    script = tmp_path / "migrate.py"
+    script.write_text(
+        "import os, psycopg\n"
+        "print('host', os.environ['PGHOST'])\n"
+        "with psycopg.connect(os.environ['DATABASE_URL']) as conn:\n"
+        "    conn.execute('delete from audit_log where id % 2 = 0')\n")
+    run = run_suites("--backups", str(root), "--pg-provider", "container", "--migrate-command",
+                     f"{sys.executable} {script}", *GATE, config=CONTAINER_CONFIG)
+    (name,) = run.failed()
+    assert name.startswith("test_migrations_lose_no_rows") and "public.audit_log" in run.messages[name]
+    entry = gate_results(run)
+    assert "host 127.0.0.1" in entry["output"]
+    evens = (rows["audit_log"] - ORPHANS) // 2 + ORPHANS // 2  # ids 1..N and 900001..900007
+    assert entry["migrations"][0]["rows_touched"] == evens
+
+
+def test_supabase_style_migrations_create_vetted_extensions_and_leave_ownership_as_restored(
+        run_suites, gate_backups, tmp_path):
+    root, _ = gate_backups
+    folder = migrations(tmp_path, {
+        "20261202090000_tokens.sql": 'create extension if not exists "pgcrypto";\n'
+                                     "create table tokens (id uuid primary key default gen_random_uuid());\n"
+                                     'alter table "public"."tokens" owner to "postgres";\n'
+                                     "insert into tokens default values;",
+        "20261202090001_net.sql": "create extension if not exists dblink;",
+    })
+    run = run_suites("--backups", str(root), "--migrations", str(folder), *GATE)
+    (name,) = run.failed()
+    # dblink reaches other servers: never created for a migration, so production's answer is not faked here
+    assert "20261202090001_net.sql" in run.messages[name] and "dblink" in run.messages[name]
+    tokens = gate_results(run)["migrations"][0]
+    assert tokens["status"] == "applied" and tokens["rows_touched"] == 1
+    assert tokens["notes"] == ["1 ownership change(s) (ALTER … OWNER TO) not run: the copy's objects belong to "
+                               "the restoring role"]
