@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         migrations.mkdir()
         (migrations / "20261202090000_bigger_quantity.sql").write_text(MIGRATION)
         times: dict[str, list[float]] = {"restore": [], "gate": [], "in_restore": [], "rehearsal": [],
-                                         "gate_steps": []}
+                                         "gate_steps": [], "copy": [], "before": [], "after": []}
         for i in range(args.repeat):
             print(f"round {i + 1}/{args.repeat}: restore", end="", flush=True)
             seconds, doc, said = pytest_run(folder, scratch, f"restore-{i}",
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             times["in_restore"].append(float(g.get("restore_seconds") or 0))
             times["rehearsal"].append(float(g.get("seconds") or 0))
             times["gate_steps"].append(float(g.get("total_seconds") or 0))
+            for phase in ("copy", "before", "after"):
+                times[phase].append(float((g.get("phases") or {}).get(phase, 0)))
             print(f" {seconds:.2f} s ({said})", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = sum(data.tables.values())
@@ -84,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
                       ("gate", "pytest -m gate --migrations (whole gate)"),
                       ("in_restore", "  of which the restore"),
                       ("gate_steps", "  of which copy + snapshots + migration"),
-                      ("rehearsal", "    of which the migration itself")):
+                      ("copy", "    the copy (CREATE DATABASE … TEMPLATE)"),
+                      ("before", "    counting and reading it before"),
+                      ("rehearsal", "    the migration itself"),
+                      ("after", "    counting and reading it after")):
         print(f"{what:44}{med[key]:>9.2f}s  {', '.join(f'{x:.2f}' for x in times[key])}")
     print(f"\ngate / restore alone: {med['gate'] / med['restore']:.2f}")
     print(f"gate beyond the restore alone: {med['gate'] - med['restore']:.2f} s "

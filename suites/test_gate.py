@@ -19,7 +19,7 @@ def test_newest_backup_reads_and_restores(restored, artifact_evidence, archive_d
     db = restored.require()
     attach("restore errors", db.result.report())
     findings = integrity.readable(restored.backup, artifact_evidence, archive_data_problems)
-    judge(findings + restoring.restored_cleanly(db) + restoring.every_table_exists(db))
+    judge(gate.to_roll_back_to(findings + restoring.restored_cleanly(db) + restoring.every_table_exists(db)))
 
 
 @pytest.mark.needs_restore

@@ -429,3 +429,17 @@ def test_supabase_style_migrations_create_vetted_extensions_and_leave_ownership_
     assert tokens["status"] == "applied" and tokens["rows_touched"] == 1
     assert tokens["notes"] == ["1 ownership change(s) (ALTER … OWNER TO) not run: the copy's objects belong to "
                                "the restoring role"]
+
+
+def test_a_newest_backup_that_does_not_restore_says_take_a_backup_first(run_suites, gate_backups, tmp_path):
+    root, _ = gate_backups
+    (dump,) = root.iterdir()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    data = dump.read_bytes()
+    (cut / dump.name).write_bytes(data[: len(data) // 2])  # the source stays as it is
+    run = run_suites("--backups", str(cut), *GATE)
+    (name,) = run.failed()
+    assert name.startswith("test_newest_backup_reads_and_restores")
+    assert "take a backup first: the newest backup cannot be rolled back to" in run.messages[name]
+    assert "pg_dump -Fc" in run.messages[name]

@@ -3,6 +3,7 @@ copy of it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from ..lint import RULES, LintFinding
@@ -25,6 +26,13 @@ def young_enough(backup: Backup, now: datetime, gate: GateSettings) -> list[Find
                     f"the newest is {duration_text(age)} old (taken {backup.taken_at:%Y-%m-%d %H:%M} UTC)",
                     hint=f"take one now ({TAKE_A_BACKUP.replace('<series>', backup.series)}), then run the gate "
                          "again")]
+
+
+def to_roll_back_to(findings: list[Finding]) -> list[Finding]:
+    """Integrity and restore findings, said as the gate says them: this backup cannot be rolled back to."""
+    return [replace(f, check="gate", what=f"take a backup first: the newest backup cannot be rolled back to: {f.what}",
+                    hint=f"{f.hint + '; ' if f.hint else ''}take one now ({TAKE_A_BACKUP}), then run the gate again")
+            for f in findings]
 
 
 def _stopped(r: Rehearsal) -> list[Finding]:
