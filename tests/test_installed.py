@@ -95,6 +95,14 @@ def test_installed_it_runs_the_suites_and_the_teams_own_checks(installed, farm, 
     run = _pytest(installed, project, "--backups", str(bad), "test_ours.py", "-v", *moment)
     assert run.returncode == 1, run.stdout[-3000:]
     assert f"test_ours.py::test_no_ghost_orders[{key}] FAILED" in run.stdout and "1 ghost order(s)" in run.stdout
+    # the pre-migration gate as a team runs it from its own repository: migration files relative to it
+    (project / "supabase" / "migrations").mkdir(parents=True)
+    (project / "supabase" / "migrations" / "20261202090000_discount.sql").write_text(
+        "alter table orders add column discount numeric;")
+    run = _pytest(installed, project, "--backups", str(backups), "--migrations", "supabase/migrations", "-m", "gate",
+                  *moment)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "8 passed" in run.stdout and "20261202090000_discount.sql: applied" in run.stdout
 
 
 def test_in_a_project_of_other_tests_the_installed_plugin_changes_nothing(installed, tmp_path):

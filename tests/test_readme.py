@@ -37,7 +37,8 @@ def test_every_toml_and_json_example_parses(tmp_path):
 def test_every_option_the_readme_names_exists(pytester):
     help_text = pytester.runpytest_subprocess("--help", "-p", "backupcheck.plugins.options").stdout.str()
     others = {"--help", "--symmetric", "--cipher-algo",  # gpg's own
-              "--list", "--schema-only", "--no-owner", "--clean"}  # pg_restore's, pg_dump's, pg_dumpall's
+              "--list", "--schema-only", "--no-owner", "--clean",  # pg_restore's, pg_dump's, pg_dumpall's
+              "--size"}  # the benchmarks' (bench/*.py --size 1gb)
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - others
     import subprocess
     import sys
