@@ -443,3 +443,35 @@ def test_a_newest_backup_that_does_not_restore_says_take_a_backup_first(run_suit
     assert name.startswith("test_newest_backup_reads_and_restores")
     assert "take a backup first: the newest backup cannot be rolled back to" in run.messages[name]
     assert "pg_dump -Fc" in run.messages[name]
+
+
+def test_each_tools_version_table_says_which_migrations_are_applied(farm, tmp_path):
+    from backupcheck.migrations import applied
+
+    farm.sql("postgres", "drop database if exists versions")
+    farm.sql("postgres", "create database versions")
+    with psycopg.connect(**farm.cluster.conninfo("versions"), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute("create table flyway_schema_history (installed_rank int, version text, success bool)")
+        conn.execute("insert into flyway_schema_history values (1, '1', true), (2, '1.1', true), (3, '2', false)")
+        conn.execute("create table schema_migrations (version bigint, dirty bool)")
+        conn.execute("insert into schema_migrations values (9, false)")
+        conn.execute("create table _prisma_migrations (migration_name text, finished_at timestamptz, "
+                     "rolled_back_at timestamptz)")
+        conn.execute("insert into _prisma_migrations values ('20261101000000_a', now(), null), "
+                     "('20261102000000_b', null, null)")
+
+        def layout(name: str, files: list[str]) -> list:
+            d = tmp_path / name
+            for f in files:
+                (d / f).parent.mkdir(parents=True, exist_ok=True)
+                (d / f).write_text("select 1;")
+            return find(d)
+
+        flyway = layout("flyway", ["V1__a.sql", "V1_1__b.sql", "V2__c.sql", "V3__d.sql"])
+        assert applied(conn, flyway) == ({"1", "1.1"}, "public.flyway_schema_history")  # V2 failed: pending
+        golang = layout("golang", ["8_a.up.sql", "9_b.up.sql", "10_c.up.sql"])
+        assert applied(conn, golang) == ({"8", "9"}, "public.schema_migrations")
+        prisma = layout("prisma", ["20261101000000_a/migration.sql", "20261102000000_b/migration.sql"])
+        assert applied(conn, prisma) == ({"20261101000000_a"}, "public._prisma_migrations")
+        supabase = layout("supabase", ["20261101000000_a.sql"])
+        assert applied(conn, supabase) == (set(), "")  # no supabase_migrations here: everything is pending
