@@ -531,3 +531,26 @@ def test_a_history_made_by_another_process_while_this_one_waited_is_not_made_aga
     late.migrate()  # creating the tables again would fail: they exist
     assert made.version() == history.SCHEMA_VERSION and made.counts()["bc_runs"] == 0
     made.close()
+
+
+def test_a_report_of_many_series_draws_the_failing_ones_first_and_at_most_twenty(run_suites, farm, tmp_path):
+    from backupcheck.plugins.history import CHART_SERIES
+
+    root = tmp_path / "many"
+    one = farm.dump(farm.states[-1], tmp_path / "one.dump")
+    nights = farmlib.nights(farm.now, 2)
+    for i in range(CHART_SERIES + 3):
+        for n, when in enumerate(nights):
+            path = root / f"app{i:02d}_{when:%Y%m%d_%H%M%S}.dump"
+            path.parent.mkdir(exist_ok=True)
+            # the last series' newest backup is a tenth of its size: it fails the size check
+            data = one.read_bytes()
+            path.write_bytes(data[: len(data) // 10] if (i == CHART_SERIES + 2 and n == 1) else data)
+            farmlib.stamp(path, when)
+    run = run_suites("--backups", str(root), "-m", "size", "--history", str(tmp_path / "h.sqlite"))
+    page = (run.reports / "report.html").read_text()
+    section = page[page.index("<h2>Trends</h2>"):]
+    assert section.count("<h3>") == CHART_SERIES
+    assert f"app{CHART_SERIES + 2:02d}: backup size" in section  # failing: drawn though it sorts last
+    assert "app00: backup size" in section and f"app{CHART_SERIES:02d}: backup size" not in section
+    assert "3 more series without charts here" in section
