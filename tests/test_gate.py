@@ -176,6 +176,11 @@ def test_a_dropped_table_is_named_unless_a_migration_drops_it_by_name(run_suites
     assert "created_at" not in failed["test_migrations_drop_only_what_they_name"]  # dropped by name: lint's
     assert any("drop_column public.users.created_at" in n for n in gate_results(run)["lint"])
     assert any("unparsed" in n for n in gate_results(run)["lint"])  # the DO block was not read by the linter
+    # With lint = "fail" the dropped column fails the lint; the unparsed DO block stays a note (its drop is
+    # caught by the comparison above).
+    strict = run_suites("--backups", str(root), "--migrations", str(folder), "--gate-lint", "fail", *GATE)
+    lint_msg = next(v for k, v in strict.messages.items() if k.startswith("test_migrations_pass_lint"))
+    assert "drop_column" in lint_msg and "unparsed" not in lint_msg
 
 
 def test_a_migrate_command_runs_against_the_copy_and_its_output_hides_the_password(run_suites, gate_backups,
@@ -475,3 +480,25 @@ def test_each_tools_version_table_says_which_migrations_are_applied(farm, tmp_pa
         assert applied(conn, prisma) == ({"20261101000000_a"}, "public._prisma_migrations")
         supabase = layout("supabase", ["20261101000000_a.sql"])
         assert applied(conn, supabase) == (set(), "")  # no supabase_migrations here: everything is pending
+
+
+REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "real-dumps"
+
+
+@pytest.mark.skipif(not (REAL / "supabase-cli-dump-pair").is_dir(), reason=f"{REAL} is absent: the real artifacts are not here")
+def test_a_supabase_db_diff_migration_on_a_real_supabase_cli_backup(run_suites, tmp_path):
+    """What `supabase db diff` writes, on a dump the Supabase CLI wrote: extensions, quoted names, grants to the
+    platform's roles and ownership to postgres all apply; the unbounded UPDATE is the one lint note that hurts."""
+    folder = migrations(tmp_path, {"20261202090000_slug.sql": (
+        'create extension if not exists "uuid-ossp" with schema "extensions";\n'
+        'alter table "public"."Tutorial" add column "slug" text;\n'
+        'update "public"."Tutorial" set "slug" = lower("title");\n'
+        'CREATE UNIQUE INDEX tutorial_slug_key ON public."Tutorial" USING btree (slug);\n'
+        'grant select on table "public"."Tutorial" to "anon";\n'
+        'alter table "public"."Tutorial" owner to "postgres";\n')})
+    run = run_suites("--backups", str(REAL / "supabase-cli-dump-pair"), "--migrations", str(folder), *GATE,
+                     "--gate-max-age", "36500d")
+    assert run.ret == 0, run.stdout
+    entry = gate_results(run)
+    assert entry["migrations"][0]["status"] == "applied"
+    assert [n.split(" ")[1] for n in entry["lint"]] == ["unbounded_write"]
