@@ -252,7 +252,13 @@ def gate_comment(document: dict[str, Any]) -> str:
     lines = [COMMENT_MARK, f"## Migration gate: **{out['verdict'].upper()}**", ""]
     if not document.get("gate"):
         lines.append("No migration was rehearsed (the gate looked at the backups only).")
-    lines += [f"- `{c['name']}` on `{c['backup']}`: {(_findings_text(c).splitlines() or [''])[0]}" for c in bad]
+    for c in bad:
+        if not c["findings"]:
+            lines.append(f"- `{c['name']}` on `{c['backup']}`: {(c['message'].strip().splitlines() or [''])[-1]}")
+        for f in c["findings"]:
+            where = f" ({f['where']})" if f["where"] else ""
+            lines.append(f"- **{f['what']}**{where} on `{f['subject']}`: expected {f['expected']}; found {f['found']}"
+                         + (f". Fix: {f['hint']}" if f["hint"] else ""))
     lines += gate_markdown(document)
     return "\n".join(lines) + "\n"
 
