@@ -448,6 +448,15 @@ def test_a_newest_backup_that_does_not_restore_says_take_a_backup_first(run_suit
     assert name.startswith("test_newest_backup_reads_and_restores")
     assert "take a backup first: the newest backup cannot be rolled back to" in run.messages[name]
     assert "pg_dump -Fc" in run.messages[name]
+    # An empty newest file: nothing to rehearse on, and every gate check fails saying so (none errs, none passes).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / dump.name).write_bytes(b"")
+    folder = migrations(tmp_path, {"20261202090000_a.sql": "alter table orders add column a int;"})
+    run = run_suites("--backups", str(empty), "--migrations", str(folder), *GATE)
+    assert run.with_outcome("passed") == {n for n in run.outcomes if n.startswith("test_newest_backup_is_young")}
+    assert not run.with_outcome("error") and len(run.failed()) == 7
+    assert all("no restore to rehearse on" in run.messages[n] for n in run.failed() if "migrations" in n)
 
 
 def test_each_tools_version_table_says_which_migrations_are_applied(farm, tmp_path):

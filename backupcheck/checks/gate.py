@@ -85,9 +85,9 @@ def lint_findings(r: Rehearsal, mode: str) -> list[Finding]:
     """With gate.lint = "fail", each finding fails the gate. A statement sqlglot cannot parse (CREATE EXTENSION,
     a DO block, a policy) stays a note: what it does to tables, columns, rows and keys is judged by the
     before/after checks instead."""
+    out = _stopped(r)  # nothing rehearsed, nothing linted: not a pass
     if mode != "fail":
-        return []
-    out = []
+        return out
     for f in r.lint:
         if f.rule == "unparsed":
             continue
