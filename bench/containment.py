@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import DATA, dataset_args, generate, mb, reusable, run  # noqa: E402
+from run import dataset_args, mb, run, tuned_dataset  # noqa: E402
 
 from backupcheck import pgbin  # noqa: E402
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
+from backupcheck.cluster import ClusterFactory  # noqa: E402
 from backupcheck.restore import RESTORER  # noqa: E402
 from backupcheck.targets import LocalTarget  # noqa: E402
 
@@ -48,13 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"containment benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, size {label}, repeat {args.repeat}",
           flush=True)
     with ExitStack() as stack:
-        disk = stack.enter_context(RunDir())
-        base = fast_base()
-        fast = stack.enter_context(RunDir(base)) if base else None
-        (disk / "tuned").mkdir(mode=0o711)
-        factory = ClusterFactory(disk / "tuned", fast)
-        folder, meta = DATA / f"app-{label}", DATA / f"app-{label}.json"
-        data = reusable(folder, meta) or generate(factory, inst, folder, meta, target)
+        factory, data = tuned_dataset(stack, inst, label, target)
         times: dict[str, list[float]] = {k: [] for k in ("start", "start_contained", "restore", "restore_contained")}
         for i in range(args.repeat):
             print(f"round {i + 1}/{args.repeat}", flush=True)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import DATA, PYTEST, ROOT, dataset_args, generate, reusable, run_child, timed  # noqa: E402
+from run import PYTEST, ROOT, dataset_args, run_child, timed, tuned_dataset  # noqa: E402
 
 from backupcheck import pgbin  # noqa: E402
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
 
 MIGRATION = "alter table order_items alter column quantity type bigint;\n"  # a rewrite of the largest table
 
@@ -50,11 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"backupcheck gate benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, size {label}, repeat {args.repeat}",
           flush=True)
     with ExitStack() as stack:
-        disk = stack.enter_context(RunDir())
-        fast_dir = fast_base()
-        fast = stack.enter_context(RunDir(fast_dir)) if fast_dir else None
-        folder, meta = DATA / f"app-{label}", DATA / f"app-{label}.json"
-        data = reusable(folder, meta) or generate(ClusterFactory(disk, fast), inst, folder, meta, target)
+        _, data = tuned_dataset(stack, inst, label, target)
+        folder = data.dump.parent
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bc-bench-gate-")))
         migrations = scratch / "migrations"
         migrations.mkdir()

@@ -121,6 +121,18 @@ def generate(factory: ClusterFactory, inst: Installation, folder: Path, meta: Pa
     return Dataset(dump, db_bytes, tables, True, time.monotonic() - t0)
 
 
+def tuned_dataset(stack: ExitStack, inst: Installation, label: str, target: int) -> tuple[ClusterFactory, Dataset]:
+    """A factory of tuned servers (on tmpfs when there is room, swept after a crash) and the dataset of that size,
+    reused while young enough, else generated."""
+    disk = stack.enter_context(RunDir())
+    base = fast_base()
+    fast = stack.enter_context(RunDir(base)) if base else None
+    (disk / "tuned").mkdir(mode=0o711)
+    factory = ClusterFactory(disk / "tuned", fast)
+    folder, meta = DATA / f"app-{label}", DATA / f"app-{label}.json"
+    return factory, reusable(folder, meta) or generate(factory, inst, folder, meta, target)
+
+
 # --- the three ways to restore --------------------------------------------------------------------
 
 @contextmanager
