@@ -307,14 +307,17 @@ class Rehearser:
     role), ``admin`` as the server's superuser (only to watch locks and statistics)."""
 
     def __init__(self, user: Callable[[], Any], admin: Callable[[], Any], tables: dict[int, str],
-                 statement_timeout: str = "0", extensions: frozenset[str] = frozenset()) -> None:
-        """``extensions``: those the superuser creates when a migration asks (the server has them and none is
-        denied); empty when migrations run as the superuser anyway."""
+                 statement_timeout: str = "0", extensions: frozenset[str] = frozenset(),
+                 contained: bool = False) -> None:
+        """``contained``: migrations run as the restoring role, which owns every object (ownership changes are
+        left out); ``extensions``: those the superuser then creates when a migration asks (on the server, none
+        denied)."""
         self.user = user
         self.admin = admin
         self.tables = tables
         self.statement_timeout = statement_timeout
         self.extensions = extensions
+        self.contained = contained
 
     def _by_admin(self, s: _Stmt) -> bool:
         name = created_extension(s.text.decode("utf-8", "replace")) if s.copy_data is None else ""
@@ -335,7 +338,7 @@ class Rehearser:
         if problem:
             step.status, step.error, step.error_line = "failed", problem, line
             return
-        if self.extensions:  # contained: the restoring role owns every object, and cannot give them away
+        if self.contained:  # the restoring role owns every object, and cannot give them away
             kept = [s for s in stmts if not OWNER_TO.match(s.text.decode("utf-8", "replace"))]
             if len(kept) != len(stmts):
                 step.notes.append(f"{len(stmts) - len(kept)} ownership change(s) (ALTER … OWNER TO) not run: the "
@@ -565,7 +568,7 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
         extensions = {e for e in target.inventory(r.copy).extensions if not denied_extension(e)} \
             if target.contained else set()
         rehearser = Rehearser(lambda: target.user_conninfo(r.copy), admin, r.before.oids, statement_timeout,
-                              frozenset(extensions))
+                              frozenset(extensions), contained=target.contained)
         if command:
             step = Step(command, transactional=False)
             r.steps.append(step)
