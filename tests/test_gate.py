@@ -199,6 +199,9 @@ def test_a_migrate_command_runs_against_the_copy_and_its_output_hides_the_passwo
     assert run.ret == 0, run.stdout
     entry = gate_results(run)
     assert entry["mode"] == "command" and entry["migrations"][0]["rows_touched"] == rows["users"]
+    skipped = run.with_outcome("skipped")  # what a command drops on purpose cannot be told: said, not passed
+    assert {k.split("[")[0] for k in skipped} == {"test_migrations_drop_only_what_they_name"}
+    assert "nothing of the backup is gone" in next(iter(run.messages[k] for k in skipped))
     assert "postgresql://backupcheck_restore:***@" in entry["output"]
     text = (run.reports / "results.json").read_text() + (run.reports / "report.html").read_text()
     assert not re.search(r"backupcheck_restore:(?!\*\*\*@)", text)

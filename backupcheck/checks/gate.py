@@ -154,8 +154,6 @@ def _dropped_on_purpose(r: Rehearsal, table: str, column: str = "") -> bool:
 def kept_objects(r: Rehearsal) -> list[Finding]:
     """Tables and columns the backup had that are gone, though no migration drops or renames them by name."""
     out = _stopped(r)
-    if r.mode == "command":
-        return out  # the tool's own files are not read: what it drops it drops on purpose
     for table, cols in r.before.columns.items():
         now = r.after.columns.get(table)
         if now is None:
@@ -170,6 +168,15 @@ def kept_objects(r: Rehearsal) -> list[Finding]:
                 out.append(Finding("gate", r.backup, f"column {table}.{col} is gone after the migrations",
                                    "every column the backup had, unless a migration drops it by name",
                                    "no such column", where=f"{table}.{col}"))
+    return out
+
+
+def gone(r: Rehearsal) -> list[str]:
+    """Tables and columns of the backup that are not there after the migrations, named or not."""
+    out = []
+    for table, cols in r.before.columns.items():
+        now = r.after.columns.get(table)
+        out += [table] if now is None else [f"{table}.{c}" for c in cols if c not in now]
     return out
 
 
