@@ -20,6 +20,7 @@ from . import lint, sqllex
 from .dumpscan import created_extension
 from .migrations import Migration, applied
 from .restore import OWNER_TO, denied_extension
+from .restored import ThreadConnections
 
 log = logging.getLogger("backupcheck.rehearsal")
 
@@ -177,8 +178,8 @@ def snapshot(connect: Callable[[], Any], count: bool = True) -> Snapshot:
         return sql.Identifier(schema, table)
 
     def rows(key: str) -> tuple[str, int]:
-        with connect() as c:
-            return key, int(c.execute(sql.SQL("select count(*) from {}").format(ident(key))).fetchone()[0])
+        c = conns.get("")
+        return key, int(c.execute(sql.SQL("select count(*) from {}").format(ident(key))).fetchone()[0])
 
     def orphans(k: tuple) -> tuple[str, int]:
         name, cs, ct, ps, pt, cols_, refs = k
@@ -189,10 +190,9 @@ def snapshot(connect: Callable[[], Any], count: bool = True) -> Snapshot:
             sql.Identifier(ps, pt),
             sql.SQL(" and ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(x))
                                   for x, r in zip(cols_, refs, strict=True)))
-        with connect() as c:
-            return label, int(c.execute(q).fetchone()[0])
+        return label, int(conns.get("").execute(q).fetchone()[0])
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadConnections(lambda _db: connect()) as conns, ThreadPoolExecutor(max_workers=2) as pool:
         if count:
             snap.rows = dict(pool.map(rows, list(snap.oids.values())))
         snap.not_valid = dict(pool.map(orphans, keys))

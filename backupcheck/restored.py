@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from . import pgbin
 from .cluster import ServerStartError
@@ -52,6 +55,36 @@ def _split_key(key: str) -> tuple[str | None, str, str]:
     if len(parts) == 1:
         parts = ["public", parts[0]]
     return (db or None), parts[0], parts[1]
+
+
+class ThreadConnections:
+    """One connection per thread and database, for queries spread over a thread pool (a connection costs about as
+    much as counting a small table); all closed on exit, so a copy of the database can be made afterwards."""
+
+    def __init__(self, connect: Callable[[str], Any]) -> None:
+        self.connect = connect
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self, db: str) -> Any:
+        mine = self._local.__dict__.setdefault("conns", {})
+        conn = mine.get(db)
+        if conn is None or conn.closed or conn.broken:
+            conn = mine[db] = self.connect(db)
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def __enter__(self) -> ThreadConnections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self._opened:
+            try:
+                conn.close()
+            except Exception:
+                pass
 
 
 class RestoredBackup:
@@ -313,9 +346,9 @@ class RestoredBackup:
         def count(key: str) -> tuple[str, int | None]:
             db, schema, table = self.locate(key)
             try:
-                with self._connect(db) as conn:
-                    q = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-                    return key, conn.execute(q).fetchone()[0]  # type: ignore[index]
+                conn = conns.get(db)
+                q = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+                return key, conn.execute(q).fetchone()[0]  # type: ignore[index]
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 return key, None
             except psycopg.OperationalError as exc:
@@ -325,7 +358,7 @@ class RestoredBackup:
             except psycopg.Error as exc:  # a timeout, a broken table: not "missing"
                 raise QueryFailed(f"counting the rows of {key} failed: {str(exc).strip().splitlines()[0]}") from None
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadConnections(self._connect) as conns, ThreadPoolExecutor(max_workers=2) as pool:
             counts = dict(pool.map(count, wanted))
         if keys is None:
             self._counts = dict(counts)
