@@ -332,6 +332,9 @@ def test_gate_options_in_both_spellings_and_bad_values_named(run_suites, gate_ba
     assert both.ret == 4 and "exclude each other" in both.stdout
     lint = run_suites("--backups", str(root), *GATE, config='[gate]\nlint = "loud"\n')
     assert lint.ret == 4 and "gate.lint = 'loud'" in lint.stdout
+    # gate.series names the gated series: the shop is not among them here.
+    other = run_suites("--backups", str(root), *GATE, config='[gate]\nseries = ["billing"]\n')
+    assert other.ret == 5 and not other.outcomes  # nothing gated is not a green gate
     # Without -m gate and without migrations, a nightly run has no gate tests.
     nightly = run_suites("--backups", str(root), "-k", "gate or young_enough")
     assert not nightly.outcomes
