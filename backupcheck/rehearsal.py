@@ -268,6 +268,25 @@ class _Stmt:
     copy_data: list[bytes] | None = None
 
 
+@dataclass
+class Parsed:
+    """A migration file read once: its statements, or what stops it from running (and where)."""
+
+    stmts: list[_Stmt]
+    problem: str = ""
+    line: int = 0
+    head: bytes = b""  # its first bytes, where a tool's directives are written
+
+
+def parse_migration(m: Migration) -> Parsed:
+    try:
+        data = m.read()
+    except OSError as exc:
+        return Parsed([], f"cannot read {m.path}: {exc.strerror or exc}")
+    stmts, problem, line = parse_file(data)
+    return Parsed(stmts, problem, line, data[:2000])
+
+
 def parse_file(data: bytes) -> tuple[list[_Stmt], str, int]:
     """The statements of a migration file; a psql meta-command or an unterminated statement is an error (its
     text and line): a migration is SQL, and nothing but SQL is run."""
@@ -288,6 +307,10 @@ def parse_file(data: bytes) -> tuple[list[_Stmt], str, int]:
 _XACT_COUNTS = ("select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del from pg_stat_xact_user_tables "
                 "where n_tup_ins + n_tup_upd + n_tup_del > 0")
 _COUNTS = "select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del from pg_stat_user_tables"
+
+
+def _touched(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
 
 
 def _stat_counts(conn: Any, settle: float = 0.0) -> dict[str, int]:
@@ -330,21 +353,20 @@ class Rehearser:
             if oid in after and after[oid] != node:
                 step.rewritten[self.tables[oid]] = rows.get(self.tables[oid], 0)
 
-    def apply(self, m: Migration, step: Step, rows: dict[str, int]) -> None:
+    def apply(self, parsed: Parsed, step: Step, rows: dict[str, int]) -> None:
         import psycopg
 
-        data = m.read()
-        stmts, problem, line = parse_file(data)
-        if problem:
-            step.status, step.error, step.error_line = "failed", problem, line
+        if parsed.problem:
+            step.status, step.error, step.error_line = "failed", parsed.problem, parsed.line
             return
+        stmts = parsed.stmts
         if self.contained:  # the restoring role owns every object, and cannot give them away
             kept = [s for s in stmts if not OWNER_TO.match(s.text.decode("utf-8", "replace"))]
             if len(kept) != len(stmts):
                 step.notes.append(f"{len(stmts) - len(kept)} ownership change(s) (ALTER … OWNER TO) not run: the "
                                   "copy's objects belong to the restoring role")
             stmts = kept
-        step.transactional = not (_NO_TRANSACTION_HEADER.search(data[:2000])
+        step.transactional = not (_NO_TRANSACTION_HEADER.search(parsed.head)
                                   or any(_NO_TRANSACTION.match(s.text) or _OWN_TRANSACTIONS.match(s.text)
                                          for s in stmts))
         with self.admin() as admin:
@@ -366,11 +388,21 @@ class Rehearser:
         step.seconds = time.monotonic() - t0
         if not step.transactional:
             with self.admin() as admin:
-                after = _stat_counts(admin, settle=5.0)
-            step.touched = {k: v - counts_before.get(k, 0) for k, v in after.items() if v - counts_before.get(k, 0) > 0}
+                step.touched = _touched(counts_before, _stat_counts(admin, settle=5.0))
         if step.status != "failed":
             step.status = "applied"
             self._rewritten(step, nodes, rows)
+
+    def command(self, command: str, info: dict[str, Any], step: Step, rows: dict[str, int], timeout: float) -> str:
+        """Run the team's migration command against the database ``info`` points at; its output."""
+        with self.admin() as admin:
+            nodes = filenodes(admin)
+            counts_before = _stat_counts(admin)
+        output = run_command(command, info, step, lambda: Sampler(self.admin, self.tables), timeout)
+        with self.admin() as admin:
+            step.touched = _touched(counts_before, _stat_counts(admin, settle=5.0))
+        self._rewritten(step, nodes, rows)
+        return output
 
     def _execute(self, conn: Any, s: _Stmt) -> None:
         if self._by_admin(s):
@@ -520,16 +552,14 @@ def run_command(command: str, info: dict[str, Any], step: Step, sampler_factory:
 
 # --- the whole rehearsal ---------------------------------------------------------------------------------
 
-def lint_all(migrations: list[Migration], rows: dict[str, int], large: int) -> list[lint.LintFinding]:
+def lint_all(parsed: dict[str, Parsed], rows: dict[str, int], large: int) -> list[lint.LintFinding]:
+    """Lint findings of every parsed migration, by name (a file that cannot be read is named as not linted)."""
     found: list[lint.LintFinding] = []
-    for m in migrations:
-        try:
-            stmts, _, _ = parse_file(m.read())
-        except OSError as exc:
-            found.append(lint.LintFinding("unparsed", m.name, 0, f"cannot read {m.path}: {exc.strerror or exc}"))
-            continue
-        for s in stmts:
-            found += lint.lint_statement(s.text.decode("utf-8", "replace"), m.name, s.line, dict(rows), large)
+    for name, p in parsed.items():
+        if p.problem.startswith("cannot read"):
+            found.append(lint.LintFinding("unparsed", name, 0, p.problem))
+        for s in p.stmts:
+            found += lint.lint_statement(s.text.decode("utf-8", "replace"), name, s.line, rows, large)
     return found
 
 
@@ -538,7 +568,7 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
              evaluate: Callable[[Any, Any], Any] | None = None) -> Rehearsal:
     """Copy the restored backup ``db`` (a RestoredBackup) and run the pending ``migrations`` (or ``command``) on
     the copy; the restore itself stays untouched for the other checks. ``evaluate(conn, invariant)`` gives an
-    invariant's value (before on the restore, after on the copy)."""
+    invariant's value, read on the copy before and after the migrations."""
     from .faults import internal_fault
 
     r = Rehearsal(db.backup.key, "command" if command else "files")
@@ -572,28 +602,22 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
         if command:
             step = Step(command, transactional=False)
             r.steps.append(step)
-            with admin() as conn:
-                counts_before = _stat_counts(conn)
-            r.output = run_command(command, target.user_conninfo(r.copy), step,
-                                   lambda: Sampler(admin, r.before.oids), command_timeout)
-            with admin() as conn:
-                after = _stat_counts(conn, settle=5.0)
-            step.touched = {k: v - counts_before.get(k, 0) for k, v in after.items() if v > counts_before.get(k, 0)}
-            rehearser._rewritten(step, r.before.filenodes, r.before.rows)
+            r.output = rehearser.command(command, target.user_conninfo(r.copy), step, r.before.rows,
+                                         command_timeout)
         else:
             with user() as conn:
                 done, r.applied_from = applied(conn, migrations)
-            pending = [m for m in migrations if not (m.version and m.version in done)]
-            r.lint = lint_all(pending, r.before.rows, large_rows)
+            parsed = {m.name: parse_migration(m) for m in migrations if not (m.version and m.version in done)}
+            r.lint = lint_all(parsed, r.before.rows, large_rows)
             for m in migrations:
                 step = Step(m.name)
                 r.steps.append(step)
-                if m not in pending:
+                if m.name not in parsed:
                     step.status = "skipped"
                 elif r.failed is not None:
                     step.status = "not run"
                 else:
-                    rehearser.apply(m, step, r.before.rows)
+                    rehearser.apply(parsed[m.name], step, r.before.rows)
         r.seconds = sum(s.seconds for s in r.steps)
         phase("migrations")
         r.after = snapshot(user)

@@ -151,32 +151,29 @@ def _dropped_on_purpose(r: Rehearsal, table: str, column: str = "") -> bool:
                for f in r.lint)
 
 
-def kept_objects(r: Rehearsal) -> list[Finding]:
-    """Tables and columns the backup had that are gone, though no migration drops or renames them by name."""
-    out = _stopped(r)
+def gone(r: Rehearsal) -> list[tuple[str, str]]:
+    """(table, column) of the backup not there after the migrations, column "" for a whole table."""
+    out: list[tuple[str, str]] = []
     for table, cols in r.before.columns.items():
         now = r.after.columns.get(table)
-        if now is None:
-            if not _dropped_on_purpose(r, table):
-                out.append(Finding("gate", r.backup, f"table {table} is gone after the migrations",
-                                   "every table the backup had, unless a migration drops it by name",
-                                   "no such table", hint="a DROP … CASCADE, a DO block or a dropped schema took it",
-                                   where=table))
-            continue
-        for col in cols:
-            if col not in now and not _dropped_on_purpose(r, table, col):
-                out.append(Finding("gate", r.backup, f"column {table}.{col} is gone after the migrations",
-                                   "every column the backup had, unless a migration drops it by name",
-                                   "no such column", where=f"{table}.{col}"))
+        out += [(table, "")] if now is None else [(table, c) for c in cols if c not in now]
     return out
 
 
-def gone(r: Rehearsal) -> list[str]:
-    """Tables and columns of the backup that are not there after the migrations, named or not."""
-    out = []
-    for table, cols in r.before.columns.items():
-        now = r.after.columns.get(table)
-        out += [table] if now is None else [f"{table}.{c}" for c in cols if c not in now]
+def kept_objects(r: Rehearsal) -> list[Finding]:
+    """Tables and columns the backup had that are gone, though no migration drops or renames them by name."""
+    out = _stopped(r)
+    for table, col in gone(r):
+        if _dropped_on_purpose(r, table, col):
+            continue
+        if col:
+            out.append(Finding("gate", r.backup, f"column {table}.{col} is gone after the migrations",
+                               "every column the backup had, unless a migration drops it by name",
+                               "no such column", where=f"{table}.{col}"))
+        else:
+            out.append(Finding("gate", r.backup, f"table {table} is gone after the migrations",
+                               "every table the backup had, unless a migration drops it by name", "no such table",
+                               hint="a DROP … CASCADE, a DO block or a dropped schema took it", where=table))
     return out
 
 
