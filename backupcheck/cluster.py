@@ -21,6 +21,7 @@ from types import TracebackType
 from . import account
 from .account import SERVER_ACCOUNT
 from .pgbin import Installation
+from .templates import TemplateCache
 
 log = logging.getLogger("backupcheck.cluster")
 
@@ -322,9 +323,10 @@ class ClusterFactory:
 
     RESERVE = 2 * 1024**3  # leave this much of the tmpfs free
 
-    def __init__(self, rundir: Path, fastdir: Path | None = None) -> None:
+    def __init__(self, rundir: Path, fastdir: Path | None = None, templates: TemplateCache | None = None) -> None:
         self.rundir = rundir
         self.fastdir = fastdir
+        self.templates = templates  # kept between runs: no initdb after the first run
         self._templates: dict[Path, Path] = {}
         self._lock = threading.Lock()
         self._count = 0
@@ -422,10 +424,16 @@ class ClusterFactory:
         with self._lock:
             if inst.bindir in self._templates:
                 return self._templates[inst.bindir]
+            user = server_user()
+            args = ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+            cache_key = self.templates.key(inst, THROWAWAY_SETTINGS, user, args) if self.templates else ""
+            cached = self.templates.find(cache_key) if self.templates else None
+            if cached is not None:
+                self._templates[inst.bindir] = cached
+                return cached
             base = self.place(64 * 1024**2)
             check_reachable(base)
             path = base / f"template-{inst.version}"
-            user = server_user()
             holder = base / f"template-{inst.version}.owner"
             shutil.rmtree(holder, ignore_errors=True)  # what a failed attempt left
             holder.mkdir()
@@ -433,8 +441,7 @@ class ClusterFactory:
                 os.chown(holder, *user)
             target = holder / "data"
             proc = subprocess.run(
-                [inst.tool("initdb"), "-D", str(target), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                 "--locale=C", "--no-sync"],
+                [inst.tool("initdb"), "-D", str(target), *args],
                 capture_output=True, text=True, user=user[0] if user else None,
                 group=user[1] if user else None, extra_groups=[] if user else None, cwd=str(holder),
             )
@@ -446,6 +453,10 @@ class ClusterFactory:
                     conf.write(f"{key} = {value}\n")
             target.rename(path)
             holder.rmdir()
+            kept = self.templates.keep(cache_key, path) if self.templates else None
+            if kept is not None:
+                shutil.rmtree(path, ignore_errors=True)  # the cached copy serves this run too
+                path = kept
             self._templates[inst.bindir] = path
             return path
 

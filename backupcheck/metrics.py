@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -101,6 +99,9 @@ def send(document: dict[str, Any], cfg: Notify, streaks: list[dict[str, Any]],
             "streaks": streaks,
         },
     }
+    import urllib.error  # http.client and ssl: 25 ms at every start otherwise
+    import urllib.request
+
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
                                      headers={"Content-Type": "application/json", "User-Agent": "backupcheck"})
     where = f"the webhook in ${cfg.url_env}"

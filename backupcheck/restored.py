@@ -30,6 +30,25 @@ class RestoreRefused(Exception):
     """The backup carries something that must not run; it is not restored."""
 
 
+DATED = ("created_at", "updated_at", "inserted_at")  # columns that say when a row was written
+DATED_TYPES = ("timestamptz", "timestamp", "date")
+
+
+def dated_columns(conn: Any, names: tuple[str, ...] | set[str]) -> list[tuple[str, str, str]]:
+    """(schema, table, column) of every timestamp or date column with one of ``names``, in tables that are not
+    partitions (a partitioned table's own scan covers them), outside the system schemas."""
+    rows = conn.execute(
+        "select n.nspname, c.relname, a.attname from pg_attribute a "
+        "join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
+        "join pg_type t on t.oid = a.atttypid "
+        "where c.relkind in ('r', 'p') and not c.relispartition and a.attnum > 0 and not a.attisdropped "
+        "and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%%' "
+        "and t.typname = any(%s) and a.attname = any(%s) order by 1, 2, 3",
+        (list(DATED_TYPES), sorted(names)),
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
 class QueryFailed(Exception):
     """A check's query on the restored database failed for another reason than a missing object: one sentence."""
 
@@ -115,6 +134,7 @@ class RestoredBackup:
         self._entries: dict[str, list] = {}
         self.target_label = ""
         self._counts: dict[str, int | None] | None = None
+        self._newest: dict[str, object] = {}
         self.copies: list[str] = []
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
 
@@ -335,20 +355,38 @@ class RestoredBackup:
 
     def row_counts(self, keys: list[str] | None = None) -> dict[str, int | None]:
         """Exact COUNT(*) per table, two connections at a time; None where the table (or its database) is missing.
-        Counted once per restore: every check of the backup shares the figures."""
+        Counted once per restore: every check of the backup shares the figures. The same scan takes the newest
+        value of each column named like DATED (see ``newest``), so content freshness reads no table again."""
         import psycopg
         from psycopg import sql
 
         if keys is None and self._counts is not None:
             return dict(self._counts)
         wanted = keys if keys is not None else self.expected_tables()
+        dated: dict[tuple[str, str, str], list[str]] = {}
+        if keys is None:
+            for db in dict.fromkeys(self.locate(k)[0] for k in wanted):
+                try:
+                    with self._connect(db) as conn:
+                        for schema, table, column in dated_columns(conn, DATED):
+                            dated.setdefault((db, schema, table), []).append(column)
+                except psycopg.Error:
+                    pass  # a missing database: counting says so
+        newest: dict[str, object] = {}
 
         def count(key: str) -> tuple[str, int | None]:
             db, schema, table = self.locate(key)
+            columns = dated.get((db, schema, table), [])
             try:
                 conn = conns.get(db)
-                q = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-                return key, conn.execute(q).fetchone()[0]  # type: ignore[index]
+                q = sql.SQL("select count(*){} from {}.{}").format(
+                    sql.SQL("").join(sql.SQL(", max({})").format(sql.Identifier(c)) for c in columns),
+                    sql.Identifier(schema), sql.Identifier(table))
+                row = conn.execute(q).fetchone()
+                prefix = "" if db == self.main_db else f"{db}/"
+                for column, value in zip(columns, row[1:], strict=True):
+                    newest[f"{prefix}{schema}.{table}.{column}"] = value
+                return key, row[0]  # type: ignore[index]
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 return key, None
             except psycopg.OperationalError as exc:
@@ -361,8 +399,13 @@ class RestoredBackup:
         with ThreadConnections(self._connect) as conns, ThreadPoolExecutor(max_workers=2) as pool:
             counts = dict(pool.map(count, wanted))
         if keys is None:
-            self._counts = dict(counts)
+            self._counts, self._newest = dict(counts), newest
         return counts
+
+    def newest(self) -> dict[str, object]:
+        """max() of every DATED column of the counted tables, by ``[db/]schema.table.column`` (None: no rows)."""
+        self.row_counts()
+        return dict(self._newest)
 
     def foreign_keys(self) -> list[ForeignKey]:
         keys: list[ForeignKey] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from backupcheck.model import Listing
 from backupcheck.pgbin import NoSuitableBinaries
 from backupcheck.providers import Decision, Provider, ProviderError
 from backupcheck.settings import ConfigError, Settings, build, load_file
+from backupcheck.templates import TemplateCache, user_cache
 
 from .options import SETTINGS, SUITES
 
@@ -83,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cms.append(RunDir(fast_base()))
         fastdir = cms[1].__enter__()
     workerinput = getattr(config, "workerinput", None)
-    factory = ClusterFactory(rundir, fastdir)
+    factory = ClusterFactory(rundir, fastdir, TemplateCache(user_cache() / "templates"))
     try:
         if workerinput is not None and "backupcheck_listing" in workerinput:
             shared = Path(workerinput["backupcheck_shared"])
@@ -245,8 +245,7 @@ def cache_dir(settings: Settings) -> Path:
     """Where S3 downloads are kept between runs (so a second run fetches nothing)."""
     if settings.cache_dir is not None:
         return settings.cache_dir
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "backupcheck" / "downloads"
+    return user_cache() / "downloads"
 
 
 def remote_access(settings: Settings, config: pytest.Config | None = None):  # type: ignore[no-untyped-def]

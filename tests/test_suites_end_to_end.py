@@ -205,14 +205,15 @@ def test_the_issue_command_line_finds_the_project_and_leaves_the_backups_untouch
 def test_a_newer_pg_dump_of_a_15_20_server_is_caught_unrestorable(run_suites, farm, tmp_path):
     """Debian's 15.20 keeps a pg_attver option on every column; pg_dump 16 dumps it, and 16 rejects it."""
     probe = farm.cluster.installation
-    farm.sql(farm.states[-1], "create table if not exists attver_probe (id int)")
-    with __import__("psycopg").connect(**farm.cluster.conninfo(farm.states[-1])) as conn:
+    db = farm.clone(farm.states[-1], "attver")  # the shared nights stay as other tests dump them
+    farm.sql(db, "create table attver_probe (id int)")
+    with __import__("psycopg").connect(**farm.cluster.conninfo(db)) as conn:
         options = conn.execute("select attoptions from pg_attribute where attrelid = 'attver_probe'::regclass "
                                "and attnum > 0").fetchone()[0]
     if not options or not any(o.startswith("pg_attver=") for o in options):
         pytest.skip(f"PostgreSQL {probe.version} keeps no pg_attver column option")
     folder = tmp_path / "attver"
-    farm.dump(farm.states[-1], folder / "ledger_20250101_020000.dump", major=16)
+    farm.dump(db, folder / "ledger_20250101_020000.dump", major=16)
     run = run_suites("--backups", str(folder), "-k", "restore")
     message = run.messages["test_restores_without_harmful_errors[ledger-20250101T020000Z]"]
     assert run.outcomes["test_restores_without_harmful_errors[ledger-20250101T020000Z]"] == "failed"

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from ..model import Finding
-from ..restored import RestoredBackup
+from ..restored import DATED, QueryFailed, RestoredBackup, dated_columns
 from .freshness import duration_text
-
-CANDIDATES = ("created_at", "updated_at", "inserted_at")
-_TYPES = ("timestamptz", "timestamp", "date")
 
 
 @dataclass(frozen=True)
@@ -30,11 +27,16 @@ def _as_utc(value: object) -> datetime | None:
 
 def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
     """max() of every timestamp column called created_at / updated_at / inserted_at, or of the columns named
-    (``table.column`` or ``schema.table.column``), in each restored database."""
+    (``table.column`` or ``schema.table.column``), in each restored database. The default columns' maxima come
+    from the scan that counted the rows, where it reached them."""
     import psycopg
     from psycopg import sql
 
-    wanted_names = {n.rsplit(".", 1)[-1] for n in named} or set(CANDIDATES)
+    wanted_names = {n.rsplit(".", 1)[-1] for n in named} or set(DATED)
+    try:
+        counted = {} if named else r.newest()
+    except QueryFailed:
+        counted = {}  # the counting checks report it; each column is read on its own here
     found: list[Newest] = []
     for db in r.result.databases:
         prefix = "" if db == r.main_db else f"{db}/"
@@ -43,22 +45,16 @@ def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
         except psycopg.OperationalError:
             continue  # a database the restore did not create: the restore checks say so
         with conn:
-            columns = conn.execute(
-                "select n.nspname, c.relname, a.attname from pg_attribute a "
-                "join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
-                "join pg_type t on t.oid = a.atttypid "
-                "where c.relkind in ('r', 'p') and not c.relispartition and a.attnum > 0 and not a.attisdropped "
-                "and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%%' "
-                "and t.typname = any(%s) and a.attname = any(%s) order by 1, 2, 3",
-                (list(_TYPES), sorted(wanted_names)),
-            ).fetchall()
-            for schema, table, column in columns:
+            for schema, table, column in dated_columns(conn, wanted_names):
                 key = f"{schema}.{table}.{column}"
                 if named and not any(key == n or key.endswith("." + n) or f"{prefix}{key}" == n for n in named):
                     continue
-                q = sql.SQL("select max({}) from {}.{}").format(sql.Identifier(column), sql.Identifier(schema),
-                                                              sql.Identifier(table))
-                value = conn.execute(q).fetchone()[0]  # type: ignore[index]
+                if prefix + key in counted:
+                    value = counted[prefix + key]
+                else:
+                    q = sql.SQL("select max({}) from {}.{}").format(sql.Identifier(column), sql.Identifier(schema),
+                                                                  sql.Identifier(table))
+                    value = conn.execute(q).fetchone()[0]  # type: ignore[index]
                 found.append(Newest(prefix + key, _as_utc(value)))
     return found
 
@@ -73,7 +69,7 @@ def content_fresh(r: RestoredBackup, named: tuple[str, ...], max_age: timedelta,
              for n in newest]
     dated = [n for n in newest if n.value is not None]
     if not dated:
-        what = ", ".join(named) if named else "/".join(CANDIDATES)
+        what = ", ".join(named) if named else "/".join(DATED)
         return [], notes, (f"{r.backup.key}: no {what} timestamp column with rows; name the columns that tell "
                            "when data was written with content_columns")
     hint = (f"the backup may be of a stale or wrong database (a replica that stopped, an old copy dumped); if "
