@@ -4,8 +4,10 @@ series, every family. Times in one run:
   a  pytest --backups DIR -n 2
   b  the minimum by hand on 2 parallel lanes: a tuned server per lane, pg_restore, one COUNT(*) per table, drop
   c  --plan-out, then three shard processes (--shard K/3, -n 2) one after another, then backupcheck merge
+  d  pytest -n 2 over one empty test in an empty folder: what pytest-xdist costs a process before any backup
 
-and prints backups per minute and the ratios a/b (target <= 1.15) and c/a (target <= 1.10). Never asserts.
+and prints backups per minute and the ratios a/b (target <= 1.15) and c/a (target <= 1.10), and the least c/a
+that three shards can reach: a + planning + merging + two more processes' d, over a. Never asserts.
 """
 
 from __future__ import annotations
@@ -113,11 +115,27 @@ def pytest_run(args: list[str], scratch: Path) -> tuple[float, str]:
     return seconds, f"exit {code}: {tail}"
 
 
-def sharded(folder: Path, scratch: Path) -> tuple[float, list[str]]:
+def xdist_floor(scratch: Path) -> float:
+    """pytest -n 2 over one empty test, in a folder of its own (the plugin inert): a shard's process start,
+    worker start and teardown with nothing of backupcheck's in it."""
+    folder = scratch / "floor"
+    folder.mkdir(exist_ok=True)
+    (folder / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    pytest = [str(PYTEST)] if PYTEST.exists() else [sys.executable, "-m", "pytest"]
+    t0 = time.monotonic()
+    code, out = run_child([*pytest, "-q", "-n", "2", "-p", "no:cacheprovider", str(folder)], folder)
+    if code != 0:
+        sys.exit(f"pytest -n 2 over one empty test failed (exit {code}):\n{out[-1000:]}")
+    return time.monotonic() - t0
+
+
+def sharded(folder: Path, scratch: Path, parts: dict[str, list[float]]) -> tuple[float, list[str]]:
+    """Plan, three shards one after another, merge; the planning and the merging are also kept in ``parts``."""
     said = []
     t0 = time.monotonic()
     plan = scratch / "plan.json"
-    _, line = pytest_run(["--backups", str(folder), "--plan-out", str(plan)], scratch)
+    seconds, line = pytest_run(["--backups", str(folder), "--plan-out", str(plan)], scratch)
+    parts["plan"].append(seconds)
     said.append(f"plan: {line}")
     results = []
     for k in (1, 2, 3):
@@ -126,8 +144,10 @@ def sharded(folder: Path, scratch: Path) -> tuple[float, list[str]]:
                              scratch)
         said.append(f"shard {k}/3: {line}")
         results.append(str(reports / "results.json"))
+    t_merge = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "backupcheck", "merge", *results, "--plan", str(plan), "-o",
                            str(scratch / "merged")], capture_output=True, text=True, cwd=ROOT)
+    parts["merge"].append(time.monotonic() - t_merge)
     said.append(f"merge: exit {proc.returncode}: {proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else proc.stderr[-200:]}")
     return time.monotonic() - t0, said
 
@@ -139,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"backupcheck fleet benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {SERIES} series", flush=True)
     inst = pgbin.pick(None)
-    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
+    parts: dict[str, list[float]] = {"plan": [], "merge": []}
     with RunDir() as rundir, RunDir(fast_base()) as fast, RunDir() as scratch:
         factory = ClusterFactory(rundir, fast)
         folder, meta = dataset(factory, inst, args.regenerate)
@@ -151,11 +172,13 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(args.repeat):
             a, said_a = pytest_run(["--backups", str(folder), "-n", "2", "--reports-dir", str(scratch / "a")], scratch)
             b = bare(factory, inst, dumps)
-            c, said_c = sharded(folder, scratch)
+            c, said_c = sharded(folder, scratch, parts)
+            d = xdist_floor(scratch)
             times["a"].append(a)
             times["b"].append(b)
             times["c"].append(c)
-            print(f"round {i + 1}: a {a:.1f} s ({said_a}); b {b:.1f} s; c {c:.1f} s", flush=True)
+            times["d"].append(d)
+            print(f"round {i + 1}: a {a:.1f} s ({said_a}); b {b:.1f} s; c {c:.1f} s; d {d:.1f} s", flush=True)
             for line in said_c:
                 print(f"  c {line}")
         factory.wait()
@@ -165,10 +188,17 @@ def main(argv: list[str] | None = None) -> None:
               "c": "plan + 3 shards one after another (-n 2 each) + merge"}
     for k, label in labels.items():
         print(f"{k:3}{label:64}{med[k]:10.1f}{SERIES / med[k] * 60:13.1f}")
+    plan_s, merge_s = statistics.median(parts["plan"]), statistics.median(parts["merge"])
+    print(f"{'d':3}{'pytest -n 2 over one empty test (no backups)':64}{med['d']:10.1f}")
+    print(f"   of c: planning {plan_s:.2f} s, merging {merge_s:.2f} s")
     print("\nratios (targets from the issue)")
     for name, value in (("a / b", med["a"] / med["b"]), ("c / a", med["c"] / med["a"])):
         goal = TARGETS[name]
         print(f"  {name}  {value:5.2f}   target <= {goal:.2f}: {'MET' if value <= goal else 'NOT MET'}")
+    # Three shards are three pytest -n 2 processes where a is one: even if backupcheck cost nothing per
+    # process, c pays planning, merging and two more of d beyond a.
+    floor = (med["a"] + plan_s + merge_s + 2 * med["d"]) / med["a"]
+    print(f"  c / a can be no less than {floor:.2f} here: (a + planning + merging + 2 x d) / a")
 
 
 if __name__ == "__main__":
