@@ -121,9 +121,8 @@ def xdist_floor(scratch: Path) -> float:
     folder = scratch / "floor"
     folder.mkdir(exist_ok=True)
     (folder / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    pytest = [str(PYTEST)] if PYTEST.exists() else [sys.executable, "-m", "pytest"]
     t0 = time.monotonic()
-    code, out = run_child([*pytest, "-q", "-n", "2", "-p", "no:cacheprovider", str(folder)], folder)
+    code, out = run_child([str(PYTEST), "-q", "-n", "2", "-p", "no:cacheprovider", str(folder)], folder)
     if code != 0:
         sys.exit(f"pytest -n 2 over one empty test failed (exit {code}):\n{out[-1000:]}")
     return time.monotonic() - t0
