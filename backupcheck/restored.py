@@ -493,7 +493,12 @@ class RestoreCache:
             raise
         return self._current
 
-    def close(self) -> None:
+    def close(self, last: bool = False) -> None:
+        """Let go of the backup restored last; ``last``: the process restores nothing more, so its server need
+        not be put back for another backup (a local cluster or container is thrown away; a shared server's
+        database is always dropped)."""
         current, self._current = self._current, None
         if current is not None:
+            if last and current.target is not None:
+                current.target.wanted_again = False
             current.__exit__(None, None, None)

@@ -357,3 +357,29 @@ def test_a_local_server_is_reused_only_when_put_back_as_it_was(tmp_path):
         provider.close()
         factory.wait()
         assert third.cluster.process is None
+
+
+def test_the_last_restore_of_a_process_throws_its_server_away_instead_of_resetting_it(monkeypatch):
+    """Nothing restores after the run's last backup: its server is stopped and removed as it is, not emptied
+    first for a next backup that never comes (dropping a restored gigabyte costs 0.2 s)."""
+    from backupcheck import targets
+    from backupcheck.cluster import RunDir, fast_base
+    from backupcheck.providers import LocalProvider
+
+    resets: list[object] = []
+    monkeypatch.setattr(targets, "_reset", lambda *a: resets.append(a))
+    with RunDir() as rundir, RunDir(fast_base()) as fastdir:
+        factory = ClusterFactory(rundir, fastdir)
+        provider = LocalProvider(factory)
+        target = provider.target(None, 0, "test").__enter__()
+        target.contain(cluster_dump=False)
+        target.create_database("last_backup")
+        target.wanted_again = False
+        target.__exit__(None, None, None)
+        provider.release(target)
+        assert resets == [] and not target.reusable and target.cluster.process is None
+        assert provider.idle == {}, "a server nobody will reset was kept for reuse"
+        home = target.cluster.home
+        provider.close()
+        factory.wait()
+        assert not home.exists()
