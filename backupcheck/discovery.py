@@ -8,12 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .model import Artifact, Backup, Listing, Series, utc
-from .s3 import RemoteObject, S3Location
 from .sniff import head_bytes, sniff, tar_holds_dump
 from .timestamps import find_timestamp, split_role, strip_extensions
+
+if TYPE_CHECKING:  # the S3 module is loaded only by a run with an s3:// source
+    from .s3 import RemoteObject, S3Location
 
 SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
 

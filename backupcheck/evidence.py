@@ -15,14 +15,17 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import pgbin
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
 from .faults import internal_fault
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
-from .s3 import RemoteAccess
 from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of, sniff
+
+if TYPE_CHECKING:  # the S3 module is loaded only by a run with an s3:// source
+    from .s3 import RemoteAccess
 
 
 @dataclass

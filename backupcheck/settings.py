@@ -567,7 +567,8 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         section = file_data.get(kind.scheme, {}) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"[{kind.scheme}]: expected a table of settings for {kind.example} sources")
-        remote[f"{kind.scheme}://"] = _options(kind, section, None, kind.scheme)
+        if section:  # none: the kind's own defaults, and its module stays unloaded in a run that does not use it
+            remote[f"{kind.scheme}://"] = _options(kind, section, None, kind.scheme)
     raw = file_data.get("sources", [])
     if isinstance(raw, (str, dict)):
         raw = [raw]
@@ -582,7 +583,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
                 examples = " or ".join(f'url = "{k.example}"' for k in source_kinds.known())
                 raise ConfigError(f"sources: {item!r}: a table needs {examples}")
             # Registered even when --backups replaces the list: the same URL there keeps its endpoint.
-            remote[url] = _options(kind, item, remote[f"{kind.scheme}://"], f"sources[{url}]")
+            remote[url] = _options(kind, item, remote.get(f"{kind.scheme}://"), f"sources[{url}]")
             names.append(url)
         else:
             names.append(rel(str(item)))

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ..lint import RULES, LintFinding
 from ..model import Backup, Finding
-from ..rehearsal import Rehearsal
 from ..settings import GateSettings, Invariant
 from .freshness import duration_text
 from .invariants import judged
+
+if TYPE_CHECKING:  # a run without a gate loads neither the linter nor the rehearsal
+    from ..lint import LintFinding
+    from ..rehearsal import Rehearsal
 
 # What the README tells a team to run when the gate says there is no fresh backup.
 TAKE_A_BACKUP = 'pg_dump -Fc -f "backups/<series>_$(date -u +%Y%m%dT%H%M%SZ).dump" "$DATABASE_URL"'
@@ -85,6 +88,8 @@ def lint_findings(r: Rehearsal, mode: str) -> list[Finding]:
     """With gate.lint = "fail", each finding fails the gate. A statement sqlglot cannot parse (CREATE EXTENSION,
     a DO block, a policy) stays a note: what it does to tables, columns, rows and keys is judged by the
     before/after checks instead."""
+    from ..lint import RULES
+
     out = _stopped(r)  # nothing rehearsed, nothing linted: not a pass
     if mode != "fail":
         return out
