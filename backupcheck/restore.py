@@ -489,7 +489,9 @@ class PlainRunner:
         self._conns.clear()
 
 
-def create_database(conninfo: dict, name: str, owner: str | None = None) -> None:
+def create_database(conninfo: dict, name: str, owner: str | None = None, throwaway: bool = False) -> None:
+    """``throwaway``: a server of ours, where copying template1's files after a checkpoint (PostgreSQL 15's
+    FILE_COPY, about 20 ms against 30 ms WAL-logged) disturbs nobody; never on a user's server."""
     import psycopg
     from psycopg import sql
 
@@ -497,4 +499,6 @@ def create_database(conninfo: dict, name: str, owner: str | None = None) -> None
         exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-                         + (sql.SQL(" OWNER {}").format(sql.Identifier(owner)) if owner else sql.SQL("")))
+                         + (sql.SQL(" OWNER {}").format(sql.Identifier(owner)) if owner else sql.SQL(""))
+                         + (sql.SQL(" STRATEGY = FILE_COPY") if throwaway and conn.info.server_version >= 150000
+                            else sql.SQL("")))

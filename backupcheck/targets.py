@@ -172,7 +172,8 @@ class Target:
         return major_of(self.server_version) or 0
 
     def create_database(self, name: str) -> None:
-        create_database(self.conninfo(self.admin_db), name, owner=RESTORER if self.contained else None)
+        create_database(self.conninfo(self.admin_db), name, owner=RESTORER if self.contained else None,
+                        throwaway=self.kind in ("local", "container"))
 
     admin_db = "postgres"
 
