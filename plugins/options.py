@@ -125,6 +125,15 @@ def asked_for(config: pytest.Config) -> bool:
         return path.is_file()  # a broken file that was meant for us: let the run say what is wrong with it
 
 
+def names_the_suites(paths: list[str]) -> bool:
+    """Whether one of these test paths is the built-in suites, lies inside them or holds them."""
+    for arg in paths:
+        path = Path(str(arg).split("::")[0]).resolve()
+        if path == SUITES or SUITES in path.parents or path in SUITES.parents:
+            return True
+    return False
+
+
 def _recover_rootdir(config: pytest.Config, args: list[str]) -> None:
     from _pytest.config.findpaths import determine_setup
 

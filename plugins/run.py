@@ -16,7 +16,7 @@ from backupcheck.providers import Decision, Provider, ProviderError
 from backupcheck.settings import ConfigError, Settings, build, load_file
 from backupcheck.templates import TemplateCache, user_cache
 
-from .options import SETTINGS, SUITES
+from .options import SETTINGS, asked_for, names_the_suites
 
 
 @dataclass
@@ -47,15 +47,7 @@ RUN = pytest.StashKey[RunState]()
 def runs_suites(config: pytest.Config) -> bool:
     """True when this invocation verifies backups: backups are named (a team's own checks on them count), or it
     collects the built-in suites (in a checkout, with none named: the demo)."""
-    from .options import asked_for
-
-    if asked_for(config):
-        return True
-    for arg in config.args:
-        path = Path(str(arg).split("::")[0]).resolve()
-        if path == SUITES or SUITES in path.parents or path in SUITES.parents:
-            return True
-    return False
+    return asked_for(config) or names_the_suites(config.args)
 
 
 def _demo_settings(config: pytest.Config, demo_dir: Path) -> None:

@@ -105,13 +105,28 @@ def test_installed_it_runs_the_suites_and_the_teams_own_checks(installed, farm, 
     assert "8 passed" in run.stdout and "20261202090000_discount.sql: applied" in run.stdout
 
 
+OTHER_TESTS = '''
+import sys
+
+
+def test_app():
+    assert 1 + 1 == 2
+
+
+def test_only_the_options_of_the_plugin_were_loaded():
+    loaded = [m for m in sys.modules if m.startswith(("psycopg", "backupcheck.plugins.run", "backupcheck.fixtures",
+                                                      "backupcheck.cluster", "backupcheck.restored"))]
+    assert loaded == []
+'''
+
+
 def test_in_a_project_of_other_tests_the_installed_plugin_changes_nothing(installed, tmp_path):
     project = tmp_path / "other"
     project.mkdir()
-    (project / "test_app.py").write_text("def test_app():\n    assert 1 + 1 == 2\n")
+    (project / "test_app.py").write_text(OTHER_TESTS)
     run = _pytest(installed, project, "-v")
     assert run.returncode == 0, run.stdout[-2000:]
-    assert "1 passed" in run.stdout
+    assert "2 passed" in run.stdout
     lines = [ln for ln in run.stdout.splitlines()
              if "backupcheck" in ln and not ln.startswith(("plugins:", "metadata:"))]  # pytest's own lists
     assert lines == [], lines
