@@ -31,6 +31,15 @@ def test_restored_db_is_read_only(restored_db, restored_dsn, backup):
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         restored_db.execute("CREATE TABLE scratch (a int)")
     assert "dbname=" in restored_dsn and backup.series == "shop"
+
+
+def test_the_plugin_is_imported_as_python_imports_it(backup):
+    import backupcheck.cluster
+    import backupcheck.plugins.run
+
+    # from the bytecode pip wrote, not recompiled by pytest's assertion rewriting (this file still is)
+    loaders = {type(m.__spec__.loader).__name__ for m in (backupcheck.cluster, backupcheck.plugins.run)}
+    assert loaders == {"SourceFileLoader"}
 '''
 
 
@@ -95,6 +104,8 @@ def test_installed_it_runs_the_suites_and_the_teams_own_checks(installed, farm, 
     run = _pytest(installed, project, "--backups", str(bad), "test_ours.py", "-v", *moment)
     assert run.returncode == 1, run.stdout[-3000:]
     assert f"test_ours.py::test_no_ghost_orders[{key}] FAILED" in run.stdout and "1 ghost order(s)" in run.stdout
+    assert "assert 1 == 0" in run.stdout  # the team's own asserts are still rewritten by pytest
+    assert f"test_the_plugin_is_imported_as_python_imports_it[{key}] PASSED" in run.stdout
     # the pre-migration gate as a team runs it from its own repository: migration files relative to it
     (project / "supabase" / "migrations").mkdir(parents=True)
     (project / "supabase" / "migrations" / "20261202090000_discount.sql").write_text(
