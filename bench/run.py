@@ -57,6 +57,7 @@ class PytestRun:
     summary: str
     tail: str
     restore: float | None = None  # the pg_restore phase as b timed it itself (results.json)
+    checks: float = 0.0  # the checks' own time, their queries on the restored data (results.json)
 
 
 def mb(n: float) -> str:
@@ -222,9 +223,11 @@ def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None) -> Pyt
     try:
         document = json.loads((reports / "results.json").read_text())
         restore = sum(b["restore"]["seconds"] for b in document["backups"])
+        checks = sum(c["seconds"] for c in document["checks"])
     except (OSError, ValueError, KeyError, TypeError):
-        restore = None
-    return PytestRun(seconds, float(m.group(1)) if m else seconds, code, summary, "\n".join(lines[-25:]), restore)
+        restore, checks = None, 0.0
+    return PytestRun(seconds, float(m.group(1)) if m else seconds, code, summary, "\n".join(lines[-25:]), restore,
+                     checks)
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -279,6 +282,10 @@ def report(inst: Installation, data: Dataset, times: dict[str, list[float]], sto
         # judged. b's own restore phase, from its results.json, leaves only what b adds around the same restore.
         print(f"  fixed cost within b  {statistics.median(own):4.2f} s: b minus the restore it timed itself "
               f"(results.json), median of {' '.join(f'{x:.2f}' for x in own)}; no c in it, so no second restore's noise")
+        checks = statistics.median(r.checks for r in runs["b"] if r.restore is not None)
+        rest = statistics.median(r.seconds - r.restore - r.checks for r in runs["b"] if r.restore is not None)
+        print(f"    of which the checks' own work {checks:.2f} s (their queries on the restored rows: exact counts, "
+              f"newest timestamps, keys) and the rest {rest:.2f} s (start, server, teardown, reports, exit)")
 
 
 def dataset_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, int, str]:
