@@ -276,14 +276,15 @@ def report(inst: Installation, data: Dataset, times: dict[str, list[float]], sto
     print(f"  fixed cost b - c  {fixed:4.2f} s (target < {FIXED_COST_TARGET:.1f} s: "
           f"{'MET' if fixed < FIXED_COST_TARGET else 'NOT MET'}); of which outside pytest's session "
           f"(interpreter, plugins, listing, exit): {outside:.2f} s")
-    own = [r.seconds - r.restore for r in runs["b"] if r.restore is not None]
-    if own:
+    timed = [(r.seconds - r.restore, r.checks) for r in runs["b"] if r.restore is not None]
+    if timed:
         # c's restore is another restore than b's: on a busy machine the two differ by more than the margin
         # judged. b's own restore phase, from its results.json, leaves only what b adds around the same restore.
+        own = [around for around, _ in timed]
         print(f"  fixed cost within b  {statistics.median(own):4.2f} s: b minus the restore it timed itself "
               f"(results.json), median of {' '.join(f'{x:.2f}' for x in own)}; no c in it, so no second restore's noise")
-        checks = statistics.median(r.checks for r in runs["b"] if r.restore is not None)
-        rest = statistics.median(r.seconds - r.restore - r.checks for r in runs["b"] if r.restore is not None)
+        checks = statistics.median(c for _, c in timed)
+        rest = statistics.median(around - c for around, c in timed)
         print(f"    of which the checks' own work {checks:.2f} s (their queries on the restored rows: exact counts, "
               f"newest timestamps, keys) and the rest {rest:.2f} s (start, server, teardown, reports, exit)")
 
