@@ -43,7 +43,10 @@ def iam_endpoint(aws_env: None, clean_dir) -> Iterator[tuple[str, dict[str, str]
         key = iam.create_access_key(UserName="lister")["AccessKey"]
         iam.put_user_policy(UserName="lister", PolicyName="list-only", PolicyDocument=json.dumps({
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::locked"}],
+            # AWS authorises ListObjectsV2 as s3:ListBucket; recent moto servers ask for the call's own name
+            # (s3:ListObjectsV2, no action AWS knows): allowing both lists with either, and grants nothing more.
+            "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListObjectsV2"],
+                           "Resource": "arn:aws:s3:::locked"}],
         }))
         yield endpoint, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
     finally:
