@@ -22,7 +22,7 @@ from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql,
 from .faults import internal_fault
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
-from .sniff import UnreadableError, open_decompressed, read_all, read_tar_members, sha_of, sniff
+from .sniff import UnreadableError, open_decompressed, open_sql, read_all, read_tar_members, sha_of, sniff
 
 if TYPE_CHECKING:  # the S3 module is loaded only by a run with an s3:// source
     from .s3 import RemoteAccess
@@ -279,7 +279,7 @@ class EvidenceStore:
             if a.format in ARCHIVE_FORMATS:
                 self._read_archive(a, ev, full)
             elif a.format in ("plain", "dumpall"):
-                with open_decompressed(a.path, a.compression) as stream:
+                with open_sql(a.path, a.compression) as (stream, _):
                     ev.scan = scan_plain(stream)
                 ev.data_read = True
                 ev.security += ev.scan.security

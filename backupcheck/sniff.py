@@ -5,9 +5,12 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import io
 import lzma
+import re
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -101,10 +104,112 @@ def _is_openpgp(head: bytes) -> bool:
     return tag in (1, 3)
 
 
+_HEADERS = (b"-- PostgreSQL database dump", b"-- PostgreSQL database cluster dump")
+# What a cron line such as ``pg_dump ... > file 2>&1`` or an editor puts before the dump's own first line: the
+# tools' messages, the server's, blank lines. A line of SQL is never noise: the dump then starts before the header.
+_NOISE_LINE = re.compile(rb"^(?:\s*|(?:pg_dump|pg_dumpall|pg_restore|psql)(?:\[\d+\])?:.*|"
+                         rb"(?:WARNING|NOTICE|DETAIL|HINT|INFO|LOG|ERROR|FATAL):.*)$")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Preamble:
+    """What comes before a plain dump's first byte of SQL: a byte-order mark, lines of noise before pg_dump's
+    header, Windows line endings. ``skip`` bytes are dropped; ``crlf``: every CR LF is read as LF."""
+
+    skip: int = 0
+    lines: int = 0  # lines of noise dropped
+    bom: bool = False
+    crlf: bool = False
+    first: str = ""  # the first line dropped, for the note
+
+    def describe(self) -> str:
+        parts = []
+        if self.bom:
+            parts.append("a byte-order mark")
+        if self.lines:
+            parts.append(f"{self.lines} line(s) before pg_dump's header (first: {self.first[:100]!r})")
+        if self.crlf:
+            parts.append("Windows line endings (CR LF read as LF)")
+        return ("skipped " + ", ".join(parts)) if parts else ""
+
+
+def preamble_of(head: bytes) -> Preamble:
+    """Where the SQL of a plain dump starts, from its first decompressed bytes."""
+    bom = head.startswith(_BOM)
+    start = len(_BOM) if bom else 0
+    eol = head.find(b"\n", start)
+    crlf = eol > start and head[eol - 1:eol] == b"\r" or head[start:start + 2] == b"\r\n"
+    lines, first = 0, ""
+    offsets, pos = [], start
+    for line in head[start:].split(b"\n")[:-1]:  # whole lines only
+        offsets.append((pos, line.rstrip(b"\r")))
+        pos += len(line) + 1
+    header = next((i for i, (_, line) in enumerate(offsets) if line.startswith(_HEADERS)), -1)
+    if header > 0:
+        block = header - 1 if offsets[header - 1][1] == b"--" else header  # pg_dump's "--" line above it
+        noise = [line for _, line in offsets[:block]]
+        if noise and all(_NOISE_LINE.match(line) for line in noise):
+            lines = sum(1 for line in noise if line.strip())
+            first = next((line.decode("utf-8", "replace").strip() for line in noise if line.strip()), "")
+            start = offsets[block][0]
+    return Preamble(skip=start, lines=lines, bom=bom, crlf=crlf, first=first)
+
+
+class _CleanStream(io.RawIOBase):
+    """A plain dump's bytes after its preamble, CR LF read as LF where the file was written that way."""
+
+    def __init__(self, raw: BinaryIO, preamble: Preamble) -> None:
+        self.raw = raw
+        self.crlf = preamble.crlf
+        self.pending = b""
+        remaining = preamble.skip
+        while remaining:
+            got = raw.read(remaining)
+            if not got:
+                break
+            remaining -= len(got)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        block = self.raw.read(size if size and size > 0 else _CHUNK)
+        if not self.crlf:
+            return block
+        block = self.pending + block
+        self.pending = b""
+        if block.endswith(b"\r") and len(block) > 1:
+            block, self.pending = block[:-1], b"\r"
+        return block.replace(b"\r\n", b"\n")
+
+
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def open_sql(path: Path, layers: tuple[str, ...]) -> Iterator[tuple[BinaryIO, Preamble]]:
+    """Open a plain dump as SQL: compression peeled off, and its preamble (see ``Preamble``) dropped."""
+    with open_decompressed(path, layers) as stream:
+        head = stream.read(PEEK)
+    preamble = preamble_of(head)
+    with open_decompressed(path, layers) as stream:
+        yield _CleanStream(stream, preamble), preamble  # type: ignore[misc]
+
+
 def classify_head(head: bytes) -> tuple[str, str]:
     """Return (format, note) for the first decompressed bytes of a file."""
     if not head:
         return "empty", "the file holds no bytes"
+    if not head.startswith((b"PGDMP", b"\x1f\x8b")) and (head.startswith(_BOM) or b"-- PostgreSQL database" in head):
+        preamble = preamble_of(head)
+        if preamble.skip:
+            head = head[preamble.skip:]
     if _is_openpgp(head):
         return "gpg", ""
     if head.startswith(b"PGDMP"):
@@ -227,6 +332,7 @@ def sha_of(path: Path, algorithm: str) -> str:
 
 
 __all__ = [
-    "UnreadableError", "classify_head", "compression_of", "head_bytes", "open_decompressed", "read_all",
+    "Preamble", "UnreadableError", "classify_head", "compression_of", "head_bytes", "open_decompressed", "open_sql",
+    "preamble_of", "read_all",
     "read_tar_members", "sha_of", "sniff",
 ]

@@ -197,7 +197,7 @@ def _needed_majors(listing: Listing, settings: Settings) -> dict[str, int]:
     import re
 
     from backupcheck.pgarchive import ArchiveError, read_archive
-    from backupcheck.sniff import open_decompressed
+    from backupcheck.sniff import open_sql
 
     needs: dict[str, int] = {}
     for backup in settings.to_restore(listing):
@@ -207,7 +207,7 @@ def _needed_majors(listing: Listing, settings: Settings) -> dict[str, int]:
                     info = read_archive(a.path, a.format)
                     need = max(info.min_restore_major, info.dump_major or 0)
                 elif a.format in ("plain", "dumpall"):
-                    with open_decompressed(a.path, a.compression) as f:
+                    with open_sql(a.path, a.compression) as (f, _):
                         m = re.search(rb"Dumped by pg_dump(?:all)? version (\d+)", f.read(4096))
                     if not m:
                         continue
