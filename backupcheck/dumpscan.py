@@ -28,7 +28,7 @@ _FK = re.compile(
 _CREATE_DB = re.compile(rf"^\s*CREATE\s+DATABASE\s+({_IDENT})", re.I)
 _CREATE_ROLE = re.compile(rf"^\s*CREATE\s+(?:ROLE|USER|GROUP)\s+({_IDENT})", re.I)
 _CREATE_EXTENSION = re.compile(rf"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})", re.I)
-_TABLESPACE = re.compile(rf"(?:\bTABLESPACE\s+({_IDENT})|default_tablespace\s*=\s*'([^']+)')", re.I)
+_TABLESPACE = re.compile(rf"(?:\bTABLESPACE\s*=?\s*({_IDENT})|default_tablespace\s*(?:=|TO)\s*'?([^';\s]+)'?)", re.I)
 _LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE|ICU_LOCALE)\s*=\s*'((?:[^']|'')*)'", re.I)
 _CREATE_TABLESPACE = re.compile(rf"^\s*CREATE\s+TABLESPACE\s+({_IDENT})", re.I)
 
@@ -44,8 +44,27 @@ def _add(into: list[str], name: str) -> None:
         into.append(name)
 
 
+# Syntax and functions a server older than the given major rejects; a dump that names no pg_dump version (the
+# Supabase CLI strips every comment) still says which server it needs through them.
+_FEATURES = [
+    (re.compile(r"\buuidv7\s*\(", re.I), "uuidv7()", 18),
+    (re.compile(r"\bGENERATED\s+ALWAYS\s+AS\s*\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\s*(?:VIRTUAL\b|[,\n)])",
+                re.I), "a VIRTUAL generated column", 18),
+    (re.compile(r"\bGRANT\s+MAINTAIN\b|\bGRANT\s+[^;]*\bMAINTAIN\s+ON\b", re.I), "the MAINTAIN privilege", 17),
+    (re.compile(r"^\s*GRANT\s+[^;]*\bTO\b[^;]*\bWITH\s+(?:INHERIT|SET)\s", re.I), "GRANT … WITH INHERIT/SET", 16),
+]
+
+
+def note_features(scan: DumpScan, sql: str) -> None:
+    for pattern, what, major in _FEATURES:
+        if what not in scan.features and pattern.search(sql):
+            scan.features[what] = major
+
+
 def note_requirements(scan: DumpScan, sql: str) -> None:
-    """Record the roles, extensions and tablespaces one statement needs or creates."""
+    """Record the roles, extensions, tablespaces and newer syntax one statement needs or creates."""
+    if "uuidv7" in sql or "GENERATED" in sql.upper() or "MAINTAIN" in sql.upper() or "WITH" in sql.upper():
+        note_features(scan, sql)
     head = sql.lstrip()[:40].upper()
     if head.startswith(("CREATE ROLE", "CREATE USER", "CREATE GROUP")):
         m = _CREATE_ROLE.match(sql)
@@ -123,6 +142,8 @@ class DumpScan:
     tablespaces_created: list[str] = field(default_factory=list)  # CREATE TABLESPACE (cluster dumps)
     locales: list[str] = field(default_factory=list)  # libc locales CREATE DATABASE asks for
     icu_locales: list[str] = field(default_factory=list)  # ICU locales CREATE DATABASE asks for
+    data_sections: int = -1  # COPY/INSERT blocks or TABLE DATA entries (-1: not known); 0 with tables: schema only
+    features: dict[str, int] = field(default_factory=dict)  # syntax only newer servers know -> the major it needs
 
     @property
     def dump_major(self) -> int | None:
@@ -217,7 +238,7 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
     dump`` writes ``RESET ALL;``); a file without pg_dump's header (Supabase CLI schema
     files, migrations) must end cleanly: no open quote, dollar quote, COPY block or statement.
     """
-    scan = DumpScan()
+    scan = DumpScan(data_sections=0)
     segments = _Segments(scan)
     db: str | None = None
     for ev in sqllex.events(stream):
@@ -252,6 +273,7 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
             if m:
                 key = table_key(m.group(1), db if scan.kind == "dumpall" else None)
                 scan.row_counts[key] = scan.row_counts.get(key, 0) + ev.rows
+                scan.data_sections += 1
             scan.statements += 1
         elif isinstance(ev, sqllex.Statement):
             sql = ev.text.decode("utf-8", "replace")
@@ -266,6 +288,7 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
                 continue
             m = _INSERT.match(sql)
             if m:
+                scan.data_sections += 1
                 key = table_key(m.group(1), cluster_db)
                 scan.row_counts[key] = scan.row_counts.get(key, 0) + _count_insert_rows(sql, bool(m.group(2)))
                 continue
@@ -282,8 +305,12 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
 def scan_archive_toc(info: ArchiveInfo) -> DumpScan:
     """Evidence from an archive's table of contents alone (no data read)."""
     scan = DumpScan(kind="archive", dump_version=info.dump_version, server_version=info.server_version,
-                    has_header=True, trailer=True)
+                    has_header=True, trailer=True, data_sections=0)
     for e in info.entries:
+        if e.desc in ("TABLE DATA", "BLOBS", "BLOB DATA", "LARGE OBJECTS"):
+            scan.data_sections += 1
+        elif e.desc in ("TABLE", "DEFAULT") and e.defn:
+            note_features(scan, e.defn)
         if e.owner:
             _add(scan.roles_used, e.owner)
         if e.tablespace and e.tablespace not in ("pg_default", "pg_global"):

@@ -262,6 +262,7 @@ class SeriesSettings:
     stall_nights: int = 3  # backups without growth, after steady growth, that make a stall
     rto_horizon: timedelta = timedelta(days=30)  # a forecast crossing of the RTO within this fails
     invariants: tuple[Invariant, ...] = ()  # queries that must give an expected number
+    schema_only: bool = False  # the series' backups hold the schema alone, on purpose
 
     @property
     def retention_rules(self) -> tuple[Any, ...] | None:
@@ -279,7 +280,7 @@ _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
     "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
     "name_timezone", "content_columns", "content_max_age", "retention", "max_age", "trend_window",
-    "trend_min_history", "stall_nights", "rto_horizon", "invariants",
+    "trend_min_history", "stall_nights", "rto_horizon", "invariants", "schema_only",
 }
 RETENTION_PERIODS = ("daily", "weekly", "monthly", "yearly")
 
@@ -339,6 +340,10 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
         s = replace(s, locale_fallback=value)
     if "name_timezone" in raw:
         s = replace(s, name_timezone=parse_zone(raw["name_timezone"], f"{where}.name_timezone"))
+    if "schema_only" in raw:
+        if not isinstance(raw["schema_only"], bool):
+            raise ConfigError(f"{where}.schema_only = {raw['schema_only']!r}: expected true or false")
+        s = replace(s, schema_only=raw["schema_only"])
     for key in ("trend_window", "trend_min_history", "stall_nights"):
         if key in raw:
             s = replace(s, **{key: parse_count(raw[key], f"{where}.{key}")})

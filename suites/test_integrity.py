@@ -27,6 +27,12 @@ def test_every_artifact_is_complete_and_readable(backup, artifact_evidence, arch
     judge(findings)
 
 
+def test_backup_holds_data(backup, artifact_evidence, series_settings):
+    """The backup carries its tables' rows, not the schema alone (unless the series is schema_only)."""
+    findings = integrity.holds_data(backup, artifact_evidence, series_settings.schema_only)
+    judge(findings)
+
+
 def test_sidecar_checksums_match(backup, artifact_evidence):
     """Every sidecar checksum (.sha256, .md5) matches the file it describes."""
     findings = integrity.checksums(backup, artifact_evidence)

@@ -31,6 +31,25 @@ def readable(backup: Backup, evidence: list[ArtifactEvidence], restore_problems:
     return findings
 
 
+def holds_data(backup: Backup, evidence: list[ArtifactEvidence], schema_only: bool) -> list[Finding]:
+    """A backup whose dumps define tables but carry no data section at all (``pg_dump --schema-only``) cannot
+    bring back a row: a finding, unless the series says its backups are schema-only on purpose."""
+    dumps = [ev for ev in evidence if ev.format in ("plain", "dumpall", "custom", "tar", "directory")]
+    if schema_only or not dumps or any(ev.scan is None or ev.problems for ev in dumps):
+        return []  # a dump that does not read whole is the readability check's finding, not this one's
+    scans = [ev.scan for ev in dumps if ev.scan is not None]
+    if any(s.data_sections != 0 for s in scans):
+        return []
+    tables = [t for s in scans for t in s.tables]
+    if not tables:
+        return []
+    return [Finding(CHECK, backup.key, "the backup holds no data: a schema-only dump",
+                    f"the rows of its {len(tables)} table(s) (COPY or INSERT blocks, TABLE DATA entries)",
+                    "table definitions only, not one data section", where=", ".join(a.name for a in backup.dumps),
+                    hint=f"drop --schema-only (-s) from the backup job's pg_dump, or set schema_only = true for "
+                         f"series {backup.series} if it is meant to hold the schema alone")]
+
+
 def checksums(backup: Backup, evidence: list[ArtifactEvidence]) -> list[Finding]:
     return [
         Finding(CHECK, backup.key, "a sidecar checksum does not match", "the checksum the backup job wrote",
