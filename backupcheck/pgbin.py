@@ -39,6 +39,26 @@ class Installation:
     def describe(self) -> str:
         return f"PostgreSQL {self.version} at {self.bindir} ({self.origin})"
 
+    def extensions(self) -> frozenset[str]:
+        """The extensions this installation ships (their control files), without starting it."""
+        return _extensions_of(self.bindir, self.major)
+
+
+@functools.cache
+def _extensions_of(bindir: Path, major: int) -> frozenset[str]:
+    places = [bindir.parent / "share" / "postgresql" / "extension", bindir.parent / "share" / "extension",
+              Path("/usr/share/postgresql") / str(major) / "extension"]
+    if str(bindir).startswith("/usr/lib/postgresql/"):
+        places = places[2:]  # Debian keeps the share folder apart
+    found: set[str] = set()
+    for place in places:
+        try:
+            found |= {p.name[: -len(".control")] for p in place.iterdir() if p.name.endswith(".control")}
+        except OSError:
+            continue
+        break
+    return frozenset(found)
+
 
 class NoSuitableBinaries(Exception):
     """No PostgreSQL installation found here can restore the dump."""
@@ -89,8 +109,8 @@ class Tools:
     def installations(self) -> tuple[Installation, ...]:
         return installations(self.folders, self.only)
 
-    def pick(self, need: int | None, why: str = "") -> Installation:
-        return pick(need, self.folders, why=why, only=self.only)
+    def pick(self, need: int | None, why: str = "", extensions: frozenset[str] = frozenset()) -> Installation:
+        return pick(need, self.folders, why=why, only=self.only, extensions=extensions)
 
 
 ANY_TOOLS = Tools()  # no --pg-bin: every installation found
@@ -142,11 +162,13 @@ def installations(extra: tuple[str, ...] = (), only: bool = False) -> tuple[Inst
     return tuple(sorted(found.values(), key=lambda i: (i.major, i.minor), reverse=True))
 
 
-def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "", only: bool = False) -> Installation:
+def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "", only: bool = False,
+         extensions: frozenset[str] = frozenset()) -> Installation:
     """The closest installation at or above ``min_major`` (the newest minor of that major).
 
     The closest major restores a dump most faithfully; the newest minor carries
-    the latest security fixes. Installations named with --pg-bin come first.
+    the latest security fixes. Installations named with --pg-bin come first; then those that ship every
+    extension in ``extensions`` (a 17 dump with pgcrypto restores on a 18 with contrib, not on one without).
     """
     found = installations(extra, only)
     need = min_major or 0
@@ -154,6 +176,9 @@ def pick(min_major: int | None, extra: tuple[str, ...] = (), why: str = "", only
     chosen = [i for i in fitting if i.origin == "--pg-bin"]
     if chosen:  # the user named these: they win whenever they can restore the dump
         fitting = chosen
+    complete = [i for i in fitting if extensions <= i.extensions()]
+    if extensions and complete:
+        fitting = complete
     if fitting:
         closest = min(i.major for i in fitting)
         return max((i for i in fitting if i.major == closest), key=lambda i: i.minor)

@@ -65,7 +65,10 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
 class Provider:
     kind = ""
 
-    def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
+    def target(self, need_major: int | None, need_bytes: int, why: str,
+               extensions: frozenset[str] = frozenset()) -> Target:
+        """A server for a dump that needs ``need_major`` or newer; one that ships ``extensions`` where there is a
+        choice."""
         raise NotImplementedError
 
     def release(self, target: Target) -> None:
@@ -83,10 +86,11 @@ class LocalProvider(Provider):
         self.tools = tools
         self.idle: dict[Path, LocalTarget] = {}  # a server put back as it was found, per installation
 
-    def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
+    def target(self, need_major: int | None, need_bytes: int, why: str,
+               extensions: frozenset[str] = frozenset()) -> Target:
         """The server the last backup of this process used, reset, when it fits this one; else a new one
         (a fleet of small databases would pay 0.15 s a server otherwise)."""
-        inst = self.tools.pick(need_major, why=why)
+        inst = self.tools.pick(need_major, why=why, extensions=extensions)
         last = self.idle.pop(inst.bindir, None)
         if last is not None:
             if last.cluster.process is not None and last.cluster.home.parent == self.factory.place(need_bytes):
@@ -118,7 +122,8 @@ class ContainerProvider(Provider):
         self.ryuk = ryuk
         self.servers: dict[str, ContainerServer] = {}
 
-    def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
+    def target(self, need_major: int | None, need_bytes: int, why: str,
+               extensions: frozenset[str] = frozenset()) -> Target:
         image = image_for(self.image_template, need_major or UNKNOWN_MAJOR)
         server = self.servers.get(image)
         if server is None:
@@ -147,6 +152,7 @@ class DsnProvider(Provider):
         self.params = parse_dsn(dsn)
         self.tools = tools
 
-    def target(self, need_major: int | None, need_bytes: int, why: str) -> Target:
+    def target(self, need_major: int | None, need_bytes: int, why: str,
+               extensions: frozenset[str] = frozenset()) -> Target:
         inst = self.tools.pick(need_major, why=why)
         return DsnTarget(self.params, inst)
