@@ -10,6 +10,7 @@ from typing import BinaryIO
 from . import security, sqllex
 from .dumpscan import created_extension
 from .pgarchive import DESCS, TocEntry
+from .stock import StockEventTriggers
 
 BENIGN, NOTICE, HARMFUL, SECURITY = "benign", "notice", "harmful", "security"
 
@@ -118,6 +119,7 @@ _LOSS_BY_STATEMENT = [
     (re.compile(rf"^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?{_QN}\s+ADD\s+CONSTRAINT\s+{_QN}", re.I), "constraint {1} on {0}"),
     (re.compile(rf"^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?{_QN}\s+ATTACH\s+PARTITION\s+{_QN}", re.I), "partition {1} of {0}"),
     (re.compile(rf"^\s*CREATE\s+(?:MATERIALIZED\s+)?VIEW\s+{_QN}", re.I), None),
+    (re.compile(rf"^\s*CREATE\s+DATABASE\s+{_QN}", re.I), "database {} and everything the dump puts in it"),
 ]
 _LOSS_BY_DESC = {
     "TABLE": "table {}", "TABLE DATA": "rows of table {}", "INDEX": "index {}", "CONSTRAINT": "constraint {}",
@@ -162,6 +164,41 @@ def classify(message: str, statement: str, desc: str, tag: str, tolerated: Itera
     return NOTICE, ""
 
 
+# --- why a restore error happened, and what to change -------------------------------------------
+
+_MISSING = re.compile(r'(relation|function|type|operator|schema) "?([^"\s]+(?:\([^)]*\))?)"? does not exist', re.I)
+_IN_FUNCTION = re.compile(r'(?:PL/pgSQL|SQL) function "?([\w$."]+?)"?(?:\(([^)]*)\))?(?: line \d+| statement \d+|'
+                          r' during inlining|\s|$)', re.I)
+DATA_LOSS = ("rows of table", "table ", "database ", "everything after", "the rest of the file")
+
+
+def advice(e: RestoreError, qualify: Callable[[str, str], str] = lambda kind, name: name) -> tuple[str, str]:
+    """(the cause in words, what to change) for one harmful restore error; ("", "") when nothing more is known.
+    ``qualify(kind, name)`` gives a function's or table's schema-qualified name where the message has none."""
+    missing = _MISSING.search(e.message)
+    inside = _IN_FUNCTION.search(e.message)
+    if missing and inside and "search_path" not in e.message:
+        function = qualify("function", inside.group(1).replace('"', ""))
+        kind, name = missing.group(1).lower(), missing.group(2)
+        return (f"function {function} names {kind} {name} without its schema; pg_dump restores with an empty "
+                f"search_path (the CVE-2018-1058 fix), so the function fails while the restore calls it "
+                f"(a CHECK constraint, index expression, generated column or default)",
+                f"schema-qualify the names inside {function} (e.g. public.{name.split('.')[-1]}), or pin its "
+                f"search_path at the source: ALTER FUNCTION {function} SET search_path = public; then take a new "
+                f"backup")
+    if re.search(r"invalid locale name|locale .* does not exist|collation .* for encoding", e.message, re.I):
+        return ("the dump asks for a locale the restoring server lacks",
+                'set locale_fallback = "C.UTF-8" for the series, or install the locale on the server')
+    if re.search(r"permission denied to create tablespace|directory .* does not exist", e.message, re.I):
+        return ("the dump creates a tablespace the restoring server cannot have",
+                "nothing to change for a disposable server (tablespaces are mapped to the default one); on a "
+                "server of yours given with --pg-dsn, create the tablespace first")
+    if re.search(r'extension "?[\w-]+"? is not available|could not open extension control file', e.message, re.I):
+        return ("the dump creates an extension the restoring server does not have",
+                "see the compatibility check for which server has it")
+    return "", ""
+
+
 # --- archives through pg_restore ---------------------------------------------------------------
 
 _TOC_LINE = re.compile(r"^pg_restore: from TOC entry (\d+); \d+ \d+ (.*)$")
@@ -185,6 +222,7 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
     message = ""
     statement_lines: list[str] = []
     in_command = False
+    fresh = False  # desc and tag were just named by a "from TOC entry" line
 
     def flush() -> None:
         nonlocal message, statement_lines, in_command
@@ -202,8 +240,12 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
             if m:
                 where = f"TOC entry {m.group(1)}"
                 desc, tag = _split_desc(m.group(2))
+                fresh = True
                 continue
             body = raw[len("pg_restore:"):].strip()
+            if body.startswith("error:") and not fresh:  # no TOC line names this error's entry: not the last one's
+                desc = tag = where = ""
+            fresh = False
             copy = _COPY_FAILED.match(body)
             if copy:  # the rows of one table were refused; pg_restore goes on with the next entry
                 if desc != "TABLE DATA" or not tag:
@@ -232,7 +274,8 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
 def pg_restore_args(dbname: str, jobs: int, archive: str, list_file: str | None = None,
                     no_owner: bool = False) -> list[str]:
     """Arguments after the program name; the same inside a container and on this machine."""
-    args = ["--no-password", "-d", dbname] + (["--no-owner"] if no_owner else [])
+    # A disposable server (no_owner) has no tablespace but the default: objects of the dump's go there.
+    args = ["--no-password", "-d", dbname] + (["--no-owner", "--no-tablespaces"] if no_owner else [])
     if jobs > 1:
         args += ["-j", str(jobs)]
     if list_file:
@@ -258,14 +301,15 @@ class Pass:
 
 
 def restore_passes(entries: list[TocEntry], skip_extensions: Iterable[str], vetted: frozenset[str],
-                   contained: bool) -> tuple[list[Pass], list[str]]:
+                   contained: bool, omit: frozenset[int] = frozenset()) -> tuple[list[Pass], list[str]]:
     """How to restore an archive: one pass, or (where a vetted extension must be created by the superuser)
-    schemas as the restoring role, those extensions as superuser, then the rest as the restoring role."""
-    listing, skipped = restore_list(entries, skip_extensions)
-    wanted = [e for e in entries if not (e.desc == "EXTENSION" and e.tag in set(skipped))]
+    schemas as the restoring role, those extensions as superuser, then the rest as the restoring role. Entries
+    whose dump id is in ``omit`` are left out (a platform's own event triggers)."""
+    listing, skipped = restore_list(entries, skip_extensions, omit)
+    wanted = [e for e in entries if not (e.desc == "EXTENSION" and e.tag in set(skipped)) and e.dump_id not in omit]
     admin = [e for e in wanted if contained and e.desc == "EXTENSION" and e.tag in vetted]
     if not admin:
-        return [Pass(False, listing if skipped else None, True)], skipped
+        return [Pass(False, listing if skipped or omit else None, True)], skipped
 
     def lines(chosen: list[TocEntry]) -> str:
         return "".join(f"{e.dump_id}; 0 0 {e.desc} {e.namespace or '-'} {e.tag}\n" for e in chosen)
@@ -276,12 +320,16 @@ def restore_passes(entries: list[TocEntry], skip_extensions: Iterable[str], vett
     return passes + [Pass(True, lines(admin), False), Pass(False, lines(rest), True)], skipped
 
 
-def restore_list(entries: Iterable[TocEntry], skip_extensions: Iterable[str]) -> tuple[str, list[str]]:
-    """A ``pg_restore -L`` list of every TOC entry but the skipped extensions; the second value names those."""
+def restore_list(entries: Iterable[TocEntry], skip_extensions: Iterable[str],
+                 omit: frozenset[int] = frozenset()) -> tuple[str, list[str]]:
+    """A ``pg_restore -L`` list of every TOC entry but the skipped extensions and the omitted entries; the second
+    value names the extensions skipped."""
     skip = set(skip_extensions)
     lines, skipped = [], []
     for e in entries:
         desc, tag = e.desc, e.tag
+        if e.dump_id in omit:
+            continue
         if (desc == "EXTENSION" and tag in skip) or (desc == "COMMENT" and tag.startswith("EXTENSION ")
                                                       and tag.split(" ", 1)[1] in skip):
             if desc == "EXTENSION":
@@ -301,9 +349,35 @@ _PRELOAD = re.compile(r"^\s*(?:ALTER\s+(?:ROLE|USER|DATABASE)\b.*?\bSET\s+|SET\s
                       r"(?:session|local)_preload_libraries\b", re.I | re.S)
 _ALTER_ROLE = re.compile(r'^\s*(?:ALTER|DROP)\s+(?:ROLE|USER)\s+(?:IF\s+EXISTS\s+)?("(?:[^"]|"")+"|[\w$]+)', re.I)
 _CREATE_DATABASE = re.compile(r"^\s*CREATE\s+DATABASE\b", re.I)
+_CREATE_DATABASE_NAME = re.compile(r'^\s*CREATE\s+DATABASE\s+("(?:[^"]|"")+"|[\w$]+)', re.I)
 OWNER_TO = _OWNER_TO = re.compile(r'^\s*ALTER\s+.*\sOWNER\s+TO\s+(?:"(?:[^"]|"")+"|[\w$]+)\s*;?\s*$', re.I | re.S)
 _DATABASE_OWNER = re.compile(r'\s+OWNER\s*=?\s*(?:"(?:[^"]|"")+"|[\w$]+)', re.I)
 _LOCALE_CLAUSE = re.compile(r"\b(LOCALE|LC_COLLATE|LC_CTYPE)\s*=\s*'((?:[^']|'')*)'", re.I)
+_IDENT = r'(?:"(?:[^"]|"")+"|[\w$]+)'
+_TABLESPACE_DDL = re.compile(rf"^\s*(?:CREATE|ALTER|DROP)\s+TABLESPACE\s+(?:IF\s+EXISTS\s+)?({_IDENT})", re.I)
+_TABLESPACE_CLAUSE = re.compile(rf"\s+TABLESPACE\s*=?\s*({_IDENT})", re.I)
+_DEFAULT_TABLESPACE = re.compile(r"^\s*SET\s+default_tablespace\s*(?:=|TO)\s*'?([^';\s]+)'?\s*;?\s*$", re.I)
+_SET_TABLESPACE = re.compile(rf"^\s*ALTER\s+(?:DATABASE|TABLE|INDEX|MATERIALIZED\s+VIEW)\s+.*\sSET\s+TABLESPACE\s+{_IDENT}",
+                             re.I | re.S)
+
+
+def map_tablespace(statement: str) -> tuple[str | None, str]:
+    """A statement with its tablespace taken out, for a disposable server that has only the default one: (the
+    statement to run, or None to leave it out; the tablespace it named, or "")."""
+    m = _TABLESPACE_DDL.match(statement)
+    if m:
+        return None, m.group(1).strip('"')
+    m = _DEFAULT_TABLESPACE.match(statement)
+    if m:
+        return "SET default_tablespace = '';", m.group(1)
+    if _SET_TABLESPACE.match(statement):
+        return None, _SET_TABLESPACE.match(statement).group(0).rsplit(None, 1)[-1].strip('"')  # type: ignore[union-attr]
+    if re.match(r"^\s*CREATE\s+(?:DATABASE|(?:UNIQUE\s+)?INDEX|(?:UNLOGGED\s+)?TABLE|MATERIALIZED\s+VIEW)\b",
+                statement, re.I):
+        m = _TABLESPACE_CLAUSE.search(statement)
+        if m and m.group(1).strip('"').lower() not in ("pg_default", "pg_global"):
+            return statement[:m.start()] + statement[m.end():], m.group(1).strip('"')
+    return statement, ""
 
 
 def normal_locale(name: str) -> str:
@@ -337,8 +411,9 @@ class PlainRunner:
     def __init__(self, conninfo: Callable[[str], dict], first_db: str, artifact: str, tolerated: Iterable[str] = (),
                  confined: bool = False, skip_extensions: Iterable[str] = (), locale_fallback: str = "",
                  locales: frozenset[str] = frozenset(), admin_conninfo: Callable[[str], dict] | None = None,
-                 vetted_extensions: frozenset[str] = frozenset()) -> None:
+                 vetted_extensions: frozenset[str] = frozenset(), stock: StockEventTriggers | None = None) -> None:
         self.conninfo = conninfo
+        self.stock = stock  # a platform's own event triggers to leave out (the Supabase profile)
         # Contained: the statements run as a role that is no superuser; the superuser connection creates only
         # the vetted extensions, and ownership changes (to roles the restoring role cannot become) are left out.
         self.admin_conninfo = admin_conninfo
@@ -357,6 +432,12 @@ class PlainRunner:
         self.databases: list[str] = [first_db]
         self.skipped: list[str] = []
         self._conns: dict[str, object] = {}
+        # Contained (a disposable server): the dump's tablespaces are mapped to the default one.
+        self.map_tablespaces = admin_conninfo is not None
+        self.tablespaces: list[str] = []
+        self.lost_db = ""  # a database the dump \connects to that could not be reached: its statements are skipped
+        self.lost_statements = 0
+        self.failed_creates: set[str] = set()
 
     def _skip(self, statement: str) -> bool:
         if self.confined and _CLUSTER_WIDE.match(statement):
@@ -413,6 +494,9 @@ class PlainRunner:
 
         diag = getattr(exc, "diag", None)
         message = (diag.message_primary if diag is not None and diag.message_primary else str(exc)).strip()
+        context = (getattr(diag, "context", None) or "").strip() if diag is not None else ""
+        if context:  # where a function called during the restore failed: what says why rows were lost
+            message += " CONTEXT: " + " | ".join(context.splitlines()[:3])
         sev, lost = classify(message, statement, "", "", self.tolerated)
         self.errors.append(RestoreError(sev, message, statement, lost, self.artifact, f"line {line}"))
         if isinstance(exc, psycopg.OperationalError):
@@ -424,11 +508,31 @@ class PlainRunner:
         import psycopg
 
         for ev in sqllex.events(stream):
+            if isinstance(ev, sqllex.Statement) and self.lost_db:
+                self.lost_statements += 1
+                continue
+            if isinstance(ev, sqllex.CopyIn) and self.lost_db:
+                for _ in ev.data:
+                    pass
+                self.lost_statements += 1
+                continue
             if isinstance(ev, sqllex.Statement):
                 text = ev.text.decode("utf-8", "replace")
+                if self.stock is not None and "EVENT" in text.upper():
+                    self.stock.function(text)
+                    if self.stock.is_stock(text):
+                        continue
                 if self._skip(text):
                     continue
                 sql: bytes | str = ev.text
+                if self.map_tablespaces and "TABLESPACE" in text.upper():
+                    mapped, space = map_tablespace(text)
+                    if space and space not in self.tablespaces:
+                        self.tablespaces.append(space)
+                    if mapped is None:
+                        continue
+                    if mapped != text:
+                        sql = text = mapped
                 if self.locale_fallback and _CREATE_DATABASE.match(text):
                     sql, replaced = rewrite_locales(text, self.locales, self.locale_fallback)
                     if replaced:
@@ -442,6 +546,9 @@ class PlainRunner:
                     conn.execute(sql)  # type: ignore[attr-defined]
                 except psycopg.Error as exc:
                     self._record(exc, ev.text.decode("utf-8", "replace"), ev.line)
+                    created = _CREATE_DATABASE_NAME.match(text)
+                    if created and self.errors[-1].severity == HARMFUL:
+                        self.failed_creates.add(created.group(1).strip('"'))
             elif isinstance(ev, sqllex.CopyIn):
                 try:
                     with self._conn().cursor() as cur:  # type: ignore[attr-defined]
@@ -466,16 +573,34 @@ class PlainRunner:
                     self.db = target
                     try:
                         self._conn()
+                        self.lost_db = ""
                         if target not in self.databases:
                             self.databases.append(target)
                     except psycopg.Error as exc:
-                        self.db = previous  # like psql: the previous connection is kept
-                        self._record(exc, f"\\connect {target}", ev.line)
+                        # psql would go on in the previous database and put this one's objects there: the
+                        # statements up to the next \connect are left out instead, and the loss is said once.
+                        self.db = previous
+                        self.lost_db = target
+                        diag = getattr(exc, "diag", None)
+                        message = (diag.message_primary if diag is not None and diag.message_primary
+                                   else str(exc)).strip()
+                        lost = f"database {target} and everything the dump puts in it"
+                        self.errors.append(RestoreError(NOTICE if target in self.failed_creates else HARMFUL,
+                                                        message, f"\\connect {target}",
+                                                        "" if target in self.failed_creates else lost,
+                                                        self.artifact, f"line {ev.line}"))
             elif isinstance(ev, sqllex.Unterminated):
                 self.errors.append(RestoreError(HARMFUL, ev.what, "", "the rest of the file", self.artifact,
                                                 f"line {ev.line}"))
 
     def finish(self) -> None:
+        if self.stock is not None and self.stock.note():
+            self.skipped.append(self.stock.note())
+        if self.tablespaces:
+            self.skipped.append(f"tablespace(s) {', '.join(self.tablespaces)}: a disposable server has only the "
+                                "default one; their databases, tables and indexes were restored into it")
+        if self.lost_statements:
+            self.skipped.append(f"{self.lost_statements} statement(s) of databases that could not be reached")
         if self.owner_changes:
             self.skipped.append(f"{self.owner_changes} ownership change(s) (ALTER … OWNER TO): every object is "
                                 f"owned by the restoring role {RESTORER}, which is no superuser")

@@ -21,6 +21,7 @@ from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
 from .restore import HARMFUL, RESTORER, RestoreError, RestoreResult
+from .stock import StockEventTriggers
 from .targets import DsnTarget, Inventory, Target
 
 log = logging.getLogger("backupcheck.restored")
@@ -49,16 +50,16 @@ def dated_columns(conn: Any, names: tuple[str, ...] | set[str]) -> list[tuple[st
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-def table_sizes(conn: Any) -> list[tuple[str, str, int]]:
-    """(schema, table, bytes on disk) of every table, a partitioned one with its direct partitions: the order in
-    which to scan them."""
+def table_sizes(conn: Any) -> list[tuple[str, str, int, bool]]:
+    """(schema, table, bytes on disk, partitioned) of every table, a partitioned one with its direct partitions:
+    the order in which to scan them."""
     rows = conn.execute(
         "select n.nspname, c.relname, pg_table_size(c.oid) + coalesce((select sum(pg_table_size(i.inhrelid)) "
-        "from pg_inherits i where i.inhparent = c.oid), 0) from pg_class c "
+        "from pg_inherits i where i.inhparent = c.oid), 0), c.relkind = 'p' from pg_class c "
         "join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r', 'p') "
         "and n.nspname not in ('pg_catalog', 'information_schema')"
     ).fetchall()
-    return [(r[0], r[1], int(r[2])) for r in rows]
+    return [(r[0], r[1], int(r[2]), bool(r[3])) for r in rows]
 
 
 class QueryFailed(Exception):
@@ -147,6 +148,7 @@ class RestoredBackup:
         self.target_label = ""
         self._counts: dict[str, int | None] | None = None
         self._newest: dict[str, object] = {}
+        self._partitioned: set[tuple[str, str, str]] = set()
         self.copies: list[str] = []
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
 
@@ -198,15 +200,27 @@ class RestoredBackup:
             self.tolerated = self._user_tolerated + self.profile.tolerated()
 
     def need_major(self) -> int | None:
+        """The oldest server that can restore the dump: its archive's, its pg_dump's, or its syntax's (a dump that
+        names no version but calls uuidv7() needs PostgreSQL 18)."""
         need = max([ev.min_restore_major or ev.dump_major or 0 for ev in self.evidence] or [0])
-        return need or None
+        features = [n for ev in self.evidence if ev.scan for n in ev.scan.features.values()]
+        return max([need, *features]) or None
+
+    def wanted_extensions(self) -> frozenset[str]:
+        """Extensions the dump creates and the restore will ask the server for."""
+        from .restore import denied_extension
+
+        skip = set(self.profile.skipped_extensions())
+        return frozenset(e for ev in self.evidence if ev.scan for e in ev.scan.extensions
+                         if e not in skip and not denied_extension(e))
 
     def _acquire(self) -> None:
         """Get a server, prepare it for the profile, and compare it with the dump before restoring."""
         need_bytes = self.backup.room_needed
         kind = self.provider.kind
         try:
-            self.target = self.provider.target(self.need_major(), need_bytes, f"the dump of {self.backup.key} needs it")
+            self.target = self.provider.target(self.need_major(), need_bytes, f"the dump of {self.backup.key} needs it",
+                                               extensions=self.wanted_extensions())
             self.target.__enter__()
         except (pgbin.NoSuitableBinaries, ServerStartError, ContainerError, ProviderError) as exc:
             self.target = None
@@ -231,10 +245,17 @@ class RestoredBackup:
             self.target.run_sql(self.main_db, script)
         if bootstrap:
             self.target.hand_over(self.main_db)
+        created = {r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}
+        placeholders = self.target.placeholder_roles(
+            sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_used} - created))
         self.inventory = self.target.inventory(self.main_db if self.result.databases else self.target.admin_db)
         self.compat = assess(self.evidence, self.target, self.inventory, self.profile, kind, self.backup.series,
                              self.tools, self.locale_fallback)
         self.compat.compared.insert(0, f"profile {self.profile.name} ({self.profile_reason})")
+        if placeholders:
+            self.compat.compared.append(
+                f"placeholder role(s) {', '.join(placeholders)} created (NOLOGIN, no privilege): the dump's owners "
+                "and grantees are not on this server, so its grants and policies naming them restore as they were")
 
     def _restore(self) -> None:
         target = self.target
@@ -247,15 +268,20 @@ class RestoredBackup:
         skip = self.profile.skipped_extensions()
         wanted = {e for ev in self.evidence if ev.scan for e in ev.scan.extensions} - set(skip)
         vetted = target.vetted(wanted, self.inventory.extensions)
+        stock = StockEventTriggers() if self.profile.supabase else None
         for a, ev in zip(self.dumps, self.evidence, strict=True):
             if a.format in ARCHIVE_FORMATS:
                 jobs = self.jobs if a.format != "tar" and ev.has_offsets else 1
-                done = target.restore_archive(a, self.store.archive_path(a), self._entries.get(a.name, []),
-                                              self.main_db, jobs, self.tolerated, skip, vetted)
+                entries = self._entries.get(a.name, [])
+                omit = _stock_entries(entries, stock) if stock is not None else frozenset()
+                done = target.restore_archive(a, self.store.archive_path(a), entries, self.main_db, jobs,
+                                              self.tolerated, skip, vetted, omit)
+                if omit and stock is not None:
+                    done.skipped.append(stock.note())
             else:
                 first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
                 done = target.restore_plain(a, first, self.tolerated, skip, self.locale_fallback,
-                                            self.inventory.locales, vetted)
+                                            self.inventory.locales, vetted, stock)
             self.result.errors += done.errors
             self.skipped += done.skipped
             if done.fatal:
@@ -288,6 +314,36 @@ class RestoredBackup:
                 self.store.release(a)
             except Exception:
                 log.exception("removing a decompressed copy of %s failed", a.name)
+
+    def qualify(self, kind: str, name: str) -> str:
+        """``orders`` -> ``public.orders``: a table or function a restore error names without its schema, where the
+        dump (tables) or the restored database (functions) has exactly one of that name; else ``name``."""
+        if "." in name:
+            return name
+        if kind == "table":
+            found = [t for t in self.expected_tables() if t.rsplit("/", 1)[-1].split(".", 1)[-1] == name]
+            return found[0] if len(found) == 1 else name
+        try:
+            with self.connect_checks() as conn:
+                rows = conn.execute("select distinct n.nspname from pg_proc p join pg_namespace n on "
+                                    "n.oid = p.pronamespace where p.proname = %s", (name,)).fetchall()
+        except Exception:  # noqa: BLE001 (the name as the error gave it)
+            return name
+        return f"{rows[0][0]}.{name}" if len(rows) == 1 else name
+
+    def lost_data(self) -> list[str]:
+        """What the restore left out of the data (tables, their rows, databases), in words; [] when every row the
+        dump holds was restored. Checks of the rows do not judge a restore that lost some."""
+        from .restore import DATA_LOSS
+
+        lost = [self.qualified_loss(e.lost) for e in self.result.harmful if e.lost.startswith(DATA_LOSS)]
+        return ([self.result.aborted] if self.result.aborted else []) + lost
+
+    def qualified_loss(self, lost: str) -> str:
+        """What an error lost, its table named with its schema ("rows of table orders" -> "… public.orders")."""
+        import re
+
+        return re.sub(r"(?<=table )([^\s.]+)$", lambda m: self.qualify("table", m.group(1)), lost)
 
     def copy(self) -> str:
         """A copy of the restored main database (``CREATE DATABASE … TEMPLATE``) for a check that changes data,
@@ -383,8 +439,10 @@ class RestoredBackup:
                     with self._connect(db) as conn:
                         for schema, table, column in dated_columns(conn, DATED):
                             dated.setdefault((db, schema, table), []).append(column)
-                        for schema, table, nbytes in table_sizes(conn):
+                        for schema, table, nbytes, partitioned in table_sizes(conn):
                             size[(db, schema, table)] = nbytes
+                            if partitioned:
+                                self._partitioned.add((db, schema, table))
                 except psycopg.Error:
                     pass  # a missing database: counting says so
         newest: dict[str, object] = {}
@@ -419,6 +477,12 @@ class RestoredBackup:
         if keys is None:
             self._counts, self._newest = dict(counts), newest
         return counts
+
+    def leaf_counts(self) -> dict[str, int | None]:
+        """The row counts without partitioned tables, whose rows are their partitions' (counted there): what the
+        history and the reports keep, so that a database's rows add up to what it holds."""
+        counts = self.row_counts()
+        return {k: v for k, v in counts.items() if self.locate(k) not in self._partitioned}
 
     def newest(self) -> dict[str, object]:
         """max() of every DATED column of the counted tables, by ``[db/]schema.table.column`` (None: no rows)."""
@@ -464,6 +528,17 @@ class RestoredBackup:
             rows = conn.execute(q).fetchall()
         count = rows[0][0] if rows else 0
         return Orphans(label, count, tuple(str(r[1]) for r in rows))
+
+
+def _stock_entries(entries: list, stock: StockEventTriggers) -> frozenset[int]:
+    """Dump ids of an archive's entries for the platform's own event triggers (and their comments)."""
+    for e in entries:
+        if e.desc == "FUNCTION" and e.defn:
+            stock.function(e.defn)
+    omit = {e.dump_id for e in entries if e.desc == "EVENT TRIGGER" and e.defn and stock.is_stock(e.defn)}
+    omit |= {e.dump_id for e in entries if e.desc == "COMMENT" and e.tag.startswith("EVENT TRIGGER ")
+             and e.tag.split(" ", 2)[2] in stock.recognised}
+    return frozenset(omit)
 
 
 def _content_rank(artifact: Artifact, ev: ArtifactEvidence) -> int:

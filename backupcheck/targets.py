@@ -27,7 +27,8 @@ from .restore import (
     pg_restore_args,
     restore_passes,
 )
-from .sniff import open_decompressed
+from .sniff import open_sql
+from .stock import StockEventTriggers
 
 log = logging.getLogger("backupcheck.targets")
 
@@ -141,6 +142,22 @@ class Target:
                 if name not in have and not name.startswith("pg_"):
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
 
+    def placeholder_roles(self, names: list[str]) -> list[str]:
+        """Roles the dump names (owners, grantees, policies) that neither it nor the server has: made NOLOGIN with
+        no privilege, so the grants and policies naming them restore as they were; the names made."""
+        from psycopg import sql
+
+        if not self.contained or not names:
+            return []
+        made = []
+        with self.connect(self.admin_db) as conn:
+            have = {r[0] for r in conn.execute("select rolname from pg_roles")}
+            for name in names:
+                if name not in have and not name.startswith("pg_") and name.lower() != "public":
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(name)))
+                    made.append(name)
+        return made
+
     def hand_over(self, dbname: str) -> None:
         """Give the restoring role what backupcheck made as superuser in ``dbname`` (a profile's schemas, tables
         and functions), so the dump can fill and alter them."""
@@ -198,18 +215,22 @@ class Target:
     # -- restoring ---------------------------------------------------------------------------
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
-                        vetted: frozenset[str] = frozenset()) -> Restored:
+                        vetted: frozenset[str] = frozenset(), omit: frozenset[int] = frozenset()) -> Restored:
         raise NotImplementedError
 
     def restore_plain(self, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
                       skip_extensions: tuple[str, ...], locale_fallback: str = "",
-                      locales: frozenset[str] = frozenset(), vetted: frozenset[str] = frozenset()) -> Restored:
+                      locales: frozenset[str] = frozenset(), vetted: frozenset[str] = frozenset(),
+                      stock: StockEventTriggers | None = None) -> Restored:
         """Plain SQL through this package's statement runner (psql never reads a dump), for every kind of server."""
         runner = PlainRunner(self.user_conninfo, first_db, artifact.name, tolerated, confined=self.confined,
                              skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales,
-                             admin_conninfo=self.conninfo if self.contained else None, vetted_extensions=vetted)
+                             admin_conninfo=self.conninfo if self.contained else None, vetted_extensions=vetted,
+                             stock=stock)
         try:
-            with open_decompressed(artifact.path, artifact.compression) as stream:
+            with open_sql(artifact.path, artifact.compression) as (stream, preamble):
+                if preamble.describe():
+                    runner.skipped.append(f"{artifact.name}: {preamble.describe()}")
                 runner.run(stream)
             runner.finish()
         finally:
@@ -259,8 +280,9 @@ def run_passes(passes: list[Pass], run: Any, artifact: str, tolerated: tuple[str
 
 def _pg_restore_here(target: Target, inst: pgbin.Installation, env: dict[str, str], dbname: str, jobs: int,
                      artifact: Artifact, path: Path, entries: list[TocEntry], tolerated: tuple[str, ...],
-                     skip_extensions: tuple[str, ...], vetted: frozenset[str] = frozenset()) -> Restored:
-    passes, skipped = restore_passes(entries, skip_extensions, vetted, target.contained)
+                     skip_extensions: tuple[str, ...], vetted: frozenset[str] = frozenset(),
+                     omit: frozenset[int] = frozenset()) -> Restored:
+    passes, skipped = restore_passes(entries, skip_extensions, vetted, target.contained, omit)
 
     def run(p: Pass) -> tuple[int, str]:
         user = target.conninfo(dbname) if p.as_admin else target.user_conninfo(dbname)
@@ -308,9 +330,9 @@ class LocalTarget(Target):
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
-                        vetted: frozenset[str] = frozenset()) -> Restored:
+                        vetted: frozenset[str] = frozenset(), omit: frozenset[int] = frozenset()) -> Restored:
         return _pg_restore_here(self, self.installation, self.cluster.env(), dbname, jobs, artifact, path, entries,
-                                tolerated, skip_extensions, vetted)
+                                tolerated, skip_extensions, vetted, omit)
 
 
     def __enter__(self) -> LocalTarget:
@@ -396,8 +418,8 @@ class ContainerTarget(Target):
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
-                        vetted: frozenset[str] = frozenset()) -> Restored:
-        passes, skipped = restore_passes(entries, skip_extensions, vetted, self.contained)
+                        vetted: frozenset[str] = frozenset(), omit: frozenset[int] = frozenset()) -> Restored:
+        passes, skipped = restore_passes(entries, skip_extensions, vetted, self.contained, omit)
         if path.is_dir():
             files: list[tuple[Path | bytes, str]] = [(f, f"dump/{f.name}") for f in sorted(path.iterdir()) if f.is_file()]
         else:
@@ -486,7 +508,7 @@ class DsnTarget(Target):
 
     def restore_archive(self, artifact: Artifact, path: Path, entries: list[TocEntry], dbname: str, jobs: int,
                         tolerated: tuple[str, ...], skip_extensions: tuple[str, ...],
-                        vetted: frozenset[str] = frozenset()) -> Restored:
+                        vetted: frozenset[str] = frozenset(), omit: frozenset[int] = frozenset()) -> Restored:
         return _pg_restore_here(self, self.installation, self._env(), dbname, jobs, artifact, path, entries,
                                 tolerated, skip_extensions)
 

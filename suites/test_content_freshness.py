@@ -11,7 +11,7 @@ from backupcheck.plugins.verdict import judge
 def test_newest_rows_are_about_as_new_as_the_backup(backup, restored, series_settings, listing, attach):
     """The newest created_at / updated_at / inserted_at (or the columns in content_columns) is within
     content_max_age (default: the series' RPO) of the backup's time."""
-    db = restored.require()
+    db = restored.require_data()
     if series_settings.content_max_age is not None:
         max_age, why = series_settings.content_max_age, "configured"
     else:

@@ -11,7 +11,7 @@ from backupcheck.plugins.verdict import judge
 @pytest.mark.needs_restore
 def test_invariant_holds(restored, invariant, attach):
     """The invariant's read-only query on the restored backup gives the number the config expects."""
-    db = restored.require()
+    db = restored.require_data()
     with db.connect_checks() as conn:
         value = invariants.evaluate(conn, invariant)
     attach("invariant", f"{invariant.sql}\nexpected {invariant.expected}, found {value}")

@@ -20,11 +20,12 @@ def _table(counts, before=None):
 
 @pytest.fixture
 def row_counts(restored, record_tables):
+    db = restored.require_data()
     try:
-        counts = restored.require().row_counts()
+        counts = db.row_counts()
     except QueryFailed as exc:
         pytest.fail(str(exc), pytrace=False)
-    record_tables(counts)
+    record_tables(db.leaf_counts())
     return counts
 
 
@@ -44,8 +45,9 @@ def test_no_table_lost_more_rows_than_allowed_since_previous_backup(backup, rest
     previous_key, before = previous_counts
     if previous_key is None:
         pytest.skip(f"{backup.key} has no earlier readable backup to compare with")
-    row_counts = restored.require().row_counts()
-    record_tables(row_counts)
+    db = restored.require_data()
+    row_counts = db.row_counts()
+    record_tables(db.leaf_counts())
     attach("row counts", _table(row_counts, before))
     findings = restoring.row_drops(backup.key, backup.series, previous_key, row_counts, before, series_settings)
     judge(findings)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from ..compat import Compatibility
 from ..model import Finding
-from ..restore import SECURITY, refused_attempt
+from ..restore import SECURITY, advice, refused_attempt
 from ..restored import RestoredBackup
 from ..settings import Relation, SeriesSettings
 
@@ -35,11 +35,14 @@ def restored_cleanly(r: RestoredBackup) -> list[Finding]:
         findings.append(Finding("restore", r.backup.key, "the restore stopped before the end",
                                 "a restore that runs to the end", r.result.aborted))
     for e in r.result.harmful:
+        cause, fix = advice(e, r.qualify)
+        lost = r.qualified_loss(e.lost)
         findings.append(Finding(
-            "restore", r.backup.key, f"a restore error lost {e.lost or 'part of the database'}",
+            "restore", r.backup.key, f"a restore error lost {lost or 'part of the database'}",
             "no error that leaves out a table, its rows, an index or a constraint",
-            e.message, where=f"{e.artifact} {e.where}".strip(),
-            hint="restore it by hand to see the full context; add a pattern to tolerated_errors only if the loss is intended",
+            f"{e.message}" + (f"; cause: {cause}" if cause else ""), where=f"{e.artifact} {e.where}".strip(),
+            hint=fix or "restore it by hand to see the full context; add a pattern to tolerated_errors only if the "
+                        "loss is intended",
         ))
     return findings
 
