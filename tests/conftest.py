@@ -63,6 +63,34 @@ def pg_run() -> Iterator[ClusterFactory]:
 
 
 @pytest.fixture
+def restore(pg_run: ClusterFactory) -> Iterator:  # type: ignore[type-arg]
+    """Restore one backup of a folder with the local provider, as the suites do; yields the restored backup.
+    ``tools`` limits the installations a server is picked from; other keywords go to RestoredBackup."""
+    from backupcheck.evidence import EvidenceStore
+    from backupcheck.providers import LocalProvider
+    from backupcheck.restored import RestoredBackup
+
+    opened: list[RestoredBackup] = []
+
+    def run(backup, rundir: Path, tools: pgbin.Tools = pgbin.ANY_TOOLS, **kwargs):  # type: ignore[no-untyped-def]
+        store = EvidenceStore(rundir, tools=tools)
+        local = store.localize(backup)
+        db = RestoredBackup(local, LocalProvider(pg_run, tools), store, tools=tools, **kwargs)
+        opened.append(db.__enter__())
+        return db
+
+    yield run
+    for db in opened:
+        db.__exit__(None, None, None)
+
+
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    with RunDir() as d:
+        yield d
+
+
+@pytest.fixture
 def work_dir() -> Iterator[Path]:
     """A work folder the server's OS user can reach, removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix="bc-work-"))

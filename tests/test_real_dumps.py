@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,44 +15,18 @@ import pytest
 
 from backupcheck import pgbin
 from backupcheck.checks import freshness, restoring
-from backupcheck.cluster import ClusterFactory, RunDir
 from backupcheck.discovery import discover
 from backupcheck.dumpscan import scan_plain
 from backupcheck.evidence import EvidenceStore
-from backupcheck.model import Backup, Series
+from backupcheck.model import Series
 from backupcheck.pgarchive import major_of, parse_list, tar_problems
 from backupcheck.profiles import Profile, detect
-from backupcheck.providers import LocalProvider
-from backupcheck.restored import RestoredBackup
 from backupcheck.rolerefs import roles_named
 from backupcheck.settings import SeriesSettings
 
 REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "real-dumps"
 EXPECT = json.loads((REAL / "expect.json").read_text()) if (REAL / "expect.json").is_file() else {"artifacts": []}
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is absent: the real artifacts are not here")
-
-
-@pytest.fixture
-def restore(pg_run: ClusterFactory) -> Iterator:  # type: ignore[type-arg]
-    """Restore one backup of a folder with the local provider, as the suites do; yields the restored backup."""
-    opened: list[RestoredBackup] = []
-
-    def run(backup: Backup, rundir: Path, locale_fallback: str = "") -> RestoredBackup:
-        store = EvidenceStore(rundir)
-        local = store.localize(backup)
-        db = RestoredBackup(local, LocalProvider(pg_run), store, locale_fallback=locale_fallback)
-        opened.append(db.__enter__())
-        return db
-
-    yield run
-    for db in opened:
-        db.__exit__(None, None, None)
-
-
-@pytest.fixture
-def private_dir() -> Iterator[Path]:
-    with RunDir() as d:
-        yield d
 
 
 # --- the real artifacts ------------------------------------------------------------------------
