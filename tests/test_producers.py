@@ -141,8 +141,16 @@ def test_owners_and_grantees_the_server_lacks_become_placeholder_roles(fmt, sour
 # --- 3. tablespaces ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def spaced(source: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+def spaced_cluster(pg_run: ClusterFactory) -> Iterator[Cluster]:
+    """A server of its own for the tablespaces, so its cluster dump holds nothing the other tests add."""
+    with pg_run.cluster(pgbin.pick(None)) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def spaced(spaced_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database stored in tablespace 'fast', and a table and an index in tablespace 'archive'."""
+    source = spaced_cluster
     root = tmp_path_factory.mktemp("spaces")
     os.chmod(root, 0o755)
     for parent in root.parents:
@@ -160,10 +168,10 @@ def spaced(source: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     return "spaced"
 
 
-def test_a_cluster_dump_with_tablespaces_restores_every_database(source, spaced, shop, tmp_path, restore,
+def test_a_cluster_dump_with_tablespaces_restores_every_database(spaced_cluster, spaced, tmp_path, restore,
                                                                  private_dir):
     folder = _folder(tmp_path, "cluster")
-    sampledb.pg_dumpall(source, folder / "cluster_20261120_020000.sql")
+    sampledb.pg_dumpall(spaced_cluster, folder / "cluster_20261120_020000.sql")
     text = (folder / "cluster_20261120_020000.sql").read_text()
     assert "CREATE TABLESPACE fast" in text and "TABLESPACE = fast" in text
     db = restore(_only_backup(folder), private_dir)
@@ -175,10 +183,10 @@ def test_a_cluster_dump_with_tablespaces_restores_every_database(source, spaced,
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
-def test_a_database_dump_with_tablespaces_restores_into_the_default_one(fmt, source, spaced, tmp_path, restore,
-                                                                         private_dir):
+def test_a_database_dump_with_tablespaces_restores_into_the_default_one(fmt, spaced_cluster, spaced, tmp_path,
+                                                                         restore, private_dir):
     folder = _folder(tmp_path, f"spaced-{fmt}")
-    sampledb.pg_dump(source, spaced, folder / f"spaced_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
+    sampledb.pg_dump(spaced_cluster, spaced, folder / f"spaced_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
     db = restore(_only_backup(folder), private_dir)
     assert db.compat.mismatches == [] and any("archive: mapped to the default" in c for c in db.compat.compared)
     assert restoring.restored_cleanly(db) == [], db.result.report()
@@ -462,3 +470,33 @@ def test_an_error_that_loses_a_database_is_harmful():
 
     severity, lost = classify("invalid locale name", "CREATE DATABASE shop WITH LOCALE = 'x';", "", "")
     assert severity == HARMFUL and lost.startswith("database shop")
+
+
+# --- all of them in one run, as a nightly job would see them ------------------------------------------------
+
+def test_every_producer_restores_or_fails_with_one_sentence_and_its_fix(source, shop, heroku, spaced_cluster, spaced,
+                                                                       trapped, tmp_path, run_suites):
+    """One folder of every producer above, through the suites: no check errs or shows our traceback; every
+    backup restores cleanly, or its restore fails naming what is missing and the fix."""
+    from .test_bad_input import OWN_FRAME
+
+    root = _folder(tmp_path, "all")
+    clean = sampledb.pg_dump(source, shop, tmp_path / "clean.sql", "plain").read_bytes()
+    _folder(root, "noisy")
+    (root / "noisy" / "noisy_20261120_020000.sql").write_bytes(NOISE["pg_dump-warnings"](clean))
+    sampledb.pg_dump(source, heroku, _folder(root, "heroku") / "heroku_20261120_020000.dump", "custom")
+    sampledb.pg_dumpall(spaced_cluster, _folder(root, "cluster") / "cluster_20261120_020000.sql")
+    sampledb.pg_dump(source, trapped, _folder(root, "trapped") / "trapped_20261120_020000.dump", "custom")
+    sampledb.pg_dump(source, shop, _folder(root, "schema") / "schema_20261120_020000.sql", "plain",
+                     extra=("--schema-only",))
+    folders = [arg for d in sorted(root.iterdir()) for arg in ("--backups", str(d))]
+    run = run_suites(*folders, "-m", "not freshness and not size and not content_freshness")
+    assert not run.with_outcome("error"), {k: run.messages[k][:300] for k in run.with_outcome("error")}
+    assert not any(OWN_FRAME.search(m) for m in run.messages.values())
+    restores = {k.split("[")[1].split("-")[0]: v for k, v in run.outcomes.items()
+                if k.startswith("test_restores_without_harmful_errors[")}
+    assert restores == {"cluster": "passed", "heroku": "passed", "noisy": "passed", "schema": "passed",
+                        "trapped": "failed"}, restores
+    assert "fix:" in run.messages["test_restores_without_harmful_errors[trapped-20261120T020000Z]"]
+    assert run.outcomes["test_backup_holds_data[schema-20261120T020000Z]"] == "failed"
+    assert all(v == "passed" for k, v in run.outcomes.items() if k.startswith("test_restoring_server_fits_the_dump"))
