@@ -34,26 +34,34 @@ def _svg(chart) -> str:  # type: ignore[no-untyped-def]
     return re.sub(r"<script\b.*?</script>", "", text, flags=re.S)
 
 
-def size_chart(series: str, points: Sequence[tuple[datetime, int]], tolerance: float) -> str:
-    """Size of each backup, the band the size check allows (median of the earlier ones, ± tolerance), and the
-    backups outside it."""
+def size_chart(series: str, points: Sequence[tuple[datetime, int]], tolerance: float, min_history: int = 5,
+               window: int = 14) -> str:
+    """Size of each backup, the band the size check allows (where the sizes were heading, ± at least tolerance;
+    the median of the earlier ones ± tolerance before ``min_history`` backups), and the backups outside it."""
+    from .expect import expect
+
     top = max((s for _, s in points), default=0)
     mib, unit = next((1024**p, u) for p, u in ((3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "bytes"))
                      if top >= 1024**p or p == 0)
     values, low, high, odd = [], [], [], []
     for i, (when, size) in enumerate(points):
         values.append((when, size / mib))
-        earlier = [s for _, s in points[:i]]
-        if earlier:
-            usual = median(earlier)
+        earlier = [(t, float(s)) for t, s in points[:i]]
+        if not earlier:
+            continue
+        expected = expect(earlier, when, tolerance, window=window) if len(earlier) >= min_history else None
+        if expected is not None:
+            lo, hi = expected.low, expected.high
+        else:
+            usual = median(s for _, s in earlier)
             lo, hi = usual * (1 - tolerance), usual * (1 + tolerance)
-            low.append((when, lo / mib))
-            high.append((when, hi / mib))
-            if not lo <= size <= hi:
-                odd.append((when, size / mib))
+        low.append((when, lo / mib))
+        high.append((when, hi / mib))
+        if not lo <= size <= hi:
+            odd.append((when, size / mib))
     chart = _chart("DateTimeLine", f"{series}: backup size ({unit})", (BLUE, GREY, GREY, RED))
     chart.add("size", values)
-    chart.add(f"band ±{tolerance:.0%}", low, stroke_style={"dasharray": "4,4"})
+    chart.add(f"expected band (±{tolerance:.0%} at least)", low, stroke_style={"dasharray": "4,4"})
     chart.add(None, high, stroke_style={"dasharray": "4,4"})
     chart.add("outside the band", odd or [None], stroke=False, show_dots=True, dots_size=5)
     return _svg(chart)
@@ -61,10 +69,15 @@ def size_chart(series: str, points: Sequence[tuple[datetime, int]], tolerance: f
 
 def restore_chart(series: str, points: Sequence[tuple[datetime, float]], rto: float | None,
                   forecast: tuple[datetime, float] | None) -> str:
-    """Restore seconds per backup, the RTO line, and the straight-line forecast to where it crosses the RTO."""
-    chart = _chart("DateTimeLine", f"{series}: restore seconds", (BLUE, RED, ORANGE))
+    """Restore seconds per backup, the RTO line, and the straight-line forecast to where it crosses the RTO. The
+    axis follows the restores: an RTO far above them (15 min against 4 s) is named in the title, not drawn as a
+    line that flattens the restores at the bottom."""
+    slowest = max((s for _, s in points), default=0.0)
+    far = rto is not None and forecast is None and slowest > 0 and rto > 3 * slowest
+    title = f"{series}: restore seconds" + (f" (RTO {rto:g} s, {rto / slowest:.0f}× the slowest)" if far else "")
+    chart = _chart("DateTimeLine", title, (BLUE, RED, ORANGE))
     chart.add("restore", [(t, s) for t, s in points], show_dots=len(points) < 40, dots_size=2)
-    if rto is not None and points:
+    if rto is not None and points and not far:
         end = forecast[0] if forecast else points[-1][0]
         chart.add(f"RTO {rto:g} s", [(points[0][0], rto), (end, rto)], stroke_style={"dasharray": "6,3"})
     if forecast and points:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from statistics import median
 
+from ..expect import expect
 from ..model import Finding, Series
 from ..settings import SeriesSettings
 
@@ -16,10 +17,28 @@ def minimum_size(series: Series, key: str, size: int, cfg: SeriesSettings) -> li
 
 
 def within_tolerance(series: Series, key: str, cfg: SeriesSettings) -> tuple[list[Finding], str]:
+    """The backup's size against where the series' sizes were heading (``expect``: the recent nights' growth,
+    by weekday where the sizes show a weekly rhythm), ``size_tolerance`` at the least either side; with fewer
+    than ``trend_min_history`` earlier backups, against their median."""
     backup = next(b for b in series.backups if b.key == key)
     previous = series.previous(backup)
     if not previous:
         return [], f"{key} is the first backup of series '{series.name}': no earlier size to compare with"
+    hint = (f"a dump this different usually lost or gained data; if expected, set "
+            f"series.{series.name}.size_tolerance")
+    points = [(b.taken_at, float(b.size)) for b in previous]
+    if len(previous) >= cfg.trend_min_history:
+        expected = expect(points, backup.taken_at, cfg.size_tolerance, window=cfg.trend_window)
+        if expected is not None:
+            if expected.holds(backup.size):
+                return [], ""
+            before = expect(points[:-1], backup.taken_at, cfg.size_tolerance, window=cfg.trend_window)
+            if before is not None and before.holds(backup.size):
+                return [], ""  # back where the series was heading before one odd night (judged that night)
+            change = (backup.size - expected.value) / expected.value * 100 if expected.value else float("inf")
+            return [Finding("size", key, "the size is far from where the series' sizes were heading",
+                            expected.describe(" bytes") + f", ±{cfg.size_tolerance:.0%} at the least",
+                            f"{backup.size:,} bytes ({change:+.0f}%)", hint=hint)], ""
     usual = median(b.size for b in previous)
     low, high = usual * (1 - cfg.size_tolerance), usual * (1 + cfg.size_tolerance)
     if low <= backup.size <= high:
@@ -28,7 +47,6 @@ def within_tolerance(series: Series, key: str, cfg: SeriesSettings) -> tuple[lis
     return [Finding(
         "size", key, "the size is far from the series' usual size",
         f"{low:,.0f} to {high:,.0f} bytes (median of {len(previous)} earlier backup(s) {usual:,.0f} bytes, "
-        f"±{cfg.size_tolerance:.0%})",
-        f"{backup.size:,} bytes ({change:+.0f}%)",
-        hint=f"a dump this different usually lost or gained data; if expected, set series.{series.name}.size_tolerance",
+        f"±{cfg.size_tolerance:.0%}; from {cfg.trend_min_history} earlier backups, where the sizes are heading)",
+        f"{backup.size:,} bytes ({change:+.0f}%)", hint=hint,
     )], ""

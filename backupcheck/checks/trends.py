@@ -11,6 +11,9 @@ from typing import Any
 
 from ..model import Finding
 
+MEMORY = 120  # earlier backups a stall is remembered over: "flat for 16 nights since ..." outlives the window
+BACKFILL = 30  # earlier backups no run restored whose rows are counted from their dumps: a month of nightlies
+
 
 @dataclass(frozen=True)
 class TrendSettings:
@@ -18,7 +21,8 @@ class TrendSettings:
     min_history: int = 5  # fewer earlier backups than this: not judged yet
     leak_window: int = 7  # backups (current included) over which a slow leak is summed
     stall_nights: int = 3  # backups without growth after steady growth that make a stall
-    drop_share: float = 0.10  # a sudden drop must also be at least this share of the median
+    drop_share: float = 0.10  # a sudden drop is at least this share below where the rows were heading
+    leak_share: float = 0.05  # a leak: this share below the peak, lower on most backups since
     restore_window: int = 30  # restore times fitted for the forecast
     rto_horizon: timedelta = timedelta(days=30)  # a forecast crossing within this fails
 
@@ -27,20 +31,6 @@ def settings_of(cfg: Any) -> TrendSettings:
     """The trend settings of a series (``backupcheck.settings.SeriesSettings``)."""
     return TrendSettings(window=cfg.trend_window, min_history=cfg.trend_min_history, stall_nights=cfg.stall_nights,
                          rto_horizon=cfg.rto_horizon)
-
-
-def robust_drop(history: Sequence[int], now: int, min_share: float) -> tuple[float, float] | None:
-    """(median, drop share) when ``now`` is far below the history: beyond 4 robust deviations (MAD x 1.4826,
-    at least 1% of the median) and at least ``min_share`` of the median; else None."""
-    med = statistics.median(history)
-    if med <= 0:
-        return None
-    mad = statistics.median(abs(x - med) for x in history) * 1.4826
-    spread = max(mad, 0.01 * med)
-    share = (med - now) / med
-    if now < med - 4 * spread and share >= min_share:
-        return med, share
-    return None
 
 
 def leak(values: Sequence[int], max_drop: float) -> tuple[float, float] | None:
@@ -57,65 +47,83 @@ def leak(values: Sequence[int], max_drop: float) -> tuple[float, float] | None:
     return None
 
 
-def stall(values: Sequence[int], nights: int) -> int | None:
-    """The rows a table has been stuck at, when it grew on most steps before and not on the last ``nights``."""
-    if len(values) < nights + 4:
+def _since_peak(points: Sequence[tuple[datetime, int]], share: float) -> tuple[int, datetime, float, int, int] | None:
+    """(peak rows, when, share lost since, backups since, of which lower than the one before) when the newest
+    point is ``share`` or more below the highest of ``points`` and fell on most backups since it."""
+    peak_at = max(range(len(points)), key=lambda i: (points[i][1], i))
+    peak = points[peak_at][1]
+    after = [v for _, v in points[peak_at:]]
+    steps = list(zip(after, after[1:], strict=False))
+    lower = sum(1 for a, b in steps if b < a)
+    if peak <= 0 or len(steps) < 3 or lower < 0.7 * len(steps):
         return None
-    before, recent = values[: len(values) - nights], values[len(values) - nights - 1:]
-    grew = [b > a for a, b in zip(before, before[1:], strict=False)]
-    if sum(grew) < 0.7 * len(grew):
-        return None
-    if all(b <= a for a, b in zip(recent, recent[1:], strict=False)) and recent[-1] <= recent[0]:
-        return recent[-1]
-    return None
+    lost = (peak - points[-1][1]) / peak
+    return (peak, points[peak_at][0], lost, len(steps), lower) if lost >= share else None
+
+
+def _nights(a: datetime, b: datetime) -> int:
+    return max(round((b - a).total_seconds() / 86400), 1)
 
 
 def row_trends(key: str, series: str, history: Sequence[tuple[str, str, dict[str, int]]],
-               now_counts: dict[str, int | None], max_row_drop: float, cfg: TrendSettings) -> list[Finding]:
-    """Each table of the current backup against the same table in the earlier backups of ``history``
-    ((backup, taken_at, rows per table), oldest first)."""
+               now_counts: dict[str, int | None], max_row_drop: float, cfg: TrendSettings,
+               at: datetime | None = None, quiet: dict[str, str] | None = None) -> list[Finding]:
+    """Each table of the current backup (taken ``at``) against the same table in the earlier backups of
+    ``history`` ((backup, taken_at, rows per table), oldest first; as long as the history has, so that a stall
+    is remembered): below where it was heading (a sudden drop), leaking since its peak, or flat since the last
+    night it grew. ``quiet`` names tables whose stalls and leaks are not findings, with why."""
+    from ..expect import expect, grew_mostly, last_change
+
+    quiet = quiet or {}
     findings: list[Finding] = []
-    past = list(history)[-cfg.window:]
+    when = at or (datetime.fromisoformat(history[-1][1]) if history else datetime.now())
     for table in sorted(now_counts):
         now = now_counts[table]
         if now is None:
             continue  # a vanished table is the row_counts family's finding
-        series_values = [(k, c[table]) for k, _, c in past if table in c]
-        if len(series_values) < cfg.min_history:
+        earlier = [(datetime.fromisoformat(t), c[table]) for _, t, c in history if table in c]
+        if len(earlier[-cfg.window:]) < cfg.min_history:
             continue
-        values = [v for _, v in series_values]
-        first_key = series_values[0][0]
-        dropped = robust_drop(values, now, cfg.drop_share)
-        if dropped:
-            med, share = dropped
-            findings.append(Finding(
-                "trends", key, f"table {table} dropped {share:.0%} below its usual row count",
-                f"about {med:,.0f} rows (median of the last {len(values)} backups, since {first_key})",
-                f"{now:,} rows", where=table,
-                hint="if the rows were deleted on purpose, the next backups make this the new normal"))
+        recent = earlier[-cfg.window:]
+        expected = expect(recent, when, cfg.drop_share, window=cfg.window, absolute=10)
+        if expected is not None and now < expected.low:
+            before = expect(recent[:-1], when, cfg.drop_share, window=cfg.window, absolute=10)
+            if before is None or now < before.low:  # not back where it was before a low night
+                share = (expected.value - now) / expected.value if expected.value else 1.0
+                findings.append(Finding(
+                    "trends", key, f"table {table} is {share:.0%} below where its rows were heading",
+                    expected.describe(" rows"), f"{now:,} rows", where=table,
+                    hint="if the rows were deleted on purpose, the next backups make this the new normal"))
+                continue
+        if table in quiet:
             continue
-        window = [*values[-(cfg.leak_window - 1):], now]
-        leaked = leak(window, max_row_drop)
-        if leaked:
-            total, worst = leaked
+        points = [*recent, (when, now)]
+        down = _since_peak(points, cfg.leak_share)
+        if down is not None:
+            peak, peak_at, lost, since, lower = down
             findings.append(Finding(
-                "trends", key, f"table {table} is leaking rows: {total:.0%} gone over the last {len(window)} backups",
-                f"no more than {max_row_drop:.0%} lost over a window (max_row_drop), even when no single night "
-                "crosses it",
-                f"{window[0]:,} -> {now:,} rows, at most {worst:.0%} in one night ("
-                + ", ".join(f"{v:,}" for v in window) + ")", where=table,
-                hint=f"find what deletes rows from {table} every night; if intended, raise "
-                     f"series.{series}.max_row_drop"))
+                "trends", key, f"table {table} is leaking rows: {lost:.0%} below its peak",
+                f"rows that keep up with the series' own growth (at least back at its peak of {peak:,} rows on "
+                f"{peak_at:%Y-%m-%d})",
+                f"{now:,} rows, lower on {lower} of the {since} backups since the peak ("
+                + ", ".join(f"{v:,}" for _, v in points[-since - 1:]) + ")", where=table,
+                hint=f"find what deletes rows from {table} every night; if it is meant, acknowledge it until a date: "
+                     f'[series.{series}.tables] acknowledge = {{ "{table}" = "YYYY-MM-DD" }}'))
             continue
-        stuck = stall([*values, now], cfg.stall_nights)
-        if stuck is not None:
+        whole = [*earlier, (when, now)]
+        changed = last_change(whole)
+        flat = len(whole) - 1 - changed
+        grown = [v for _, v in whole[max(0, changed - cfg.window):changed + 1]]
+        if changed > 0 and flat >= cfg.stall_nights and len(grown) >= 4 and grew_mostly(grown) \
+                and whole[changed][1] >= whole[changed - 1][1]:
+            since = whole[changed][0]
             findings.append(Finding(
-                "trends", key, f"table {table} stopped growing: no new rows in the last {cfg.stall_nights} backups",
-                f"growth, as on most of the {len(values)} backups before",
-                f"{stuck:,} rows, unchanged", where=table,
-                hint="check that the application still writes to this database (a stalled table often means "
-                     f"the backup is of a replica or a database no longer in use); series.{series}.stall_nights "
-                     "sets how many backups count"))
+                "trends", key, f"table {table} has not grown for {_nights(since, when)} nights, since {since:%Y-%m-%d}",
+                f"growth, as on most of the {len(grown) - 1} backups before {since:%Y-%m-%d}",
+                f"flat at {now:,} rows on the {flat} backups since", where=table,
+                hint="check that the application still writes to this database (a stalled table often means the "
+                     "backup is of a replica or a database no longer in use); if the table is done growing: "
+                     f'[series.{series}.tables] static = ["{table}"]'))
     return findings
 
 
