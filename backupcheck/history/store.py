@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # One list entry per schema version: what takes a store from the version before to this one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -33,6 +33,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             family TEXT NOT NULL, series TEXT NOT NULL, backup_key TEXT NOT NULL, outcome TEXT NOT NULL,
             seconds DOUBLE PRECISION NOT NULL, findings TEXT NOT NULL, PRIMARY KEY (run_id, nodeid))""",
         "CREATE INDEX bc_checks_series ON bc_checks (series, name)",
+    ),
+    (
+        # Rows per table counted from a dump's own data (no restore), for backups no run restored: the trends of a
+        # first run over a month of dumps. ``identity`` says which bytes were counted (a replaced file is recounted).
+        """CREATE TABLE bc_dump_rows (
+            backup_key TEXT NOT NULL, identity TEXT NOT NULL, name TEXT NOT NULL, rows BIGINT NOT NULL,
+            PRIMARY KEY (backup_key, name))""",
+        # A run that selected part of the checks (-k, -m, node ids, --lf, a gate run): what it selected, or "".
+        "ALTER TABLE bc_runs ADD COLUMN partial TEXT NOT NULL DEFAULT ''",
     ),
 )
 
@@ -115,9 +124,10 @@ class Store:
         try:
             cur = self.conn.cursor()
             cur.execute(self._sql("INSERT INTO bc_runs (id, started, finished, now, host, provider, versions, "
-                                  "exit_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                                  "exit_status, partial) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                         (run["id"], _utc(run["started"]), _utc(run["finished"]), _utc(run["now"]), host,
-                         run["provider"]["kind"], json.dumps(run["versions"], sort_keys=True), run["exit_status"]))
+                         run["provider"]["kind"], json.dumps(run["versions"], sort_keys=True), run["exit_status"],
+                         run.get("partial") or ""))
             checked = [b for b in document["backups"] if b["verdict"] != "not run"]
             cur.executemany(self._sql(
                 "INSERT INTO bc_backups (key, series, taken_at, format, size) VALUES (?, ?, ?, ?, ?) "
@@ -145,26 +155,31 @@ class Store:
     # -- reading ------------------------------------------------------------------------------------
 
     def tables_of(self, backup_key: str) -> dict[str, int] | None:
-        """Row counts of a backup as the latest run that counted them saw them; None when none did."""
+        """Row counts of a backup as the latest full run that counted them saw them, else as counted from its
+        dump; None when neither did."""
         rows = self._rows(
             "SELECT t.name, t.rows FROM bc_table_rows t WHERE t.backup_key = ? AND t.run_id = ("
             " SELECT r.id FROM bc_runs r JOIN bc_table_rows t2 ON t2.run_id = r.id WHERE t2.backup_key = ?"
-            " ORDER BY r.started DESC LIMIT 1)", (backup_key, backup_key))
+            " AND r.partial = '' ORDER BY r.started DESC LIMIT 1)", (backup_key, backup_key))
+        if not rows:
+            rows = self._rows("SELECT name, rows FROM bc_dump_rows WHERE backup_key = ?", (backup_key,))
         return {name: int(n) for name, n in rows} if rows else None
 
     def series_rows(self, series: str, before: str, limit: int) -> list[tuple[str, str, dict[str, int]]]:
         """(backup, taken_at, rows per table) of the newest ``limit`` backups of a series taken before
-        ``before`` whose rows were counted, oldest first (each as the latest run that counted it saw it)."""
+        ``before`` whose rows were counted, oldest first: as the latest full run that restored it counted them,
+        else as counted from its dump. Partial runs are no trend points."""
         keys = self._rows(
-            "SELECT b.key, b.taken_at FROM bc_backups b WHERE b.series = ? AND b.taken_at < ? AND EXISTS ("
-            " SELECT 1 FROM bc_table_rows t WHERE t.backup_key = b.key) ORDER BY b.taken_at DESC LIMIT ?",
-            (series, _utc(before), limit))
+            "SELECT b.key, b.taken_at FROM bc_backups b WHERE b.series = ? AND b.taken_at < ? AND (EXISTS ("
+            " SELECT 1 FROM bc_table_rows t JOIN bc_runs r ON r.id = t.run_id WHERE t.backup_key = b.key"
+            " AND r.partial = '') OR EXISTS (SELECT 1 FROM bc_dump_rows d WHERE d.backup_key = b.key))"
+            " ORDER BY b.taken_at DESC LIMIT ?", (series, _utc(before), limit))
         if not keys:
             return []
         marks = ", ".join("?" for _ in keys)
         rows = self._rows(
             f"SELECT t.backup_key, t.name, t.rows, r.started FROM bc_table_rows t JOIN bc_runs r ON r.id = t.run_id "
-            f"WHERE t.backup_key IN ({marks}) ORDER BY r.started", [k for k, _ in keys])
+            f"WHERE t.backup_key IN ({marks}) AND r.partial = '' ORDER BY r.started", [k for k, _ in keys])
         latest: dict[str, str] = {}
         for key, _, _, started in rows:
             latest[key] = max(latest.get(key, ""), str(started))
@@ -172,7 +187,40 @@ class Store:
         for key, name, n, started in rows:
             if str(started) == latest[key]:
                 counts.setdefault(key, {})[name] = int(n)
+        for key, name, n in self._rows(f"SELECT backup_key, name, rows FROM bc_dump_rows WHERE backup_key IN ({marks})",
+                                       [k for k, _ in keys]):
+            if key not in latest:
+                counts.setdefault(key, {})[name] = int(n)
         return [(k, str(t), counts[k]) for k, t in reversed(keys) if k in counts]
+
+    def dump_rows_identity(self, backup_key: str) -> str | None:
+        """The identity of the bytes whose rows were counted for ``backup_key``, or None."""
+        rows = self._rows("SELECT identity FROM bc_dump_rows WHERE backup_key = ? LIMIT 1", (backup_key,))
+        return str(rows[0][0]) if rows else None
+
+    def counted_by_a_run(self, backup_key: str) -> bool:
+        """Whether a full run restored the backup and counted its rows."""
+        return bool(self._rows("SELECT 1 FROM bc_table_rows t JOIN bc_runs r ON r.id = t.run_id WHERE "
+                               "t.backup_key = ? AND r.partial = '' LIMIT 1", (backup_key,)))
+
+    def record_dump_rows(self, backup: dict[str, Any], identity: str, counts: dict[str, int]) -> None:
+        """Rows per table counted from a backup's dump (``backup``: key, series, taken_at, format, size), in one
+        transaction; a later count of other bytes replaces it."""
+        self._begin()
+        try:
+            cur = self.conn.cursor()
+            cur.execute(self._sql(
+                "INSERT INTO bc_backups (key, series, taken_at, format, size) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING"),
+                (backup["key"], backup["series"], _utc(backup["taken_at"]), backup["format"], backup["size"]))
+            cur.execute(self._sql("DELETE FROM bc_dump_rows WHERE backup_key = ?"), (backup["key"],))
+            cur.executemany(self._sql("INSERT INTO bc_dump_rows (backup_key, identity, name, rows) VALUES (?, ?, ?, ?)"),
+                            [(backup["key"], identity, name, n) for name, n in sorted(counts.items())])
+            cur.close()
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
 
     def restore_times(self, series: str, before: str, limit: int) -> list[tuple[str, float]]:
         """(taken_at, restore seconds) of the newest ``limit`` restored backups taken before ``before``, oldest
@@ -180,6 +228,7 @@ class Store:
         rows = self._rows(
             "SELECT b.taken_at, v.restore_seconds, r.started FROM bc_verified v JOIN bc_backups b ON b.key = v.backup_key "
             "JOIN bc_runs r ON r.id = v.run_id WHERE b.series = ? AND b.taken_at < ? AND v.restore_seconds IS NOT NULL "
+            "AND r.partial = '' "
             "ORDER BY b.taken_at DESC, r.started DESC", (series, _utc(before)))
         latest: dict[str, float] = {}
         for taken, seconds, _ in rows:
@@ -241,13 +290,13 @@ class Store:
         rows = self._rows(
             "SELECT max(r.finished) FROM bc_verified v JOIN bc_backups b ON b.key = v.backup_key "
             "JOIN bc_runs r ON r.id = v.run_id WHERE b.series = ? AND v.verdict = 'passed' "
-            "AND v.restore_seconds IS NOT NULL", (series,))
+            "AND v.restore_seconds IS NOT NULL AND r.partial = ''", (series,))
         return str(rows[0][0]) if rows and rows[0][0] else ""
 
     def counts(self) -> dict[str, int]:
         """How much the history holds (for messages and tests)."""
         return {t: int(self._rows(f"SELECT count(*) FROM {t}")[0][0])
-                for t in ("bc_runs", "bc_backups", "bc_verified", "bc_table_rows", "bc_checks")}
+                for t in ("bc_runs", "bc_backups", "bc_verified", "bc_table_rows", "bc_checks", "bc_dump_rows")}
 
 
 def _utc(text: str) -> str:
