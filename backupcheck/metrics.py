@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, str]) -> None:
+def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, str], keep: bool = False) -> None:
     """The run's gauges per series, written atomically (prometheus_client writes a temp file and renames it).
-    ``last_passed``: per series, when its newest backup last passed every check (from the history)."""
+    ``last_passed``: per series, when its newest backup last passed every check (from the history). ``keep`` (a
+    partial run): the file's check_passed values for the families and series this run did not check stay."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     from .results import newest_by_series
@@ -45,6 +46,10 @@ def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, s
             continue
         k = (c["family"], c["series"])
         outcome[k] = outcome.get(k, True) and c["outcome"] == "passed"
+    if keep:
+        for (family, series), value in _passed_in(path).items():
+            if (family, series) not in outcome:
+                outcome[(family, series)] = bool(value)
     for (family, series), ok in sorted(outcome.items()):
         passed.labels(family, series).set(1 if ok else 0)
     for series, when in sorted(last_passed.items()):
@@ -54,6 +59,25 @@ def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, s
     os.chmod(path, 0o644)  # node_exporter runs as its own user; the file holds no secret
 
 
+def _passed_in(path: Path) -> dict[tuple[str, str], float]:
+    """The backupcheck_check_passed values of an existing metrics file ({} when there is none to read)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    out = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "backupcheck_check_passed":
+                    out[(sample.labels.get("family", ""), sample.labels.get("series", ""))] = sample.value
+    except ValueError:  # not a file this tool wrote: it is written anew
+        return {}
+    return out
+
+
 @dataclass(frozen=True)
 class Notify:
     url_env: str  # the environment variable holding the webhook URL (a secret: never shown)
@@ -61,21 +85,33 @@ class Notify:
     timeout: float = 10.0
 
 
-def summary_text(document: dict[str, Any], streaks: list[dict[str, Any]]) -> str:
+def summary_text(document: dict[str, Any], streaks: list[dict[str, Any]], report: str = "") -> str:
+    """The run in a few lines for a chat: each failing backup (or series) with the reason, the streaks, the report."""
+    from .results import shown_verdicts
+
     run = document["run"]
     failed = [c for c in document["checks"] if c["outcome"] in ("failed", "error")]
     lines = [f"backupcheck: {'FAILED' if run['exit_status'] else 'passed'} — "
-             f"{len(document['backups'])} backup(s), {len(document['checks'])} check(s), {len(failed)} failed"]
-    for b in document["backups"]:
-        if b["verdict"] == "failed":
-            lines.append(f"• {b['key']}: failed")
+             f"{len(document['backups'])} backup(s), {len(document['checks'])} check(s), {len(failed)} failed"
+             + (f" (a partial run: {run['partial']})" if run.get("partial") else "")]
+    for key, verdict in shown_verdicts(document).items():
+        if verdict.startswith("failed"):
+            lines.append(f"• {key}: {verdict}")
+    shown = {b["key"] for b in document["backups"]}
+    for c in failed:
+        if c["backup"] not in shown and c["series"] == "":  # run-wide: the sources
+            what = c["findings"][0]["what"] if c["findings"] else c["name"]
+            lines.append(f"• {what}")
     for s in streaks:
-        lines.append(f"• {s['check']} on {s['series']}: failing for {s['runs']} nights since {s['since'][:10]}")
-    return "\n".join(lines[:40])
+        lines.append(f"• {s['check']} on {s['series']}: failed on {s['runs']} runs in a row, since {s['since'][:10]}")
+    lines = lines[:40]
+    if report:
+        lines.append(f"report: {report}")
+    return "\n".join(lines)
 
 
 def send(document: dict[str, Any], cfg: Notify, streaks: list[dict[str, Any]],
-         environ: dict[str, str] | None = None) -> tuple[str, bool]:
+         environ: dict[str, str] | None = None, report: str = "") -> tuple[str, bool]:
     """Post the run's summary to the webhook; returns what happened, for the terminal (never the URL), and
     whether all went well."""
     env = os.environ if environ is None else environ
@@ -87,7 +123,7 @@ def send(document: dict[str, Any], cfg: Notify, streaks: list[dict[str, Any]],
         return f"notify: ${cfg.url_env} is not set, so no notification was sent", False
     if not url.startswith(("https://", "http://")):
         return f"notify: ${cfg.url_env} does not hold an http(s) URL, so no notification was sent", False
-    text = summary_text(document, streaks)
+    text = summary_text(document, streaks, report)
     payload = {
         "text": text,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],

@@ -50,6 +50,8 @@ SCHEMA: dict[str, Any] = {
                 "sources": {"type": "array", "items": {"type": "string"}},
                 "versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "exit_status": {"type": "integer"},
+                # A run that selected part of the checks: what it selected and how many it ran ("" for a full run).
+                "partial": {"type": "string"},
                 "shard": {  # a plan's share (index 0 of N: the shards merged), or null for a run on its own
                     "oneOf": [{"type": "null"}, {
                         "type": "object", "required": ["id", "index", "total"], "additionalProperties": False,
@@ -188,6 +190,32 @@ def newest_by_series(backups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
         if b["series"] not in newest or b["taken_at"] > newest[b["series"]]["taken_at"]:
             newest[b["series"]] = b
     return newest
+
+
+_WORST = {"error": 4, "failed": 3, "passed": 2, "skipped": 1, "not run": 0}
+
+
+def shown_verdicts(document: dict[str, Any]) -> dict[str, str]:
+    """Backup key -> the verdict a table of backups shows: the worst outcome of the backup's own checks and, for
+    the newest backup of each series, of the series' checks (RPO, gaps, retention), with the first failing
+    check's reason: ``failed: the newest backup is older than the RPO``."""
+    worst: dict[str, tuple[int, str]] = {}
+    newest = {s: b["key"] for s, b in newest_by_series(document["backups"]).items()}
+    for c in document["checks"]:
+        key = c["backup"] if c["backup"] in {b["key"] for b in document["backups"]} else newest.get(c["series"], "")
+        if not key or c["outcome"] not in ("failed", "error"):
+            continue
+        rank = _WORST[c["outcome"]]
+        what = (c["findings"][0]["what"] if c["findings"] else (c.get("message") or c["name"]).splitlines()[0])
+        if rank > worst.get(key, (0, ""))[0]:
+            worst[key] = (rank, what)
+    out = {}
+    for b in document["backups"]:
+        if b["key"] in worst:
+            out[b["key"]] = f"failed: {worst[b['key']][1][:90]}"
+        else:
+            out[b["key"]] = b["verdict"]
+    return out
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,14 @@ _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 6048
 
 
 def parse_duration(value: Any, key: str) -> timedelta:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    m = _DURATION.match(str(value))
+    """A duration with its unit: a bare number (``rpo = 26``) is refused, since hours were meant as often as
+    seconds; 0 needs none."""
+    m = _DURATION.match(str(value)) if not isinstance(value, bool) else None
     if not m:
         raise ConfigError(f"{key} = {value!r}: expected a duration like '90s', '15m', '26h', '7d' or '1w'")
+    if m.group(2) is None and float(m.group(1)) != 0:
+        raise ConfigError(f"{key} = {value!r}: a duration needs its unit: write '{m.group(1)}h' for hours "
+                          f"(or '{m.group(1)}s', '{m.group(1)}m', '{m.group(1)}d', '{m.group(1)}w')")
     return timedelta(seconds=float(m.group(1)) * _UNITS[(m.group(2) or "s").lower()])
 
 
@@ -263,6 +266,14 @@ class SeriesSettings:
     rto_horizon: timedelta = timedelta(days=30)  # a forecast crossing of the RTO within this fails
     invariants: tuple[Invariant, ...] = ()  # queries that must give an expected number
     schema_only: bool = False  # the series' backups hold the schema alone, on purpose
+    static_tables: tuple[str, ...] = ()  # tables done growing: a stall or leak of theirs is no finding
+    acknowledged: tuple[tuple[str, date], ...] = ()  # (table, until): its stall or leak is known until that day
+
+    def quiet_tables(self, today: date) -> dict[str, str]:
+        """Tables whose stalls and leaks are not findings today, with why."""
+        out = {t: "static" for t in self.static_tables}
+        out.update({t: f"acknowledged until {d:%Y-%m-%d}" for t, d in self.acknowledged if today <= d})
+        return out
 
     @property
     def retention_rules(self) -> tuple[Any, ...] | None:
@@ -280,7 +291,7 @@ _SERIES_KEYS = {
     "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
     "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
     "name_timezone", "content_columns", "content_max_age", "retention", "max_age", "trend_window",
-    "trend_min_history", "stall_nights", "rto_horizon", "invariants", "schema_only",
+    "trend_min_history", "stall_nights", "rto_horizon", "invariants", "schema_only", "tables",
 }
 RETENTION_PERIODS = ("daily", "weekly", "monthly", "yearly")
 
@@ -290,6 +301,37 @@ def parse_count(value: Any, key: str, minimum: int = 1) -> int:
         raise ConfigError(f"{key} = {value!r}: expected a whole number of at least {minimum}")
     return value
 ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
+
+
+def _table_name(name: Any, key: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{key}: expected table names like \"public.audit_log\"")
+    return name if "." in name else f"public.{name}"
+
+
+def _tables(raw: Any, s: SeriesSettings, key: str) -> SeriesSettings:
+    """``[series.X.tables]``: ``static = ["audit_log"]`` (done growing), ``acknowledge = { "orders" = "2026-12-31" }``
+    (a known stall or leak, until that day)."""
+    if not isinstance(raw, dict) or set(raw) - {"static", "acknowledge"}:
+        raise ConfigError(f"[{key}]: expected static = [\"table\", ...] and acknowledge = {{ \"table\" = "
+                          f"\"YYYY-MM-DD\" }}")
+    static = raw.get("static", [])
+    if not isinstance(static, list):
+        raise ConfigError(f"{key}.static = {static!r}: expected a list of tables")
+    ack = raw.get("acknowledge", {})
+    if not isinstance(ack, dict):
+        raise ConfigError(f"{key}.acknowledge = {ack!r}: expected a table like {{ \"public.orders\" = \"2026-12-31\" }}")
+    until = []
+    for name, when in ack.items():
+        if isinstance(when, datetime):
+            when = when.date()
+        elif not isinstance(when, date):
+            try:
+                when = date.fromisoformat(str(when))
+            except ValueError:
+                raise ConfigError(f"{key}.acknowledge.{name} = {when!r}: expected a date like \"2026-12-31\"") from None
+        until.append((_table_name(name, f"{key}.acknowledge"), when))
+    return replace(s, static_tables=tuple(_table_name(t, f"{key}.static") for t in static), acknowledged=tuple(until))
 
 
 def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> SeriesSettings:
@@ -340,6 +382,8 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
         s = replace(s, locale_fallback=value)
     if "name_timezone" in raw:
         s = replace(s, name_timezone=parse_zone(raw["name_timezone"], f"{where}.name_timezone"))
+    if "tables" in raw:
+        s = _tables(raw["tables"], s, f"{where}.tables")
     if "schema_only" in raw:
         if not isinstance(raw["schema_only"], bool):
             raise ConfigError(f"{where}.schema_only = {raw['schema_only']!r}: expected true or false")
@@ -467,6 +511,8 @@ class Settings:
     series: dict[str, SeriesSettings] = field(default_factory=dict)
     config_file: Path | None = None
     demo: bool = False
+    partial: str = ""  # what a run that checks part of the backups selected (-k, -m, node ids, --lf), or ""
+    only_series: tuple[str, ...] = ()  # --series: the series this run verifies (all when empty)
     cache_dir: Path | None = None  # downloads from S3, kept between runs
     gpg_passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE"  # the variable holding the passphrase (never the value)
     # remote source options by URL prefix: "<scheme>://" holds a kind's defaults (the [s3] table), a source URL
@@ -714,7 +760,7 @@ def _notify(raw: Any) -> Any:
     on = str(raw.get("on", "failure"))
     if on not in ("failure", "always"):
         raise ConfigError(f"notify.on = {on!r}: expected 'failure' or 'always'")
-    timeout = parse_duration(raw.get("timeout", 10), "notify.timeout").total_seconds()
+    timeout = parse_duration(raw.get("timeout", "10s"), "notify.timeout").total_seconds()
     return Notify(url_env=env, on=on, timeout=timeout)
 
 

@@ -76,7 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if runs_suites(config):
         history = config.stash[HISTORY] = History(settings.history)
         config.stash[_NOTES] = []
-        if not hasattr(config, "workerinput") and not settings.demo and settings.plan_out is None:
+        if not hasattr(config, "workerinput") and not settings.demo and settings.plan_out is None \
+                and not config.getoption("collectonly", False):
             history.store()  # the schema made once, here, before workers read it (an error waits for its checks)
 
 
@@ -102,7 +103,7 @@ def streak_of(history: History, series: str, name: str, before: str, runs: int) 
 
 def streaks(config: pytest.Config, document: dict[str, Any]) -> list[dict[str, Any]]:
     """The checks failing now that also failed on the runs before, at least ``streak_runs`` in a row with this
-    one: named in the summary as failing for K nights since …"""
+    one: named in the summary as failing on K runs in a row since …"""
     history = config.stash.get(HISTORY, None)
     settings = config.stash[SETTINGS]
     if history is None or history.store() is None:
@@ -134,7 +135,7 @@ def escalate(item: pytest.Item, report: pytest.TestReport) -> None:
     if runs <= 1 or count < runs - 1:
         return
     report.sections.append(("backupcheck streak", f"failing for {count + 1} runs in a row, since {since[:16]}"))
-    _allure_blocker(item, f"failing {count + 1} nights")
+    _allure_blocker(item, f"failed {count + 1} runs in a row")
 
 
 def _allure_blocker(item: pytest.Item, tag: str) -> None:
@@ -170,19 +171,36 @@ def finish(config: pytest.Config, document: dict[str, Any]) -> list[str]:
                 lines.append(f"history: this run recorded in {history.where} ({time.monotonic() - t0:.2f} s)")
             except Exception as exc:  # a history that cannot be written must not hide the run's results
                 problems.append(f"history: not recorded in {history.where}: {type(exc).__name__}: {exc}")
+    partial = document["run"].get("partial", "")
+    if partial:
+        lines.append(f"partial run ({partial}): recorded as such; no trend point, no 'last verified'; the "
+                     "metrics keep the last full run's values for the families that did not run")
     if settings.metrics_file is not None:
         try:
-            metrics.write_metrics(document, settings.metrics_file, last_passed(history, document))
+            metrics.write_metrics(document, settings.metrics_file, last_passed(history, document), keep=bool(partial))
             lines.append(f"metrics: written to {settings.metrics_file}")
         except Exception as exc:
             problems.append(f"metrics: cannot write {settings.metrics_file}: {exc}")
     if settings.notify is not None:
-        said, ok = metrics.send(document, settings.notify, found)
+        said, ok = metrics.send(document, settings.notify, found, report=report_link(settings))
         if said:
             (lines if ok else problems).append(said)
     for line in problems:
         warnings.warn(f"backupcheck {line}", stacklevel=1)
     return lines + problems
+
+
+def report_link(settings: Any) -> str:
+    """Where a person reads this run's report: the CI job's page when the run is a GitHub Actions or GitLab CI job
+    (the report is among its artifacts), else the report file."""
+    import os
+
+    env = os.environ
+    if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+        return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    if env.get("CI_JOB_URL"):
+        return env["CI_JOB_URL"]
+    return str(settings.reports_dir / "report.html")
 
 
 def last_passed(history: History | None, document: dict[str, Any]) -> dict[str, str]:
@@ -192,7 +210,7 @@ def last_passed(history: History | None, document: dict[str, Any]) -> dict[str, 
     from backupcheck.results import newest_by_series
 
     for series, b in newest_by_series(document["backups"]).items():
-        if b["verdict"] == "passed":
+        if b["verdict"] == "passed" and not document["run"].get("partial"):
             out[series] = document["run"]["finished"]
         elif store is not None:
             when = store.last_passed(series)
@@ -237,7 +255,8 @@ def charts(config: pytest.Config, document: dict[str, Any]) -> str:
             known = {k: (datetime.fromisoformat(t), n) for k, t, n in store.sizes(series.name, 90)} if store else {}
             known.update({b.key: (b.taken_at, b.size) for b in series.backups})  # the listing's own, for this run
             sizes = sorted(known.values())[-90:]  # three months: a chart, not a table
-            blocks = [draw.size_chart(series.name, sizes, cfg.size_tolerance)] if len(sizes) > 1 else []
+            blocks = [draw.size_chart(series.name, sizes, cfg.size_tolerance, cfg.trend_min_history,
+                                      cfg.trend_window)] if len(sizes) > 1 else []
             if store is not None:
                 restores = [(datetime.fromisoformat(t), s) for t, s in store.restore_times(series.name, end, 60)]
                 if len(restores) > 1:  # a line needs two points

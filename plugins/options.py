@@ -52,6 +52,8 @@ HELP_GATE_MAX_LOCK = ("The gate: the longest ACCESS EXCLUSIVE lock a migration m
                       "(default 5s; config: gate.max_lock).")
 HELP_GATE_LINT = "The gate: lint findings are notes (warn, the default), fail the gate (fail), or off (config: gate.lint)."
 HELP_ALLOW_ROW_LOSS = "The gate: a table the migrations may delete rows of (repeatable; config: gate.allow_row_loss)."
+HELP_SERIES = ("Verify only this series (repeatable; a partial run: the history and the full run's reports keep "
+               "their record).")
 HELP_REPORTS = "Folder for report.html, junit.xml and allure-results (default: reports; config: reports_dir)."
 
 
@@ -70,6 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--container-ryuk", dest="bc_ryuk", default=None, metavar="on|off", help=HELP_RYUK)
     group.addoption("--work-dir", dest="bc_work_dir", default=None, metavar="DIR", help=HELP_WORK_DIR)
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
+    group.addoption("--series", action="append", dest="bc_series", default=None, metavar="NAME", help=HELP_SERIES)
     group.addoption("--now", dest="bc_now", default=None, metavar="MOMENT", help=HELP_NOW)
     group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
     group.addoption("--history", dest="bc_history", default=None, metavar="PATH|DSN|off", help=HELP_HISTORY)
@@ -220,8 +223,46 @@ def resolve(config: pytest.Config) -> Settings:
         # Beside the project's pytest configuration; in a folder without one, where pytest was started.
         base = Path(config.rootpath) if config.inipath is not None else Path(config.invocation_params.dir)
         settings = replace(settings, reports_dir=base / settings.reports_dir)
+    if config.getoption("bc_series"):
+        settings = replace(settings, only_series=tuple(config.getoption("bc_series")))
+    partial = selection(config)
+    if partial:
+        settings = replace(settings, partial=partial)
+        if cli["reports_dir"] is None:  # the last full run's reports stay; a partial run's go beside them
+            settings = replace(settings, reports_dir=settings.reports_dir / "partial")
     config.stash[SETTINGS] = settings
     return settings
+
+
+def selection(config: pytest.Config) -> str:
+    """What a run that checks part of the backups selected, in the words of its command line; "" for a full
+    run. Such a run is no trend point, no "last verified", and keeps the full run's reports and metrics."""
+    said = []
+    if config.getoption("collectonly", False):
+        said.append("--collect-only")
+    if config.getoption("keyword", ""):
+        said.append(f"-k {config.getoption('keyword')}")
+    if config.getoption("markexpr", ""):
+        said.append(f"-m {config.getoption('markexpr')}")
+    if config.getoption("lf", False):
+        said.append("--lf")
+    if config.getoption("deselect", None):
+        said.append("--deselect")
+    if config.getoption("bc_series", None):
+        said.append(" ".join(f"--series {n}" for n in config.getoption("bc_series")))
+    args = [str(a) for a in config.args]
+    named = [a for a in args if "::" in a or _inside_suites(a)]
+    if named:
+        said.append("only " + " ".join(Path(a.split("::")[0]).name + ("::" + a.split("::", 1)[1] if "::" in a else "")
+                                       for a in named))
+    elif args and not names_the_suites(args) and asked_for(config):
+        said.append("only the team's own tests")
+    return ", ".join(said)
+
+
+def _inside_suites(arg: str) -> bool:
+    path = Path(arg.split("::")[0]).resolve()
+    return SUITES in path.parents
 
 
 def _history_option(value: str | None, cwd: Path) -> str | None:

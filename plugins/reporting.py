@@ -102,8 +102,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every file this run writes (decompressed, decrypted and unpacked copies, downloads, reports with sample
     # rows) is for the checking user alone. This hook runs first of backupcheck's.
     os.umask(0o077)
-    if hasattr(config, "workerinput"):
-        return
+    if hasattr(config, "workerinput") or config.getoption("collectonly", False):
+        return  # --collect-only runs nothing: it writes no report, no results, no history, no metrics
     config.pluginmanager.register(Summary(config), "backupcheck-summary")
     reports = resolve(config).reports_dir
     opt = config.option
@@ -270,6 +270,7 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
             "sources": [str(x) for x in settings.sources],
             "versions": {"backupcheck": ours, "pytest": pytest.__version__, "python": platform.python_version()},
             "exit_status": int(exitstatus),
+            "partial": _partial(settings.partial, config.stash[_CHECKS]),
             "shard": state.plan,
         },
         "backups": backups,
@@ -279,6 +280,14 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
     }
 
 
+def _partial(selected: str, checks: dict) -> str:
+    """``-k restore: 12 checks run`` for a run that selected part of the checks, "" for a full run."""
+    if not selected:
+        return ""
+    ran = sum(1 for c in checks.values() if c["outcome"] != "skipped")
+    return f"{selected}: {ran} check(s) run, {len(checks)} selected"
+
+
 def gate_row(rehearsal: dict, outcomes: dict) -> dict:
     """A rehearsal as results.json keeps it, with the gate's verdict and the restore's seconds beside it."""
     restore = (outcomes.get(rehearsal["backup"]) or {}).get("restore") or {}
@@ -286,14 +295,17 @@ def gate_row(rehearsal: dict, outcomes: dict) -> dict:
 
 
 def backup_rows(document: dict, now: datetime) -> list[dict[str, str]]:
-    """The table of backups, rendered from the results document."""
+    """The table of backups, rendered from the results document (a series' own checks count on its newest)."""
+    from backupcheck.results import shown_verdicts
+
+    verdicts = shown_verdicts(document)
     rows = []
     for b in document["backups"]:
         restore = b["restore"]
         rows.append({
             "series": b["series"], "time": datetime.fromisoformat(b["taken_at"]).strftime("%Y-%m-%d %H:%M UTC"),
             "format": b["format"], "size": _size(b["size"]), "age": _age(now, datetime.fromisoformat(b["taken_at"])),
-            "restore": f"{restore['seconds']:.1f} s" if restore else "-", "verdict": b["verdict"],
+            "restore": f"{restore['seconds']:.1f} s" if restore else "-", "verdict": verdicts[b["key"]],
         })
     return rows
 
@@ -443,7 +455,7 @@ class Summary:
         colour = {"failed": "color:#c00;font-weight:bold", "passed": "color:#070"}
         body = "".join(
             "<tr>" + "".join(
-                f"<td style='{colour.get(r[c], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
+                f"<td style='{colour.get(r[c].split(':')[0], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
                 for c in _COLUMNS
             ) + "</tr>"
             for r in backup_rows(document, datetime.fromisoformat(document["run"]["now"]))
@@ -457,7 +469,7 @@ class Summary:
                  f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
         streaks = "".join(f"<li>{html.escape(streak_line(x))}</li>" for x in document.get("streaks", []))
         if streaks:
-            block += f"<h2>Failing night after night</h2><ul style='color:#c00'>{streaks}</ul>"
+            block += f"<h2>Failing run after run</h2><ul style='color:#c00'>{streaks}</ul>"
         from backupcheck.merge import gate_html
 
         block += gate_html(document)
@@ -488,7 +500,7 @@ class Summary:
         tr.write_line("  ".join(c.ljust(widths[c]) for c in _COLUMNS))
         for r in rows:
             tr.write_line("  ".join(r[c].ljust(widths[c]) for c in _COLUMNS),
-                          red=r["verdict"] == "failed", green=r["verdict"] == "passed")
+                          red=r["verdict"].startswith("failed"), green=r["verdict"] == "passed")
         for streak in document.get("streaks", []):
             tr.write_line(streak_line(streak), red=True, bold=True)
         from .history import notes
@@ -519,7 +531,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def streak_line(streak: dict) -> str:
-    return (f"{streak['check']} on {streak['series']}: failing for {streak['runs']} nights since "
+    return (f"{streak['check']} on {streak['series']}: failed on {streak['runs']} runs in a row, since "
             f"{streak['since'][:10]}")
 
 

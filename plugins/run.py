@@ -44,6 +44,14 @@ class RunState:
 RUN = pytest.StashKey[RunState]()
 
 
+def _only(listing: Listing, names: tuple[str, ...]) -> Listing:
+    """The series ``--series`` names; one that is not there is a problem of the listing (a failed check)."""
+    found = {s.name for s in listing.series}
+    problems = [*listing.problems, *(f"--series {n}: no series of that name (found: {', '.join(sorted(found)) or 'none'})"
+                                     for n in names if n not in found)]
+    return Listing([s for s in listing.series if s.name in names], problems)
+
+
 def runs_suites(config: pytest.Config) -> bool:
     """True when this invocation verifies backups: backups are named (a team's own checks on them count), or it
     collects the built-in suites (in a checkout, with none named: the demo)."""
@@ -108,6 +116,8 @@ def pytest_configure(config: pytest.Config) -> None:
             listing = discover(local, exclude=own, remote=remote,
                                name_zone=lambda name: final.for_series(name).name_timezone)
             listing.problems[:0] = problems
+            if final.only_series:
+                listing = _only(listing, final.only_series)
             listing_io.dump(listing, rundir / "listing.json")
         final = config.stash[SETTINGS]
         distributing = workerinput is None and config.getoption("numprocesses", None)
