@@ -21,6 +21,16 @@ class Night:
     age_hours: float | None = None  # the newest backup's age when it was checked
     failed: list[str] = field(default_factory=list)
     backup: str = ""
+    reason: str = ""  # why a night that ran is not verified
+
+    @property
+    def word(self) -> str:
+        """yes; NO, with its reason; or "no run" for a night after the first recorded one that no run saw."""
+        if self.verified:
+            return "yes"
+        if not self.ran:
+            return "no run"
+        return f"NO: {self.reason}" if self.reason else "NO"
 
 
 @dataclass
@@ -75,7 +85,12 @@ def collect(runs: list[dict[str, Any]], since: date, until: date, rto: dict[str,
                 age = datetime.fromisoformat(run["started"]) - datetime.fromisoformat(b["taken_at"])
                 night.age_hours = age.total_seconds() / 3600
                 night.failed = sorted({name for s, name in run["failed"] if s == series})
-    return [SeriesEvidence(s, [per[s].get(d, Night(d)) for d in days], rto.get(s), rpo.get(s)) for s in sorted(per)]
+                night.reason = "" if ok else (
+                    f"failed {', '.join(night.failed)}" if night.failed else
+                    "the newest backup was not restored" if b["restore_seconds"] is None else f"verdict {b['verdict']}")
+    # A series is accounted for from the first night a run recorded it: nights before are no missed runs.
+    return [SeriesEvidence(s, [per[s].get(d, Night(d)) for d in days if d >= min(per[s])], rto.get(s), rpo.get(s))
+            for s in sorted(per)]
 
 
 def _dur(seconds: float | None) -> str:
@@ -103,7 +118,7 @@ def markdown(evidence: list[SeriesEvidence], since: date, until: date) -> str:
         out += [f"## {e.series}", "", "| night | verified | backup | restore | RTO | age | RPO | failed checks |",
                 "|---|---|---|---|---|---|---|---|"]
         for n in e.nights:
-            out.append(f"| {n.day} | {'yes' if n.verified else 'no run' if not n.ran else 'NO'} | {n.backup or '-'} | "
+            out.append(f"| {n.day} | {n.word} | {n.backup or '-'} | "
                        f"{_dur(n.restore_seconds)} | {_dur(e.rto)} | "
                        f"{'-' if n.age_hours is None else f'{n.age_hours:.1f} h'} | "
                        f"{'-' if e.rpo is None else f'{e.rpo / 3600:g} h'} | {', '.join(n.failed) or '-'} |")
@@ -139,7 +154,7 @@ def render_html(evidence: list[SeriesEvidence], since: date, until: date, genera
         parts.append("<table><tr><th>night (UTC)</th><th>verified</th><th>backup</th><th>restore</th><th>RTO</th>"
                      "<th>backup age</th><th>RPO</th><th>failed checks</th></tr>")
         for n in e.nights:
-            cls, word = ("yes", "yes") if n.verified else ("none", "no run") if not n.ran else ("no", "NO")
+            cls, word = ("yes" if n.verified else "none" if not n.ran else "no"), n.word
             over_rto = e.rto is not None and n.restore_seconds is not None and n.restore_seconds > e.rto
             over_rpo = e.rpo is not None and n.age_hours is not None and n.age_hours * 3600 > e.rpo
             age = "-" if n.age_hours is None else f"{n.age_hours:.1f} h"

@@ -115,10 +115,28 @@ def merge(args: argparse.Namespace) -> int:
     return int(document["run"]["exit_status"])
 
 
+def run(args: argparse.Namespace) -> int:
+    """The suites, as ``pytest`` with the plugin: every argument goes to pytest."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "pytest", *args.pytest_args]).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="backupcheck", description="Reports from backupcheck's history and "
-                                                                      "merged shards.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="backupcheck",
+        description="Verify database backups by restoring them, and report on what the verifications found.",
+        epilog="Verifying is a pytest run: `backupcheck run --backups DIR` is `pytest --backups DIR` (see "
+               "`pytest --help`, group backupcheck, for every option); a gate run before a migration is `backupcheck "
+               "run --backups DIR --migrations DIR -m gate`.")
+    parser.add_argument("--version", action="version", version=f"backupcheck {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,evidence,merge}")
+    rn = sub.add_parser("run", help="Verify backups: the built-in suites through pytest (arguments are pytest's "
+                                    "and the plugin's: --backups, -k, -m, -n, --series, ...).", add_help=False)
+    rn.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    rn.set_defaults(func=run)
     ev = sub.add_parser("evidence", help="For auditors: each night of a period, was the newest backup restored "
                                          "and verified, in how long, and how old was it.")
     ev.add_argument("--since", default="90d", help="How far back, as a duration like 90d or 12w (default 90d).")

@@ -93,6 +93,15 @@ def _findings_text(check: dict[str, Any]) -> str:
     return render([Finding(**f) for f in check["findings"]]) or check["message"]
 
 
+def classname(module: str) -> str:
+    """``../../.venv/lib/python3.11/site-packages/backupcheck/suites/test_restore.py`` -> ``suites.test_restore``:
+    the built-in suites by their own name wherever they are installed; a team's own file as pytest names it."""
+    path = module.replace("\\", "/")
+    if "/suites/" in f"/{path}":
+        path = "suites/" + path.rsplit("suites/", 1)[1]
+    return path.lstrip("./").replace("/", ".").removesuffix(".py")
+
+
 def junit(document: dict[str, Any], path: Path) -> None:
     checks = document["checks"]
     suite = ET.Element("testsuite", name="backupcheck", tests=str(len(checks)),
@@ -102,8 +111,7 @@ def junit(document: dict[str, Any], path: Path) -> None:
                        time=f"{sum(c['seconds'] for c in checks):.3f}", timestamp=document["run"]["started"])
     for c in checks:
         module, _, name = c["nodeid"].rpartition("::")
-        case = ET.SubElement(suite, "testcase", classname=module.replace("/", ".").removesuffix(".py"), name=name,
-                             time=f"{c['seconds']:.3f}")
+        case = ET.SubElement(suite, "testcase", classname=classname(module), name=name, time=f"{c['seconds']:.3f}")
         if c["outcome"] in BAD:
             tag = "failure" if c["outcome"] == "failed" else "error"
             first = (_findings_text(c).splitlines() or [""])[0]
@@ -187,8 +195,10 @@ def markdown(document: dict[str, Any]) -> str:
              f"**{'FAILED' if run['exit_status'] else 'passed'}**: {len(document['backups'])} backup(s), "
              f"{len(document['checks'])} check(s), {len(bad)} failed", ""]
     lines += ["| series | backup | format | size | restore | verdict |", "|---|---|---|---|---|---|"]
+    verdicts = results.shown_verdicts(document)
     for b in document["backups"]:
-        lines.append(f"| {b['series']} | {b['key']} | {b['format']} | {b['size']:,} | {_seconds(b)} | {b['verdict']} |")
+        lines.append(f"| {b['series']} | {b['key']} | {b['format']} | {b['size']:,} | {_seconds(b)} | "
+                     f"{verdicts[b['key']]} |")
     if bad:
         lines += ["", "### Failed", ""] + [f"- `{c['nodeid']}`: {(_findings_text(c).splitlines() or [''])[0]}"
                                             for c in bad]
@@ -293,10 +303,12 @@ def html_report(document: dict[str, Any]) -> str:
     esc = html.escape
     run = document["run"]
     bad = [c for c in document["checks"] if c["outcome"] in BAD]
+    verdicts = results.shown_verdicts(document)
     rows = "".join(
         f"<tr><td>{esc(b['series'])}</td><td>{esc(b['key'])}</td><td>{esc(b['format'])}</td><td>{b['size']:,}</td>"
         f"<td>{_seconds(b)}</td>"
-        f"<td class='{esc(b['verdict'])}'>{esc(b['verdict'])}</td></tr>" for b in document["backups"])
+        f"<td class='{esc(verdicts[b['key']].split(':')[0])}'>{esc(verdicts[b['key']])}</td></tr>"
+        for b in document["backups"])
     checks = "".join(
         f"<tr class='{esc(c['outcome'])}'><td>{esc(c['nodeid'])}</td><td>{esc(c['outcome'])}</td>"
         f"<td><pre>{esc(_findings_text(c)) if c['outcome'] != 'passed' else ''}</pre></td></tr>"

@@ -28,6 +28,25 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         _CURRENT.reset(token)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                                           pytest.TestReport]:
+    """A check that failed with findings is reported as them: their lines (no traceback, no fixture values), and
+    the first of them as the reason on the short summary's FAILED line. Built from pytest's own report parts, so
+    xdist carries it to the controller as it is."""
+    report = yield
+    findings = item.stash.get(FINDINGS, None)
+    if report.when == "call" and report.failed and findings:
+        from _pytest._code.code import ReprEntry, ReprExceptionInfo, ReprFileLocation, ReprTraceback
+
+        lines = render(list(findings)).splitlines()
+        path, lineno, _ = item.location
+        entry = ReprEntry([f"E   {line}" for line in lines], None, None, None, "short")
+        report.longrepr = ReprExceptionInfo(reprtraceback=ReprTraceback([entry], None, "short"),
+                                            reprcrash=ReprFileLocation(path, (lineno or 0) + 1, lines[0]))
+    return report
+
+
 def judge(findings: Sequence[Finding]) -> None:
     """Keep ``findings`` on the running test, then fail it with them when there are any."""
     __tracebackhide__ = True  # the failure is the check's, shown at the check's line
@@ -35,7 +54,9 @@ def judge(findings: Sequence[Finding]) -> None:
     if item is not None:
         item.stash[FINDINGS] = list(findings)
     if findings:
-        raise AssertionError(render(list(findings)))
+        # The findings are the failure: their sentences, not a traceback of the check (--tb=long shows none
+        # either; a team's own failing assert keeps pytest's full report).
+        pytest.fail(render(list(findings)), pytrace=False)
 
 
 def findings_of(item: pytest.Item) -> list[dict[str, str]]:

@@ -10,12 +10,15 @@ from backupcheck.plugins.verdict import judge
 
 
 def test_every_source_holds_readable_backups(listing, settings):
-    """Every configured source can be read and holds at least one backup."""
+    """Every configured source can be read and holds at least one backup, and every configured series has backups."""
     findings = [Finding("integrity", "sources", "a source cannot be read", "a readable folder or file", p,
                         hint="correct --backups or sources in backupcheck.toml") for p in listing.problems]
     if not listing.backups():
         findings.append(Finding("integrity", "sources", "no backup was found", "at least one backup",
                                 f"nothing in {', '.join(settings.sources)}"))
+    elif settings.shard is None:  # a shard holds part of the series: the plan's listing judged them all
+        wanted = [n for n in sorted(settings.series) if not settings.only_series or n in settings.only_series]
+        findings += integrity.configured_series(wanted, [s.name for s in listing.series], list(settings.sources))
     judge(findings)
 
 

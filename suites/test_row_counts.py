@@ -31,10 +31,11 @@ def row_counts(restored, record_tables):
 
 @pytest.mark.needs_restore
 @pytest.mark.when_configured("critical_tables")
-def test_critical_tables_meet_their_minimum_rows(backup, row_counts, series_settings, attach):
+def test_critical_tables_meet_their_minimum_rows(backup, restored, row_counts, series_settings, attach):
     """Every critical table exists, is non-empty and holds at least its configured minimum of rows."""
     attach("row counts", _table(row_counts))
-    findings = restoring.critical_tables(backup.key, row_counts, series_settings)
+    findings = restoring.critical_tables(backup.key, row_counts, series_settings, backup.series,
+                                         restored.require().expected_tables())
     judge(findings)
 
 

@@ -50,6 +50,17 @@ def holds_data(backup: Backup, evidence: list[ArtifactEvidence], schema_only: bo
                          f"series {backup.series} if it is meant to hold the schema alone")]
 
 
+def configured_series(configured: list[str], found: list[str], sources: list[str]) -> list[Finding]:
+    """A ``[series.NAME]`` block whose series has no backup in the sources: the checks configured there never ran."""
+    shown = ", ".join(found[:12]) + (f" and {len(found) - 12} more" if len(found) > 12 else "") or "none"
+    return [Finding(CHECK, name, f"series {name} is configured but has no backup",
+                    f"backups of series {name} (its [series.{name}] settings apply to them)",
+                    f"no backup of that series in {', '.join(sources) or 'the sources'}; the series found: {shown}",
+                    hint=f"rename [series.{name}] to the series name the test ids show (the file name without its "
+                         "time), or add the source that holds its backups")
+            for name in configured if name not in found]
+
+
 def checksums(backup: Backup, evidence: list[ArtifactEvidence]) -> list[Finding]:
     return [
         Finding(CHECK, backup.key, "a sidecar checksum does not match", "the checksum the backup job wrote",

@@ -64,11 +64,20 @@ def within_rto(r: RestoredBackup, rto: timedelta) -> list[Finding]:
                     hint=f"speed the restore up or revisit series.{r.backup.series}.rto")]
 
 
-def critical_tables(key: str, counts: dict[str, int | None], cfg: SeriesSettings) -> list[Finding]:
+def critical_tables(key: str, counts: dict[str, int | None], cfg: SeriesSettings, series: str = "",
+                    in_dump: list[str] | None = None) -> list[Finding]:
     findings = []
     for table, minimum in cfg.critical_tables:
         found = counts.get(table)
-        if found is None:
+        if found is None and in_dump is not None and table not in in_dump:
+            shown = ", ".join(sorted(in_dump)[:10]) + (" ..." if len(in_dump) > 10 else "")
+            findings.append(Finding(
+                "row_counts", key, f"critical table {table} is not in the dump",
+                f"{table} with at least {max(minimum, 1)} rows (series.{series}.critical_tables)",
+                f"the dump defines no table {table}; it has {shown or 'no table'}",
+                hint=f"correct series.{series}.critical_tables (schema.table as the dump names it), or find out "
+                     "why the backup job leaves the table out (pg_dump -t/-T, a different database)"))
+        elif found is None:
             findings.append(Finding("row_counts", key, f"critical table {table} is missing",
                                     f"{table} with at least {max(minimum, 1)} rows", "no such table after the restore"))
         elif found < max(minimum, 1):
