@@ -208,7 +208,11 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path, now: datetime):  # typ
         reports = tmp_path / "reports"
         cfg = tmp_path / "backupcheck.toml"
         cfg.write_text(config or "")
-        cmd = [str(suites), "--backup-config", str(cfg), "--reports-dir", str(reports), *args]
+        # The test's own --reports-dir, given in args, comes last and wins.
+        cmd = [str(suites), "--backup-config", str(cfg)]
+        if "reports_dir" not in (config or ""):
+            cmd += ["--reports-dir", str(reports)]
+        cmd += args
         if work is not None:
             cmd += ["--work-dir", str(work)]
         if "--now" not in args and "now =" not in (config or ""):
@@ -218,6 +222,10 @@ def run_suites(pytester: pytest.Pytester, tmp_path: Path, now: datetime):  # typ
         if "--history" not in args and "history =" not in (config or ""):
             cmd += ["--history", "off"]  # farms share backup names: one test's history must not judge another's
         result = pytester.runpytest_subprocess(*cmd, timeout=600)
+        if "reports_dir" in (config or "") and (reports / "partial" / "junit.xml").exists() and \
+                (not (reports / "junit.xml").exists() or
+                 (reports / "partial" / "junit.xml").stat().st_mtime > (reports / "junit.xml").stat().st_mtime):
+            reports = reports / "partial"  # a partial run's reports, beside the full run's (see selection())
         junit = reports / "junit.xml"
         outcomes, messages = _parse_junit(junit) if junit.exists() else ({}, {})
         return SuiteRun(result.ret, result.stdout.str() + result.stderr.str(), outcomes, messages, reports)

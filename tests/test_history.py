@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -78,7 +79,7 @@ def spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:  # each test starts from an empty history
-        for table in ("bc_checks", "bc_table_rows", "bc_verified", "bc_backups", "bc_runs", "bc_meta"):
+        for table in ("bc_checks", "bc_table_rows", "bc_dump_rows", "bc_verified", "bc_backups", "bc_runs", "bc_meta"):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
 
@@ -96,7 +97,7 @@ def test_both_stores_record_a_run_in_one_piece_and_answer_the_same(spec):
             store.record(document(f"run-{i}", night + timedelta(hours=1), [b, backup("shop", night - timedelta(days=9),
                                                                                   None, None, "not run")], [c]),
                          "host-a")
-        assert store.counts() == {"bc_runs": 3, "bc_backups": 3, "bc_verified": 3, "bc_table_rows": 6, "bc_checks": 3}
+        assert store.counts() == {"bc_runs": 3, "bc_backups": 3, "bc_verified": 3, "bc_table_rows": 6, "bc_checks": 3, "bc_dump_rows": 0}
         assert store.tables_of("shop-20261102T020000Z") == {"public.orders": 101, "public.users": 10}
         rows = store.series_rows("shop", (T0 + timedelta(days=2)).isoformat(), 10)
         assert [k for k, _, _ in rows] == ["shop-20261101T020000Z", "shop-20261102T020000Z"]
@@ -250,8 +251,8 @@ def test_trends_fail_the_leak_the_stall_and_the_growing_restore_and_pass_a_calm_
     trendy = f"trendy-{newest[:8]}T{newest[9:15]}Z"
     assert run.outcomes.get(f"{rows}[{trendy}]") == "failed", run.stdout
     message = run.messages.get(f"{rows}[{trendy}]", "")
-    assert "public.leaky is leaking rows: 26% gone over the last 7 backups" in message, message
-    assert "public.stalled stopped growing: no new rows in the last 3 backups" in message, message
+    assert re.search(r"public.leaky is leaking rows: \d+% below its peak", message), message
+    assert re.search(r"public.stalled has not grown for \d+ nights, since \d{4}-\d\d-\d\d", message), message
     assert "public.steady" not in message
     assert run.outcomes.get(f"{rto}[{trendy}]") == "failed"
     assert "the RTO of 1.5 min is crossed around" in run.messages.get(f"{rto}[{trendy}]", "") or \
@@ -278,14 +279,19 @@ def test_without_enough_history_the_trends_wait_and_say_so(run_suites, trend_far
 
 def test_row_trend_rules_on_plain_numbers():
     cfg = trends.TrendSettings()
-    hist = [(f"k{i}", f"t{i}", {"t": 1000}) for i in range(10)]
-    drop = trends.row_trends("now", "s", hist, {"t": 700}, 0.2, cfg)
-    assert drop and "dropped 30% below its usual row count" in drop[0].what
-    assert not trends.row_trends("now", "s", hist, {"t": 995}, 0.2, cfg)
+    at = datetime(2026, 11, 20, 2, tzinfo=UTC)
+    hist = [(f"k{i}", (at - timedelta(days=10 - i)).isoformat(), {"t": 1000 + 10 * i}) for i in range(10)]
+    drop = trends.row_trends("now", "s", hist, {"t": 700}, 0.2, cfg, at)
+    assert drop and "below where its rows were heading" in drop[0].what, drop
+    assert not trends.row_trends("now", "s", hist, {"t": 1095}, 0.2, cfg, at)
     assert trends.leak([100, 95, 90, 86, 81, 77, 73], 0.2) is not None
     assert trends.leak([100, 95, 100, 95, 100, 95, 99], 0.2) is None
-    assert trends.stall([1, 2, 3, 4, 5, 6, 7, 7, 7, 7], 3) == 7
-    assert trends.stall([5, 5, 5, 5, 5, 5, 5, 5], 3) is None
+    flat = hist + [(f"f{i}", (at + timedelta(days=i)).isoformat(), {"t": 1090}) for i in range(4)]
+    stalled = trends.row_trends("now", "s", flat, {"t": 1090}, 0.2, cfg, at + timedelta(days=4))
+    assert [f.what for f in stalled] == ["table t has not grown for 5 nights, since 2026-11-19"], stalled
+    assert not trends.row_trends("now", "s", flat, {"t": 1090}, 0.2, cfg, at + timedelta(days=4), {"t": "static"})
+    lookup = [(f"k{i}", (at - timedelta(days=10 - i)).isoformat(), {"t": 5}) for i in range(10)]
+    assert not trends.row_trends("now", "s", lookup, {"t": 5}, 0.2, cfg, at), "a table that never grew is no stall"
 
 
 # --- streaks ---------------------------------------------------------------------------------------
@@ -310,7 +316,7 @@ def test_a_check_failing_on_the_third_run_in_a_row_is_escalated_and_named(run_su
     run = run_suites("--backups", str(root), "--history", str(store_path), "-m", "freshness",
                      config='[series.app]\nrpo = "26h"\n')
     assert run.ret == 1, run.stdout
-    assert f"{name} on app: failing for 3 nights since {(now - timedelta(days=2)):%Y-%m-%d}" in run.stdout, run.stdout
+    assert f"{name} on app: failed on 3 runs in a row, since {(now - timedelta(days=2)):%Y-%m-%d}" in run.stdout, run.stdout
     results = json.loads((run.reports / "results.json").read_text())
     assert results["streaks"] == [{"series": "app", "check": name, "runs": 3,
                                    "since": (now - timedelta(days=2)).isoformat(timespec="seconds")}]
@@ -381,8 +387,7 @@ def test_metrics_and_the_webhook_tell_the_run_without_a_secret(run_suites, clean
     monkeypatch.setenv("BC_TEST_WEBHOOK", url)
     metrics = tmp_path / "textfile" / "backupcheck.prom"
     cfg = f'metrics_file = "{metrics}"\nnotify = {{ url_env = "BC_TEST_WEBHOOK", on = "always" }}\n'
-    run = run_suites("--backups", str(clean_dir), "-m", "freshness or size or restore",
-                     "--history", str(tmp_path / "h.sqlite"), config=cfg)
+    run = run_suites("--backups", str(clean_dir), "--history", str(tmp_path / "h.sqlite"), config=cfg)
     assert run.ret == 0, run.stdout
     text = metrics.read_text()
     for name in ("backupcheck_backup_age_seconds{series=", "backupcheck_backup_size_bytes{series=",
@@ -470,7 +475,13 @@ def test_evidence_renders_the_nights_from_the_history(tmp_path):
     md = subprocess.run([sys.executable, "-m", "backupcheck", "evidence", "--since", "30d", "--until",
                          until.isoformat(), "--history", str(store_path), "-o", "-"], capture_output=True, text=True,
                         cwd=tmp_path)
-    assert md.returncode == 0 and "| 2026-11-22 | NO |" in md.stdout and "| 2026-11-14 | no run |" in md.stdout
+    assert md.returncode == 0 and "| 2026-11-14 | no run |" in md.stdout
+    assert "| 2026-11-22 | NO: failed test_every_table_in_the_dump_exists_after_restore |" in md.stdout, md.stdout
+    longer = subprocess.run([sys.executable, "-m", "backupcheck", "evidence", "--since", "60d", "--until",
+                             until.isoformat(), "--history", str(store_path), "-o", "-"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert "shop: 27 of 30 nights verified" in longer.stdout, "nights before the first recorded run are not missed"
+    assert "| 2026-10-" not in longer.stdout
 
 
 def test_evidence_from_an_empty_history_says_so(tmp_path):

@@ -38,6 +38,7 @@ def test_every_option_the_readme_names_exists(pytester):
     help_text = pytester.runpytest_subprocess("--help", "-p", "backupcheck.plugins.options").stdout.str()
     others = {"--help", "--symmetric", "--cipher-algo",  # gpg's own
               "--list", "--schema-only", "--no-owner", "--clean",  # pg_restore's, pg_dump's, pg_dumpall's
+              "--no-tablespaces",  # pg_restore's
               "--size"}  # the benchmarks' (bench/*.py --size 1gb)
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - others
     import subprocess

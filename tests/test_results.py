@@ -28,10 +28,15 @@ def test_results_validate_and_every_report_renders_from_them(run_suites, faulty)
     # backups: the terminal table and the HTML summary show exactly the document's rows
     table = run.stdout.split("backups verified", 1)[1]
     report = (run.reports / "report.html").read_text()
+    from backupcheck.results import shown_verdicts
+
+    shown = shown_verdicts(document)  # the backup's own verdict, or a failure of it or of its series, with why
     for b in document["backups"]:
         when = b["taken_at"][:10] + " " + b["taken_at"][11:16] + " UTC"
-        assert re.search(rf"^{re.escape(b['series'])}\s+{when}\s+.*\s{b['verdict']}\s*$", table, re.M), b
+        assert re.search(rf"^{re.escape(b['series'])}\s+{when}\s+.*\s{re.escape(shown[b['key']])}\s*$", table,
+                         re.M), b
         assert html.escape(b["series"]) in report and when in report
+        assert shown[b["key"]].split(":")[0] == ("failed" if b["verdict"] == "failed" else shown[b["key"]].split(":")[0])
     verdicts = {b["key"]: b["verdict"] for b in document["backups"]}
     planted = {k for keys in expected.values() for k in keys if k in verdicts}  # backups, not series
     assert planted and all(verdicts[k] == "failed" for k in planted), {k: verdicts[k] for k in planted}
