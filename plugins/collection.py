@@ -10,7 +10,7 @@ import pytest
 from backupcheck.families import REGISTRY, family_of_module
 from backupcheck.model import Backup, Listing, safe_id
 
-from .options import SETTINGS
+from .options import SETTINGS, SUITES
 from .run import RUN
 
 FAMILIES = tuple(REGISTRY)  # registration order is the order tests of one backup run in
@@ -154,6 +154,22 @@ def subject_of(item: pytest.Item) -> tuple[str, str]:
     if s is not None and hasattr(s, "backups"):
         return f"series-{safe_id(s.name)}", s.name
     return "run", ""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):  # type: ignore[no-untyped-def]
+    """The built-in suites installed in a virtual environment inside the project are named
+    ``backupcheck/suites/test_restore.py::…``, not ``.venv/lib/python3.11/site-packages/backupcheck/suites/…``:
+    node ids, the terminal's lines and every report stay readable wherever pip put the package."""
+    if module_path.parent != SUITES or parent.config.stash.get(RUN, None) is None:
+        return None
+    try:
+        inside = module_path.relative_to(parent.config.rootpath)
+    except ValueError:
+        return None  # outside the project: pytest names it from the suites folder already
+    if "site-packages" not in inside.parts and "dist-packages" not in inside.parts:
+        return None  # a checkout: suites/test_restore.py
+    return pytest.Module.from_parent(parent, path=module_path, nodeid=f"backupcheck/suites/{module_path.name}")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -143,3 +143,30 @@ def test_in_a_project_of_other_tests_the_installed_plugin_changes_nothing(instal
     assert lines == [], lines
     written = sorted(p.name for p in project.iterdir() if p.name != "__pycache__")
     assert written == ["test_app.py"], "it wrote files (reports?)"
+
+
+def test_installed_in_the_projects_own_venv_it_prints_short_ids_and_reasons(installed, farm, tmp_path, now,
+                                                                           monkeypatch):
+    """A team's project whose virtual environment lives inside it: node ids and the FAILED lines name the suites
+    as backupcheck/suites/…, never the site-packages path, and carry the finding as the reason."""
+    project = installed.parent.parent.parent  # holds env/: the venv is inside the project
+    (project / "pytest.ini").write_text("[pytest]\n")
+    when = farmlib.nights(farm.now)[-1]
+    backups = tmp_path / "backups"
+    farmlib.stamp(farm.dump(farm.states[-1], backups / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    (tmp_path / "backupcheck.toml").write_text('[series.shop]\ncritical_tables = ["public.nope"]\n')
+    monkeypatch.setenv("CI", "true")  # as in a CI log: the reason whole, whatever the terminal's width
+    run = _pytest(installed, project, "--backups", str(backups), "--backup-config", str(tmp_path / "backupcheck.toml"),
+                  "--now", now.isoformat(), "--pg-provider", "local", "-m", "row_counts",
+                  "--reports-dir", str(tmp_path / "reports"))
+    key = f"shop-{when:%Y%m%dT%H%M%SZ}"
+    expected = [
+        "backupcheck/suites/test_row_counts.py Fs",
+        f"FAILED backupcheck/suites/test_row_counts.py::test_critical_tables_meet_their_minimum_rows[{key}] - "
+        f"[row_counts] {key}: critical table public.nope is not in the dump",
+    ]
+    lines = [line.rstrip() for line in run.stdout.splitlines()]
+    assert run.returncode == 1
+    for line in expected:
+        assert any(got.startswith(line) for got in lines), (line, run.stdout[-3000:])
+    assert "site-packages" not in run.stdout and "Traceback" not in run.stdout, run.stdout[-3000:]
