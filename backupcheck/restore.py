@@ -214,6 +214,24 @@ def _split_desc(rest: str) -> tuple[str, str]:
     return "", rest
 
 
+_PREFIXES = re.compile(r"^(?:pg_restore:\s*){2,}(?:error:\s*)*|^pg_restore:\s*(?:error:\s*){2,}")
+_BARE_ERROR = re.compile(r"^(?:could not execute query:|COPY failed for table )")
+
+
+def _untangled(stderr: str) -> list[str]:
+    """pg_restore's lines with the tangles of parallel workers writing at once taken out: ``pg_restore:pg_restore:
+    error: error: could not execute query: …`` is one error's start, and the other worker's message follows later
+    on a line of its own without the prefix (seen with -j 2 and two failing event triggers)."""
+    lines = []
+    for raw in stderr.splitlines():
+        if _PREFIXES.match(raw):
+            raw = "pg_restore: error: " + _PREFIXES.sub("", raw)
+        elif _BARE_ERROR.match(raw):
+            raw = "pg_restore: error: " + raw
+        lines.append(raw)
+    return lines
+
+
 def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str] = ()) -> tuple[list[RestoreError], str]:
     """Turn pg_restore's stderr into classified errors; the second value is a fatal error, if any."""
     errors: list[RestoreError] = []
@@ -232,7 +250,7 @@ def parse_pg_restore_errors(stderr: str, artifact: str, tolerated: Iterable[str]
             errors.append(RestoreError(sev, message, stmt, lost, artifact, where))
         message, statement_lines, in_command = "", [], False
 
-    for raw in stderr.splitlines():
+    for raw in _untangled(stderr):
         if raw.startswith("pg_restore:"):
             if in_command or message:
                 flush()

@@ -134,6 +134,14 @@ class Preamble:
         return ("skipped " + ", ".join(parts)) if parts else ""
 
 
+NOISE_PEEK = 4 * 1024 * 1024  # how far a header is looked for behind pg_dump's messages
+
+
+def _starts_with_noise(head: bytes) -> bool:
+    first = head.removeprefix(_BOM).lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+    return bool(first) and _NOISE_LINE.match(first) is not None and not any(h in head for h in _HEADERS)
+
+
 def preamble_of(head: bytes) -> Preamble:
     """Where the SQL of a plain dump starts, from its first decompressed bytes."""
     bom = head.startswith(_BOM)
@@ -197,6 +205,8 @@ def open_sql(path: Path, layers: tuple[str, ...]) -> Iterator[tuple[BinaryIO, Pr
     """Open a plain dump as SQL: compression peeled off, and its preamble (see ``Preamble``) dropped."""
     with open_decompressed(path, layers) as stream:
         head = stream.read(PEEK)
+        if _starts_with_noise(head):  # pg_dump -v 2>&1 can write megabytes before the header
+            head += stream.read(NOISE_PEEK - len(head))
     preamble = preamble_of(head)
     with open_decompressed(path, layers) as stream:
         yield _CleanStream(stream, preamble), preamble  # type: ignore[misc]
@@ -252,6 +262,11 @@ def sniff(path: Path) -> tuple[str, tuple[str, ...], str]:
     if error:
         return "unknown", layers, error
     fmt, note = classify_head(head)
+    if fmt == "unknown" and _starts_with_noise(head):
+        try:
+            fmt, note = classify_head(head_bytes(path, layers, NOISE_PEEK))
+        except Exception:  # noqa: BLE001 (a stream that breaks later is the integrity read's to report)
+            pass
     if fmt == "empty" and layers:
         note = "the compressed stream holds no bytes"
     return fmt, layers, note

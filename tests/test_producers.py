@@ -67,12 +67,21 @@ def _only_backup(folder: Path):  # type: ignore[no-untyped-def]
     return backups[0]
 
 
+def _dumped(cluster: Cluster, db: str, tmp_path: Path, fmt: str):  # type: ignore[no-untyped-def]
+    """``db`` dumped by real pg_dump in ``fmt`` (custom or plain) as the one backup of a folder of its own."""
+    folder = _folder(tmp_path, f"{db}-{fmt}")
+    sampledb.pg_dump(cluster, db, folder / f"{db}_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
+    return _only_backup(folder)
+
+
 # --- 1. lines before the header ------------------------------------------------------------------
 
 NOISE = {
     "pg_dump-warnings": lambda sql: (b"pg_dump: warning: there are circular foreign-key constraints on this table:\n"
                                      b"pg_dump: detail: orders\npg_dump: hint: You might not be able to restore the "
                                      b"dump without using --disable-triggers.\n" + sql),
+    "pg_dump-verbose": lambda sql: b"".join(b"pg_dump: reading policies for table \"public.t%d\"\n" % i
+                                            for i in range(3000)) + sql,  # more than a first read holds
     "bom": lambda sql: b"\xef\xbb\xbf" + sql,
     "crlf-blank-line": lambda sql: b"\r\n" + sql.replace(b"\n", b"\r\n"),
 }
@@ -94,6 +103,7 @@ def test_a_plain_dump_with_noise_before_its_header_is_read_and_restores_complete
     assert db.row_counts() == SHOP_ROWS
     said = " ".join(db.skipped)
     assert {"pg_dump-warnings": "3 line(s) before pg_dump's header", "bom": "byte-order mark",
+            "pg_dump-verbose": "3000 line(s) before pg_dump's header",
             "crlf-blank-line": "CR LF read as LF"}[noise] in said, said
 
 
@@ -124,9 +134,7 @@ def heroku(source: Cluster) -> str:
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_owners_and_grantees_the_server_lacks_become_placeholder_roles(fmt, source, heroku, tmp_path, restore,
                                                                       private_dir):
-    folder = _folder(tmp_path, f"heroku-{fmt}")
-    sampledb.pg_dump(source, heroku, folder / f"heroku_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
-    db = restore(_only_backup(folder), private_dir)
+    db = restore(_dumped(source, heroku, tmp_path, fmt), private_dir)
     assert db.compat.mismatches == []
     assert any("placeholder role(s) api, jaspmcxfsxyjfs" in c for c in db.compat.compared), db.compat.compared
     assert restoring.restored_cleanly(db) == [], db.result.report()
@@ -185,9 +193,7 @@ def test_a_cluster_dump_with_tablespaces_restores_every_database(spaced_cluster,
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_a_database_dump_with_tablespaces_restores_into_the_default_one(fmt, spaced_cluster, spaced, tmp_path,
                                                                          restore, private_dir):
-    folder = _folder(tmp_path, f"spaced-{fmt}")
-    sampledb.pg_dump(spaced_cluster, spaced, folder / f"spaced_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
-    db = restore(_only_backup(folder), private_dir)
+    db = restore(_dumped(spaced_cluster, spaced, tmp_path, fmt), private_dir)
     assert db.compat.mismatches == [] and any("archive: mapped to the default" in c for c in db.compat.compared)
     assert restoring.restored_cleanly(db) == [], db.result.report()
     assert db.row_counts() == {"public.hot": 6, "public.cold": 9}
@@ -232,9 +238,7 @@ def trapped(source: Cluster) -> str:
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_the_search_path_trap_names_the_table_the_function_and_the_fix(fmt, source, trapped, tmp_path, restore,
                                                                       private_dir):
-    folder = _folder(tmp_path, f"trapped-{fmt}")
-    sampledb.pg_dump(source, trapped, folder / f"trapped_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
-    db = restore(_only_backup(folder), private_dir)
+    db = restore(_dumped(source, trapped, tmp_path, fmt), private_dir)
     findings = restoring.restored_cleanly(db)
     rows = [f for f in findings if "rows of table public.orders" in f.what]
     assert len(rows) == 1, [f.what for f in findings]
@@ -330,13 +334,12 @@ def supa(source: Cluster) -> str:
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_supabases_own_event_triggers_are_recognised_by_name_and_body(fmt, source, supa, tmp_path, restore,
                                                                      private_dir):
-    folder = _folder(tmp_path, f"supa-{fmt}")
-    sampledb.pg_dump(source, supa, folder / f"supa_20261120_020000.{'dump' if fmt == 'custom' else 'sql'}", fmt)
-    db = restore(_only_backup(folder), private_dir)
+    db = restore(_dumped(source, supa, tmp_path, fmt), private_dir)
     assert db.profile.name == "supabase"
     findings = [f for f in restoring.restored_cleanly(db) if f.what.startswith("SECURITY")]
     named = " ".join(f.found for f in findings)
-    assert "pgrst_drop_watch" in named and "audit_ddl" in named, "a copied name or another trigger is a finding"
+    assert "pgrst_drop_watch" in named and "audit_ddl" in named, ("a copied name or another trigger is a finding",
+                                                                   db.result.report(), db.skipped)
     assert "pgrst_ddl_watch" not in named.replace("pgrst_drop_watch", "") and "issue_pg_cron_access" not in named
     assert any("issue_pg_cron_access" in s and "pgrst_ddl_watch" in s for s in db.skipped), db.skipped
     assert db.row_counts() == {"public.todos": 2}
@@ -500,3 +503,18 @@ def test_every_producer_restores_or_fails_with_one_sentence_and_its_fix(source, 
     assert "fix:" in run.messages["test_restores_without_harmful_errors[trapped-20261120T020000Z]"]
     assert run.outcomes["test_backup_holds_data[schema-20261120T020000Z]"] == "failed"
     assert all(v == "passed" for k, v in run.outcomes.items() if k.startswith("test_restoring_server_fits_the_dump"))
+
+
+def test_the_errors_of_parallel_restore_workers_writing_at_once_are_all_read():
+    """pg_restore -j 2: two workers' errors tangled on one line, the second message later without its prefix."""
+    from backupcheck.restore import SECURITY, parse_pg_restore_errors
+
+    tangled = (
+        'pg_restore:pg_restore:  error: error: could not execute query: ERROR:  permission denied to create event '
+        'trigger "audit_ddl"\nHINT:  Must be superuser to create an event trigger.\nCommand was: CREATE EVENT '
+        "TRIGGER audit_ddl ON ddl_command_end\n   EXECUTE FUNCTION public.audit_ddl();\n\n\n"
+        'could not execute query: ERROR:  relation "public.orders" does not exist\nCommand was: CREATE INDEX o ON '
+        "public.orders USING btree (id);\n\n\npg_restore: warning: errors ignored on restore: 2\n")
+    errors, fatal = parse_pg_restore_errors(tangled, "x.dump")
+    assert fatal == "" and [e.severity for e in errors] == [SECURITY, HARMFUL], errors
+    assert errors[1].lost == "index o"

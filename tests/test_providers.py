@@ -131,19 +131,20 @@ def test_a_supabase_dump_restores_under_the_supabase_profile(provider, run_suite
 
 def test_the_same_supabase_dump_fails_precisely_under_vanilla(run_suites, supabase_dir, docker_images,
                                                                killed_on_purpose):
-    """With the vanilla profile asked for: missing roles and pgsodium named with the fix, and the rows and key the
-    restore lost."""
+    """With the vanilla profile asked for: pgsodium named with the fix (the Supabase profile; the platform's roles
+    become placeholders), and the rows and key the restore lost; the orphans that loss leaves are not judged."""
     run = run_suites("--backups", str(supabase_dir / "cli"), "--pg-provider", "container",
                      config=CONTAINER_CONFIG + '[defaults]\nprofile = "vanilla"\n')
     key = f"cli-{STAMP}"
     compat = run.messages[f"test_restoring_server_fits_the_dump[{key}]"]
-    assert "references role(s) anon, authenticated, service_role that neither it nor the server has" in compat
+    assert "references role(s)" not in compat, "a disposable server gets placeholders for the roles"
     assert 'set profile = "supabase" for series cli' in compat
     assert "creates extension(s) pgsodium, which container backupcheck/postgres:15" in compat
     restore = run.messages[f"test_restores_without_harmful_errors[{key}]"]
     assert "lost rows of table auth.users" in restore and "lost constraint profiles_id_fkey" in restore
     assert 'schema "auth" does not exist' in restore
-    assert run.outcomes[f"test_every_foreign_key_has_no_orphans[{key}]"] == "failed"
+    orphans = f"test_every_foreign_key_has_no_orphans[{key}]"
+    assert run.outcomes[orphans] == "skipped" and "not judged" in run.messages[orphans]
     assert leftover_containers(killed_on_purpose) == []
 
 
