@@ -644,9 +644,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         if source_kinds.is_remote(url):
             kind = source_kinds.kind_of(url)
             if kind is None:
-                known = ", ".join(sorted(f"{k.scheme}://" for k in source_kinds.known()))
-                raise ConfigError(f"sources: {url!r}: no source kind for {source_kinds.scheme_of(url)}:// "
-                                  f"(known: {known}; anything else is a local folder or file)")
+                raise ConfigError(f"sources: {source_kinds.unknown_kind(url)}")
             try:
                 kind.check_url(url)
             except ValueError as exc:

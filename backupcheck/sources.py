@@ -54,6 +54,12 @@ def kind_of(source: str) -> RemoteKind | None:
     return KINDS.get(scheme_of(source))
 
 
+def unknown_kind(source: str) -> str:
+    """The sentence for a source whose scheme no kind registered."""
+    return (f"{source}: no source kind for {scheme_of(source)}:// (known: "
+            f"{', '.join(sorted(k.scheme + '://' for k in known()))}; anything else is a local folder or file)")
+
+
 def is_remote(source: str) -> bool:
     return bool(scheme_of(source))
 
@@ -81,8 +87,7 @@ def list_remote(settings: Any, access: Any) -> tuple[list[tuple[Any, list[Any]]]
         kind = kind_of(url)
         if kind is None:
             if is_remote(url):
-                problems.append(f"{url}: no source kind for {scheme_of(url)}:// (known: "
-                                f"{', '.join(sorted(k.scheme + '://' for k in known()))})")
+                problems.append(unknown_kind(url))
             continue
         try:
             remote.append(kind.list_location(access, url))

@@ -29,6 +29,22 @@ pytest_plugins = ["pytester"]
 # "You can only merge into CookieJar" (a new RequestsCookieJar class against the old session's).
 
 REPO = Path(__file__).resolve().parent.parent
+# Real artifacts from public repositories, beside the checkout (never copied into it). Where they are absent the
+# tests that need them skip; CI sets BACKUPCHECK_REQUIRE_REAL_DUMPS, which makes that a failure.
+REAL_DUMPS = REPO.parent / "shared" / "real-dumps"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_dumps: needs the real artifacts in ../shared/real-dumps")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real_dumps") is None or REAL_DUMPS.is_dir():
+        return
+    said = f"{REAL_DUMPS} is absent: the real artifacts are not here"
+    if os.environ.get("BACKUPCHECK_REQUIRE_REAL_DUMPS"):
+        pytest.fail(f"{said} (BACKUPCHECK_REQUIRE_REAL_DUMPS is set: they must be)", pytrace=False)
+    pytest.skip(said)
 SUITES = REPO / "suites"
 IMAGE = "backupcheck/postgres:{major}"
 CONTAINER_CONFIG = f'[container]\nimage = "{IMAGE}"\nryuk = false\n'

@@ -16,6 +16,7 @@ from backupcheck.lint import invariant_problem, lint_statement
 from backupcheck.migrations import MigrationsError, find
 
 from . import farm as farmlib
+from .conftest import REAL_DUMPS
 
 APPLIED = "20261101000000"  # recorded in the backup's supabase_migrations.schema_migrations
 ORPHANS = 7  # audit_log rows whose user does not exist (the table has no foreign key on purpose)
@@ -497,10 +498,10 @@ def test_each_tools_version_table_says_which_migrations_are_applied(farm, tmp_pa
         assert applied(conn, supabase) == (set(), "")  # no supabase_migrations here: everything is pending
 
 
-REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "real-dumps"
+REAL = REAL_DUMPS
 
 
-@pytest.mark.skipif(not (REAL / "supabase-cli-dump-pair").is_dir(), reason=f"{REAL} is absent: the real artifacts are not here")
+@pytest.mark.real_dumps
 def test_a_supabase_db_diff_migration_on_a_real_supabase_cli_backup(run_suites, tmp_path):
     """What `supabase db diff` writes, on a dump the Supabase CLI wrote: extensions, quoted names, grants to the
     platform's roles and ownership to postgres all apply; the unbounded UPDATE is the one lint note that hurts."""

@@ -58,3 +58,24 @@ def test_ci_runs_the_readmes_test_command():
     main_job, our_tests = lines[0], lines[1]
     assert main_job == "./run pytest"
     assert our_tests in Path(REPO / ".ci" / "run").read_text()
+
+
+def test_the_constraints_pin_every_dependency_within_its_range():
+    """./run (the README's test command, and CI) installs with constraints.txt: each dependency the package
+    declares, dev extras included, is pinned there to a version its range accepts."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[canonicalize_name(name)] = version.strip()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    for text in declared:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{req.name} is not pinned in constraints.txt"
+        assert req.specifier.contains(pinned[name], prereleases=True), f"{req.name}=={pinned[name]} is not in {req}"
+    assert "-c \"$here/constraints.txt\"" in (REPO / "run").read_text()

@@ -24,9 +24,13 @@ from backupcheck.profiles import Profile, detect
 from backupcheck.rolerefs import roles_named
 from backupcheck.settings import SeriesSettings
 
-REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "real-dumps"
-EXPECT = json.loads((REAL / "expect.json").read_text()) if (REAL / "expect.json").is_file() else {"artifacts": []}
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is absent: the real artifacts are not here")
+from .conftest import REAL_DUMPS
+
+REAL = REAL_DUMPS
+# Where the folder is absent, one stand-in parameter, so the test is there to skip (or to fail, where required).
+EXPECT = json.loads((REAL / "expect.json").read_text()) if (REAL / "expect.json").is_file() else \
+    {"artifacts": [{"id": "absent"}]}
+needs_real = pytest.mark.real_dumps
 
 
 # --- the real artifacts ------------------------------------------------------------------------

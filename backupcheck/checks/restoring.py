@@ -7,7 +7,7 @@ from datetime import timedelta
 from ..compat import Compatibility
 from ..model import Finding
 from ..restore import SECURITY, advice, refused_attempt
-from ..restored import RestoredBackup
+from ..restored import Orphans, RestoredBackup
 from ..settings import Relation, SeriesSettings
 
 
@@ -144,14 +144,18 @@ def foreign_key_orphans(r: RestoredBackup) -> tuple[list[Finding], list[str]]:
             notes.append(f"{label}: {why}; cannot be checked: {str(exc).strip().splitlines()[0]}")
             continue
         notes.append(f"{label}: {why}; checked with an anti-join: {o.count} orphan(s)")
-        if o.count:
-            findings.append(Finding(
-                "relations", r.backup.key, f"foreign key {fk.name} has orphaned rows ({why})",
-                f"every {fk.table}({', '.join(fk.columns)}) matches a row of {fk.ref_table}",
-                f"{o.count:,} orphan row(s); sample keys: {', '.join(o.samples)}",
-                hint=f"fix the data and VALIDATE CONSTRAINT {fk.name} at the source",
-            ))
+        findings += _orphaned(r.backup.key, o, f"foreign key {fk.name} has orphaned rows ({why})",
+                              f"every {fk.table}({', '.join(fk.columns)}) matches a row of {fk.ref_table}",
+                              f"fix the data and VALIDATE CONSTRAINT {fk.name} at the source")
     return findings, notes
+
+
+def _orphaned(key: str, o: Orphans, what: str, expected: str, hint: str = "") -> list[Finding]:
+    """The finding for rows without their parent (none when there are none)."""
+    if not o.count:
+        return []
+    return [Finding("relations", key, what, expected, f"{o.count:,} orphan row(s); sample keys: {', '.join(o.samples)}",
+                    hint=hint)]
 
 
 def relation_orphans(r: RestoredBackup, relations: tuple[Relation, ...]) -> tuple[list[Finding], list[str]]:
@@ -166,10 +170,6 @@ def relation_orphans(r: RestoredBackup, relations: tuple[Relation, ...]) -> tupl
                                     str(exc).strip().splitlines()[0], hint="correct the relation in the config file"))
             continue
         notes.append(f"{rel}: {o.count} orphan(s)")
-        if o.count:
-            findings.append(Finding(
-                "relations", r.backup.key, f"configured relation {rel} has orphaned rows",
-                f"every {rel.table}.{rel.column} matches a row of {rel.ref_table}",
-                f"{o.count:,} orphan row(s); sample keys: {', '.join(o.samples)}",
-            ))
+        findings += _orphaned(r.backup.key, o, f"configured relation {rel} has orphaned rows",
+                              f"every {rel.table}.{rel.column} matches a row of {rel.ref_table}")
     return findings, notes
