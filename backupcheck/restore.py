@@ -357,6 +357,50 @@ def restore_list(entries: Iterable[TocEntry], skip_extensions: Iterable[str],
     return "\n".join(lines) + "\n", skipped
 
 
+# The kinds of object whose owner a dump sets (pg_restore's --no-owner leaves them to the restoring role).
+OWNED_KINDS = ("TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE", "FUNCTION", "PROCEDURE",
+               "AGGREGATE", "SCHEMA", "TYPE", "DOMAIN")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def archive_owners(entries: Iterable[TocEntry], owners: frozenset[str]) -> list[tuple[str, str, str]]:
+    """(kind, name as the dump writes it, owner) of an archive's objects owned by one of ``owners``."""
+    out = []
+    for e in entries:
+        if e.desc not in OWNED_KINDS or e.owner not in owners:
+            continue
+        if e.desc == "SCHEMA":
+            out.append((e.desc, e.tag, e.owner))
+        elif e.desc in ("FUNCTION", "PROCEDURE", "AGGREGATE"):
+            name, paren, args = e.tag.partition("(")
+            if paren:
+                out.append((e.desc, f"{_ident(e.namespace)}.{_ident(name)}({args}", e.owner))
+        else:
+            out.append((e.desc, f"{_ident(e.namespace)}.{_ident(e.tag)}", e.owner))
+    return out
+
+
+_OWNER_STATEMENT = re.compile(
+    r'^\s*ALTER\s+(TABLE|VIEW|MATERIALIZED\s+VIEW|SEQUENCE|FOREIGN\s+TABLE|FUNCTION|PROCEDURE|AGGREGATE|SCHEMA|TYPE|'
+    r'DOMAIN)\s+(?:ONLY\s+)?(.+?)\s+OWNER\s+TO\s+("(?:[^"]|"")+"|[\w$]+)\s*;?\s*$', re.I | re.S)
+
+
+def owner_change(statement: str) -> tuple[str, str, str] | None:
+    """(kind, name, owner) of a plain dump's ``ALTER … OWNER TO``; None for any other statement."""
+    m = _OWNER_STATEMENT.match(statement)
+    if not m:
+        return None
+    owner = m.group(3)
+    owner = owner[1:-1].replace('""', '"') if owner.startswith('"') else owner.lower()
+    name = m.group(2).strip()
+    if m.group(1).upper() == "SCHEMA":
+        name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+    return " ".join(m.group(1).upper().split()), name, owner
+
+
 # --- plain SQL through psycopg: psql never sees the file ----------------------------------------
 
 
@@ -429,14 +473,17 @@ class PlainRunner:
     def __init__(self, conninfo: Callable[[str], dict], first_db: str, artifact: str, tolerated: Iterable[str] = (),
                  confined: bool = False, skip_extensions: Iterable[str] = (), locale_fallback: str = "",
                  locales: frozenset[str] = frozenset(), admin_conninfo: Callable[[str], dict] | None = None,
-                 vetted_extensions: frozenset[str] = frozenset(), stock: StockEventTriggers | None = None) -> None:
+                 vetted_extensions: frozenset[str] = frozenset(), stock: StockEventTriggers | None = None,
+                 owners: frozenset[str] = frozenset()) -> None:
         self.conninfo = conninfo
+        self.owners = owners  # roles the restoring role may hand objects to: their ALTER … OWNER TO is run
         self.stock = stock  # a platform's own event triggers to leave out (the Supabase profile)
         # Contained: the statements run as a role that is no superuser; the superuser connection creates only
         # the vetted extensions, and ownership changes (to roles the restoring role cannot become) are left out.
         self.admin_conninfo = admin_conninfo
         self.vetted = frozenset(e.lower() for e in vetted_extensions)
         self.owner_changes = 0
+        self.owned: list[tuple[str, str, str, str]] = []  # (database, kind, name, owner): handed over afterwards
         # Neither the role restoring nor the superuser backupcheck works as is altered by the dump.
         self.own_roles = {str(c(first_db).get("user") or "") for c in (conninfo, admin_conninfo) if c} - {""}
         self.locale_fallback = locale_fallback
@@ -474,7 +521,11 @@ class PlainRunner:
                 self.skipped.append(" ".join(statement.split())[:120])
                 return True
         if self.admin_conninfo is not None and _OWNER_TO.match(statement):
-            self.owner_changes += 1
+            change = owner_change(statement)
+            if change and change[2] in self.owners:  # handed over by backupcheck after the restore
+                self.owned.append((self.db, *change))
+            else:
+                self.owner_changes += 1
             return True
         return False
 
@@ -620,8 +671,9 @@ class PlainRunner:
         if self.lost_statements:
             self.skipped.append(f"{self.lost_statements} statement(s) of databases that could not be reached")
         if self.owner_changes:
-            self.skipped.append(f"{self.owner_changes} ownership change(s) (ALTER … OWNER TO): every object is "
-                                f"owned by the restoring role {RESTORER}, which is no superuser")
+            self.skipped.append(f"{self.owner_changes} ownership change(s) (ALTER … OWNER TO) to roles of the "
+                                f"server itself left out: those objects are owned by the restoring role {RESTORER}, "
+                                "which is no superuser")
 
     def close(self) -> None:
         for conn in self._conns.values():

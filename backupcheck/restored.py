@@ -20,7 +20,7 @@ from .evidence import ArtifactEvidence, EvidenceStore
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
-from .restore import HARMFUL, RESTORER, RestoreError, RestoreResult
+from .restore import HARMFUL, RESTORER, RestoreError, RestoreResult, archive_owners
 from .stock import StockEventTriggers
 from .targets import DsnTarget, Inventory, Target
 
@@ -151,6 +151,7 @@ class RestoredBackup:
         self._partitioned: set[tuple[str, str, str]] = set()
         self.copies: list[str] = []
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
+        self.owners: frozenset[str] = frozenset()  # roles made for this restore that may own the dump's objects
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -229,7 +230,8 @@ class RestoredBackup:
         self.target_label = self.target.label
         if self.target.contained:
             self.target.contain(cluster_dump=any(a.format == "dumpall" for a in self.dumps))
-            self.target.precreate_roles(sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}))
+            self.owners = frozenset(self.target.precreate_roles(
+                sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_created})))
         if isinstance(self.target, DsnTarget):
             self.main_db = self.target.dbname
         # A cluster dump restores into the databases it names; what it holds before any \connect (a roles dump
@@ -248,6 +250,9 @@ class RestoredBackup:
         created = {r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}
         placeholders = self.target.placeholder_roles(
             sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_used} - created))
+        # The roles made for this restore may own what the dump gives them: the restoring role joins them.
+        self.owners = self.owners | frozenset(placeholders)
+        self.target.lend_roles(sorted(self.owners))
         self.inventory = self.target.inventory(self.main_db if self.result.databases else self.target.admin_db)
         self.compat = assess(self.evidence, self.target, self.inventory, self.profile, kind, self.backup.series,
                              self.tools, self.locale_fallback)
@@ -255,7 +260,8 @@ class RestoredBackup:
         if placeholders:
             self.compat.compared.append(
                 f"placeholder role(s) {', '.join(placeholders)} created (NOLOGIN, no privilege): the dump's owners "
-                "and grantees are not on this server, so its grants and policies naming them restore as they were")
+                "and grantees are not on this server, so its ownership, grants and policies naming them restore "
+                "as they were")
 
     def _restore(self) -> None:
         target = self.target
@@ -278,12 +284,15 @@ class RestoredBackup:
                                               self.tolerated, skip, vetted, omit)
                 if omit and stock is not None:
                     done.skipped.append(stock.note())
+                if self.owners and not done.fatal:
+                    done.owned = [(self.main_db, *item) for item in archive_owners(entries, self.owners)]
             else:
                 first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
                 done = target.restore_plain(a, first, self.tolerated, skip, self.locale_fallback,
-                                            self.inventory.locales, vetted, stock)
+                                            self.inventory.locales, vetted, stock, self.owners)
             self.result.errors += done.errors
             self.skipped += done.skipped
+            self._hand_over(target, done.owned)
             if done.fatal:
                 self.result.aborted = f"{a.name}: the restore stopped: {done.fatal}"
                 self.result.errors.append(RestoreError(HARMFUL, done.fatal, "", "everything after the failure", a.name))
@@ -291,6 +300,20 @@ class RestoredBackup:
                 if db not in self.result.databases:
                     self.result.databases.append(db)
         self.result.seconds = time.monotonic() - t0
+
+    def _hand_over(self, target: Target, owned: list[tuple[str, str, str, str]]) -> None:
+        """Objects the dump gives to roles made for this restore: to them, as it says (ownership as it was)."""
+        by_db: dict[str, list[tuple[str, str, str]]] = {}
+        for db, kind, name, owner in owned:
+            if db in self.result.databases or db == self.main_db:
+                by_db.setdefault(db, []).append((kind, name, owner))
+        handed, refused = 0, []
+        for db, items in by_db.items():
+            done, failed = target.restore_owners(db, items)
+            handed, refused = handed + done, refused + failed
+        if handed:
+            self.skipped.append(f"{handed} object(s) owned by the roles the dump gives them (note only)")
+        self.skipped += [f"ownership not restored: {r}" for r in refused[:20]]
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         target, self.target = self.target, None

@@ -50,6 +50,7 @@ class Restored:
     fatal: str = ""
     databases: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    owned: list[tuple[str, str, str, str]] = field(default_factory=list)  # (database, kind, name, owner) to hand over
 
 
 @dataclass(frozen=True)
@@ -129,18 +130,33 @@ class Target:
                     conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db),
                                                                                sql.Identifier(RESTORER)))
 
-    def precreate_roles(self, names: list[str]) -> None:
+    def precreate_roles(self, names: list[str]) -> list[str]:
         """Roles the dump creates, made beforehand by backupcheck without any attribute (the restoring role
-        cannot create roles, so the dump's CREATE ROLE and ALTER ROLE … SUPERUSER are refused harmlessly)."""
+        cannot create roles, so the dump's CREATE ROLE and ALTER ROLE … SUPERUSER are refused harmlessly); the
+        names made."""
+        from psycopg import sql
+
+        if not self.contained or not names:
+            return []
+        made = []
+        with self.connect(self.admin_db) as conn:
+            have = {r[0] for r in conn.execute("select rolname from pg_roles")}
+            for name in names:
+                if name not in have and not name.startswith("pg_") and name != RESTORER:
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+                    made.append(name)
+        return made
+
+    def lend_roles(self, names: list[str]) -> None:
+        """Make the restoring role a member of roles backupcheck made for this restore (no attribute, no login,
+        no privilege of their own), so objects can be handed to them as the dump says: ownership as it was."""
         from psycopg import sql
 
         if not self.contained or not names:
             return
         with self.connect(self.admin_db) as conn:
-            have = {r[0] for r in conn.execute("select rolname from pg_roles")}
-            for name in names:
-                if name not in have and not name.startswith("pg_"):
-                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                                                          sql.Identifier(RESTORER)))
 
     def placeholder_roles(self, names: list[str]) -> list[str]:
         """Roles the dump names (owners, grantees, policies) that neither it nor the server has: made NOLOGIN with
@@ -153,10 +169,37 @@ class Target:
         with self.connect(self.admin_db) as conn:
             have = {r[0] for r in conn.execute("select rolname from pg_roles")}
             for name in names:
-                if name not in have and not name.startswith("pg_") and name.lower() != "public":
+                if name not in have and not name.startswith("pg_") and name.lower() != "public" and name != RESTORER:
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(name)))
                     made.append(name)
         return made
+
+    def restore_owners(self, dbname: str, items: list[tuple[str, str, str]]) -> tuple[int, list[str]]:
+        """Hand objects to the owners the dump gives them, where those are roles made for this restore: ``items``
+        are (kind, name as the dump writes it, owner). Each name is resolved by the server itself (to_regclass,
+        to_regprocedure, ...: data, never SQL) and the statement is built from what it returns, so the superuser
+        runs nothing of the dump's; the new owners need no privilege on the schema. Returns how many were handed
+        over and what could not be."""
+        import psycopg
+        from psycopg import sql
+
+        done, failed = 0, []
+        if not self.contained or not items:
+            return 0, []
+        with self.connect(dbname) as conn:
+            for kind, name, owner in items:
+                lookup = _LOOKUP.get(kind)
+                try:
+                    found = conn.execute(lookup, (name,)).fetchone() if lookup else None
+                    if not found or found[0] is None:
+                        failed.append(f"{kind.lower()} {name}: not found after the restore")
+                        continue
+                    conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(
+                        sql.SQL(kind), sql.SQL(found[0]), sql.Identifier(owner)))
+                    done += 1
+                except psycopg.Error as exc:
+                    failed.append(f"{kind.lower()} {name} to {owner}: {str(exc).strip().splitlines()[0]}")
+        return done, failed
 
     def hand_over(self, dbname: str) -> None:
         """Give the restoring role what backupcheck made as superuser in ``dbname`` (a profile's schemas, tables
@@ -221,12 +264,12 @@ class Target:
     def restore_plain(self, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
                       skip_extensions: tuple[str, ...], locale_fallback: str = "",
                       locales: frozenset[str] = frozenset(), vetted: frozenset[str] = frozenset(),
-                      stock: StockEventTriggers | None = None) -> Restored:
+                      stock: StockEventTriggers | None = None, owners: frozenset[str] = frozenset()) -> Restored:
         """Plain SQL through this package's statement runner (psql never reads a dump), for every kind of server."""
         runner = PlainRunner(self.user_conninfo, first_db, artifact.name, tolerated, confined=self.confined,
                              skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales,
                              admin_conninfo=self.conninfo if self.contained else None, vetted_extensions=vetted,
-                             stock=stock)
+                             stock=stock, owners=owners)
         try:
             with open_sql(artifact.path, artifact.compression) as (stream, preamble):
                 if preamble.describe():
@@ -235,13 +278,25 @@ class Target:
             runner.finish()
         finally:
             runner.close()
-        return Restored(runner.errors, "", list(runner.databases), runner.skipped)
+        return Restored(runner.errors, "", list(runner.databases), runner.skipped, runner.owned)
 
     def __enter__(self) -> Target:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         pass
+
+
+# How the server names an object the dump names, as text it made itself (quoted as needed): what the ALTER …
+# OWNER TO above is built from. Kinds the dump's ownership statements use.
+_LOOKUP = {
+    "TABLE": "select to_regclass(%s)::text", "VIEW": "select to_regclass(%s)::text",
+    "MATERIALIZED VIEW": "select to_regclass(%s)::text", "SEQUENCE": "select to_regclass(%s)::text",
+    "FOREIGN TABLE": "select to_regclass(%s)::text", "FUNCTION": "select to_regprocedure(%s)::text",
+    "PROCEDURE": "select to_regprocedure(%s)::text", "AGGREGATE": "select to_regprocedure(%s)::text",
+    "TYPE": "select to_regtype(%s)::text", "DOMAIN": "select to_regtype(%s)::text",
+    "SCHEMA": "select quote_ident(nspname) from pg_namespace where nspname = %s",
+}
 
 
 _HAND_OVER = """

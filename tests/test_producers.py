@@ -144,6 +144,8 @@ def test_owners_and_grantees_the_server_lacks_become_placeholder_roles(fmt, sour
             == ["api"], "the policy names its role as it did"
         assert conn.execute("select has_table_privilege('api', 'public.notes', 'SELECT')").fetchone()[0]
         assert conn.execute("select rolcanlogin from pg_roles where rolname = 'jaspmcxfsxyjfs'").fetchone()[0] is False
+        assert conn.execute("select tableowner from pg_tables where tablename = 'notes'").fetchone()[0] \
+            == "jaspmcxfsxyjfs", ("ownership as it was", db.skipped, db.owners)
 
 
 # --- 3. tablespaces ------------------------------------------------------------------------------
