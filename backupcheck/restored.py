@@ -292,13 +292,13 @@ class RestoredBackup:
                                             self.inventory.locales, vetted, stock, self.owners)
             self.result.errors += done.errors
             self.skipped += done.skipped
-            self._hand_over(target, done.owned)
             if done.fatal:
                 self.result.aborted = f"{a.name}: the restore stopped: {done.fatal}"
                 self.result.errors.append(RestoreError(HARMFUL, done.fatal, "", "everything after the failure", a.name))
             for db in done.databases:
                 if db not in self.result.databases:
                     self.result.databases.append(db)
+            self._hand_over(target, done.owned)
         self.result.seconds = time.monotonic() - t0
 
     def _hand_over(self, target: Target, owned: list[tuple[str, str, str, str]]) -> None:

@@ -172,9 +172,10 @@ def spaced(spaced_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
             os.chown(root / name, *user)
         _sql(source, "postgres", f"CREATE TABLESPACE {name} LOCATION '{root / name}'")
     _sql(source, "postgres", "CREATE DATABASE spaced TABLESPACE fast")
+    _sql(source, "postgres", "CREATE ROLE archivist")
     _sql(source, "spaced", "CREATE TABLE hot (id int PRIMARY KEY)", "INSERT INTO hot SELECT generate_series(1, 6)",
          "CREATE TABLE cold (id int) TABLESPACE archive", "CREATE INDEX cold_id ON cold (id) TABLESPACE archive",
-         "INSERT INTO cold SELECT generate_series(1, 9)")
+         "INSERT INTO cold SELECT generate_series(1, 9)", "ALTER TABLE cold OWNER TO archivist")
     return "spaced"
 
 
@@ -190,6 +191,8 @@ def test_a_cluster_dump_with_tablespaces_restores_every_database(spaced_cluster,
     assert db.row_counts(["spaced/public.hot", "spaced/public.cold"]) == {"spaced/public.hot": 6,
                                                                           "spaced/public.cold": 9}
     assert any("tablespace(s) fast, archive" in s for s in db.skipped), db.skipped
+    with db.target.connect("spaced") as conn:  # a role the cluster dump creates owns its table, as it did
+        assert conn.execute("select tableowner from pg_tables where tablename = 'cold'").fetchone()[0] == "archivist"
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
@@ -199,6 +202,8 @@ def test_a_database_dump_with_tablespaces_restores_into_the_default_one(fmt, spa
     assert db.compat.mismatches == [] and any("archive: mapped to the default" in c for c in db.compat.compared)
     assert restoring.restored_cleanly(db) == [], db.result.report()
     assert db.row_counts() == {"public.hot": 6, "public.cold": 9}
+    with db.target.connect(db.main_db) as conn:  # a placeholder for the owner the server lacks
+        assert conn.execute("select tableowner from pg_tables where tablename = 'cold'").fetchone()[0] == "archivist"
 
 
 def test_a_database_a_cluster_dump_cannot_create_is_a_harmful_loss(tmp_path, restore, private_dir):
