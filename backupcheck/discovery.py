@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 
 from .model import Artifact, Backup, Listing, Series, utc
 from .sniff import head_bytes, sniff, tar_holds_dump
+from .sources.base import container_path
 from .timestamps import find_timestamp, split_role, strip_extensions
 
-if TYPE_CHECKING:  # the S3 module is loaded only by a run with an s3:// source
-    from .s3 import RemoteObject, S3Location
+if TYPE_CHECKING:
+    from .sources.base import Listed, Place
 
 SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
 
@@ -30,13 +31,13 @@ class _Candidate:
     when: datetime | None
     source: str  # name, header, mtime
     unit: Path | None = None  # a timestamped folder that is one backup
-    remote: RemoteObject | None = None
+    remote: Listed | None = None
     remote_sidecars: tuple[str, ...] = ()
     zoned: bool = False  # the time came from a name that states its offset
 
 
-def _remote_candidates(location: S3Location, objects: list[RemoteObject]) -> list[_Candidate]:
-    """Objects under an S3 prefix, grouped like files: no byte is read; LastModified stands in for mtime."""
+def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidate]:
+    """Objects under a remote prefix, grouped like files: no byte is read; the listing's time stands in for mtime."""
     keys = {o.key for o in objects}
     out = []
     base = location.prefix if location.prefix.endswith("/") or not location.prefix else location.prefix + "/"
@@ -48,20 +49,20 @@ def _remote_candidates(location: S3Location, objects: list[RemoteObject]) -> lis
         rel = o.key[len(base):] if o.key.startswith(base) else o.key.rsplit("/", 1)[-1]
         parts = rel.split("/")
         name, dirs = parts[-1], parts[:-1]
-        path = Path("/s3") / o.bucket / o.key
+        path = container_path(o, o.key)
         sidecars = tuple(f"{o.url}{sfx}" for sfx in SIDECAR_SUFFIXES if o.key + sfx in keys)
         unit_index = next((i for i, d in enumerate(dirs) if find_timestamp(d)), None)
         if unit_index is not None:
             unit_name = dirs[unit_index]
             stamp = find_timestamp(unit_name)
             assert stamp is not None
-            folder = Path("/s3") / o.bucket / base / "/".join(dirs[:unit_index])
+            folder = container_path(o, base) / "/".join(dirs[:unit_index])
             stem, _ = split_role(strip_extensions(stamp.stem))
             role = split_role(strip_extensions(name))[1]
             out.append(_Candidate(path, folder, stem or folder.name, role, stamp.when, "name",
                                   folder / unit_name, o, sidecars, stamp.zoned))
             continue
-        folder = Path("/s3") / o.bucket / base / "/".join(dirs)
+        folder = container_path(o, base) / "/".join(dirs)
         stamp = find_timestamp(name)
         if stamp:
             stem, role = split_role(strip_extensions(stamp.stem))
@@ -221,7 +222,7 @@ def _merge_parts(candidates: list[_Candidate]) -> list[_Candidate]:
 
 
 def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = (),
-             remote: list[tuple[S3Location, list[RemoteObject]]] | None = None,
+             remote: list[tuple[Place, list[Listed]]] | None = None,
              name_zone: Callable[[str], str] | None = None) -> Listing:
     """Group every artifact under ``sources`` (and listed S3 objects) into series of backups, oldest first.
 

@@ -24,8 +24,8 @@ from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
 from .sniff import UnreadableError, open_decompressed, open_sql, read_all, read_tar_members, sha_of, sniff
 
-if TYPE_CHECKING:  # the S3 module is loaded only by a run with an s3:// source
-    from .s3 import RemoteAccess
+if TYPE_CHECKING:
+    from .sources.base import Access
 
 
 @dataclass
@@ -116,7 +116,7 @@ class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
     def __init__(self, rundir: Path, shared_cache: Path | None = None, tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 remote: RemoteAccess | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
+                 remote: Access | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
         self.rundir = rundir
         self.remote = remote
         self.passphrase_env = passphrase_env
@@ -128,10 +128,10 @@ class EvidenceStore:
         self._materialized: dict[str, Path] = {}
         self._lock = threading.Lock()
 
-    # -- objects in S3 become local files ---------------------------------------------------------
+    # -- remote objects become local files ----------------------------------------------------------
 
     def localize(self, backup: Backup) -> Backup:
-        """The backup as local plaintext: S3 objects downloaded (cached, verified), gpg files decrypted, and
+        """The backup as local plaintext: remote objects downloaded (cached, verified), gpg files decrypted, and
         tarballs that hold a pg_dump replaced by the dump(s) inside them."""
         if not any(a.is_remote or a.format in ("gpg", "tarball", "dump-tarball") for a in backup.artifacts):
             return backup
@@ -148,13 +148,13 @@ class EvidenceStore:
 
     def _localize(self, a: Artifact) -> Artifact:
         from .discovery import role_from_content
-        from .s3 import S3Error
+        from .sources.base import RemoteError
 
         if self.remote is None:
-            return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no S3 access configured")
+            return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no access to its source configured")
         try:
             got = self.remote.fetch(a.url, a.size, a.mtime, a.etag)
-        except S3Error as exc:
+        except RemoteError as exc:
             return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
         sidecars = []
         for algorithm, digest in got.declared:
@@ -167,7 +167,7 @@ class EvidenceStore:
             try:
                 self.remote.fetch_small(url, target)
                 sidecars.append(target)
-            except S3Error:
+            except RemoteError:
                 pass  # a sidecar that vanished is no checksum to compare with
         fmt, layers, note = sniff(got.path)
         role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")

@@ -27,7 +27,8 @@ def register(family: Family) -> Family:
 
 
 for _family in (
-    Family("integrity", "every byte of the backup reads and decompresses", False, ("encryption", "kms_key_id")),
+    Family("integrity", "every byte of the backup reads and decompresses", False,
+           ("encryption", "kms_key_id", "schema_only")),
     Family("size", "backups are of a normal size", False, ("min_size", "size_tolerance")),
     Family("freshness", "backups are recent and regular", False, ("rpo", "schedule", "name_timezone")),
     Family("restore", "the backup restores into a disposable server", True,
@@ -37,7 +38,7 @@ for _family in (
     Family("content_freshness", "the newest rows are about as new as the backup", True,
            ("content_columns", "content_max_age", "rpo")),
     Family("trends", "tables and restore times hold against the series' history", True,
-           ("trend_window", "trend_min_history", "stall_nights", "max_row_drop", "rto", "rto_horizon")),
+           ("trend_window", "trend_min_history", "stall_nights", "max_row_drop", "rto", "rto_horizon", "tables")),
     Family("retention", "the backups kept match the retention policy", False, ("retention", "max_age")),
     Family("invariants", "the series' own SQL invariants hold", True, ("invariants",)),
     Family("gate", "before a migration: a backup to roll back to, and the migration rehearsed on its copy", True,

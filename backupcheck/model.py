@@ -39,8 +39,8 @@ class Artifact:
         return self.format in DUMP_FORMATS
 
     def describe(self) -> str:
-        if self.is_remote:
-            return "S3 object"  # its bytes are read where a check needs them, not when listing
+        if self.is_remote:  # its bytes are read where a check needs them, not when listing
+            return f"{self.url.partition('://')[0].upper() or 'remote'} object"
         layers = "+".join(self.compression)
         return f"{self.format}{' in ' + layers if layers else ''}"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from .conftest import REPO, SUITES
 
 # Only runs with an s3:// source, a gate, or containers need these.
-NOT_NEEDED = ("boto3", "botocore", "backupcheck.s3", "backupcheck.rehearsal", "backupcheck.lint",
+NOT_NEEDED = ("boto3", "botocore", "backupcheck.sources.s3", "backupcheck.rehearsal", "backupcheck.lint",
               "backupcheck.migrations", "sqlglot", "testcontainers")
 
 

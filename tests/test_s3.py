@@ -7,7 +7,15 @@ import os
 
 import pytest
 
-from backupcheck.s3 import DownloadCache, ReadOnlyViolation, S3Error, S3Location, S3Options, list_objects, make_client
+from backupcheck.sources.s3 import (
+    DownloadCache,
+    ReadOnlyViolation,
+    S3Error,
+    S3Location,
+    S3Options,
+    list_objects,
+    make_client,
+)
 
 from .conftest import FAKE_SECRET, free_port
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backupcheck.s3 import DownloadCache, S3Error, S3Location, S3Options, list_objects, make_client
+from backupcheck.sources.s3 import DownloadCache, S3Error, S3Location, S3Options, list_objects, make_client
 
 BODY = b"SELECT 1;\n" * 5000
 LISTING = f"""<?xml version="1.0" encoding="UTF-8"?>

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .base import Fetched, RemoteError
+
 # Everything a verification needs; any other operation is refused before it is sent.
 READ_OPERATIONS = frozenset({
     "ListObjectsV2", "ListObjects", "ListObjectVersions", "GetObject", "HeadObject", "HeadBucket",
@@ -21,7 +23,7 @@ READ_OPERATIONS = frozenset({
 _CHUNK = 1 << 20
 
 
-class S3Error(Exception):
+class S3Error(RemoteError):
     """Something about a bucket or an object that a check reports; the message holds no secret."""
 
 
@@ -43,6 +45,12 @@ class S3Location:
         if not bucket or "@" in bucket or ":" in bucket:
             raise ValueError(f"{url!r}: expected s3://bucket/prefix/ (credentials never go in the URL)")
         return cls(bucket, prefix)
+
+    scheme = "s3"
+
+    @property
+    def container(self) -> str:
+        return self.bucket
 
     @property
     def url(self) -> str:
@@ -68,6 +76,12 @@ class RemoteObject:
     last_modified: datetime
     etag: str
     version_id: str | None = None  # the ETag only identifies a version for the cache: a multipart ETag is no MD5
+
+    scheme = "s3"
+
+    @property
+    def container(self) -> str:
+        return self.bucket
 
     @property
     def url(self) -> str:
@@ -150,14 +164,6 @@ def list_objects(client: Any, location: S3Location) -> list[RemoteObject]:
     except Exception as exc:
         raise explain(exc, f"listing {location.url}") from None
     return sorted(found, key=lambda o: o.key)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    path: Path
-    sha256: str
-    downloaded: int  # bytes fetched by this call: 0 when the cache served it
-    declared: tuple[tuple[str, str], ...] = ()  # (algorithm, hex digest) the object's metadata states
 
 
 _DECLARED = {"sha256": "sha256", "sha256sum": "sha256", "content-sha256": "sha256", "md5": "md5", "md5sum": "md5",

@@ -1,9 +1,11 @@
-"""Where backups come from: one protocol, and a registry by URL scheme.
+"""Where backups come from: one protocol (``base``), and a registry by URL scheme.
 
 A source is a local folder or file (no scheme), or a URL whose scheme is registered here. A remote kind says
-how to read its config options, how to list a location (every object once, without reading bytes), and how to
-reach objects (head for metadata, fetch into the download cache). ``s3://`` is the one remote kind today; no
-code outside ``s3.py`` and this module knows its scheme.
+how to read its config options, how to list a location (every object once, without reading bytes, as
+``base.Place`` and ``base.Listed``), and how to reach objects (``base.Access``: head for metadata, fetch into
+the download cache), with its errors as ``base.RemoteError``. ``s3://`` is the one built-in remote kind; no
+code outside ``s3.py`` and this package knows its scheme. A team adds a kind with ``register(RemoteKind(...))``
+(in its conftest.py, say) and nothing else.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .base import RemoteError
 
 
 @dataclass(frozen=True)
@@ -119,5 +123,5 @@ def _load() -> None:
         access=lambda settings, cache, progress: _s3().access_for(settings, cache, progress),
         list_location=lambda access, url: _s3().list_location(access, url),
         check_url=lambda url: _s3().check_url(url),
-        cannot_read=lambda exc: isinstance(exc, _s3().S3Error),
+        cannot_read=lambda exc: isinstance(exc, RemoteError),
     ))

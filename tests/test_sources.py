@@ -1,0 +1,90 @@
+"""A source kind is one module and its registration: a team registers its own in its conftest.py, and every check
+(discovery, download, integrity, restore, rows) works on it through the protocol in backupcheck.sources.base."""
+
+from __future__ import annotations
+
+from . import farm as farmlib
+
+TEAM_CONFTEST = '''
+import hashlib
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backupcheck import sources
+from backupcheck.sources.base import Fetched, Location, Object, RemoteError
+
+SHELF = Path({shelf!r})  # a store of the team's own, here a folder that stands in for it
+
+
+class ShelfAccess:
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, url: str) -> Path:
+        return SHELF / url.split("://", 1)[1]
+
+    def fetch(self, url, size, modified, etag):
+        source = self._path(url)
+        if not source.is_file():
+            raise RemoteError(f"{{url}}: no such object on the shelf")
+        target = self.cache / url.split("://", 1)[1].replace("/", "_")
+        shutil.copyfile(source, target)
+        return Fetched(target, hashlib.sha256(target.read_bytes()).hexdigest(), target.stat().st_size)
+
+    def fetch_small(self, url, target, limit=1 << 20):
+        target.write_bytes(self._path(url).read_bytes()[:limit])
+
+    def head(self, url):
+        return {{"sse": "", "kms_key_id": ""}}
+
+
+def list_location(access, url):
+    container, _, prefix = url.split("://", 1)[1].partition("/")
+    root = SHELF / container
+    if not root.is_dir():
+        raise RemoteError(f"{{url}}: no shelf named {{container}}")
+    found = []
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_file() and key.startswith(prefix):
+            st = p.stat()
+            found.append(Object("shelf", container, key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc),
+                                str(st.st_mtime_ns)))
+    return Location("shelf", container, prefix), found
+
+
+sources.register(sources.RemoteKind(
+    "shelf", "shelf://box/prefix/", parse_options=lambda raw, base, where: None,
+    access=lambda settings, cache, progress: ShelfAccess(cache), list_location=list_location,
+    check_url=lambda url: None, cannot_read=lambda exc: isinstance(exc, RemoteError)))
+'''
+
+TEAM_TEST = '''
+def test_the_shelf_backup_restored(restored_db):
+    assert restored_db.execute("select count(*) from orders").fetchone()[0] > 0
+'''
+
+
+def test_a_source_kind_registered_in_a_teams_conftest_is_verified_like_s3(farm, run_suites, pytester, tmp_path):
+    shelf = tmp_path / "shelf"
+    nights = farmlib.nights(farm.now)
+    for i, when in enumerate(nights):
+        farmlib.stamp(farm.dump(farm.states[i], shelf / "box" / "nightly" / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    before = sorted(p.name for p in (shelf / "box" / "nightly").iterdir())
+    pytester.makeconftest(TEAM_CONFTEST.format(shelf=str(shelf)))
+    ours = pytester.makepyfile(test_ours=TEAM_TEST)
+    run = run_suites("--backups", "shelf://box/nightly/", str(ours),
+                     "-m", "not content_freshness")
+    key = f"shop-{nights[-1]:%Y%m%dT%H%M%SZ}"
+    assert run.ret == 0, run.stdout[-3000:]
+    assert run.outcomes[f"test_every_artifact_is_complete_and_readable[{key}]"] == "passed"
+    assert run.outcomes[f"test_restores_without_harmful_errors[{key}]"] == "passed"
+    assert run.outcomes[f"test_the_shelf_backup_restored[{key}]"] == "passed"
+    assert len([k for k in run.outcomes if k.startswith("test_every_artifact_is_complete_and_readable")]) == len(nights)
+    # A shelf that is not there: the sources check fails with the kind's own sentence, nothing crashes.
+    missing = run_suites("--backups", "shelf://nobox/nightly/", str(ours), "-m", "integrity")
+    assert missing.outcomes["test_every_source_holds_readable_backups"] == "failed"
+    assert "no shelf named nobox" in missing.messages["test_every_source_holds_readable_backups"]
+    assert sorted(p.name for p in (shelf / "box" / "nightly").iterdir()) == before, "the source is never written"
