@@ -230,7 +230,7 @@ class RestoredBackup:
         self.target_label = self.target.label
         if self.target.contained:
             self.target.contain(cluster_dump=any(a.format == "dumpall" for a in self.dumps))
-            self.owners = frozenset(self.target.precreate_roles(
+            self.owners = frozenset(self.target.make_roles(
                 sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_created})))
         if isinstance(self.target, DsnTarget):
             self.main_db = self.target.dbname
@@ -248,7 +248,7 @@ class RestoredBackup:
         if bootstrap:
             self.target.hand_over(self.main_db)
         created = {r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}
-        placeholders = self.target.placeholder_roles(
+        placeholders = self.target.make_roles(
             sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_used} - created))
         # The roles made for this restore may own what the dump gives them: the restoring role joins them.
         self.owners = self.owners | frozenset(placeholders)

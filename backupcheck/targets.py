@@ -130,37 +130,11 @@ class Target:
                     conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db),
                                                                                sql.Identifier(RESTORER)))
 
-    def precreate_roles(self, names: list[str]) -> list[str]:
-        """Roles the dump creates, made beforehand by backupcheck without any attribute (the restoring role
-        cannot create roles, so the dump's CREATE ROLE and ALTER ROLE … SUPERUSER are refused harmlessly); the
-        names made."""
-        from psycopg import sql
-
-        if not self.contained or not names:
-            return []
-        made = []
-        with self.connect(self.admin_db) as conn:
-            have = {r[0] for r in conn.execute("select rolname from pg_roles")}
-            for name in names:
-                if name not in have and not name.startswith("pg_") and name != RESTORER:
-                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
-                    made.append(name)
-        return made
-
-    def lend_roles(self, names: list[str]) -> None:
-        """Make the restoring role a member of roles backupcheck made for this restore (no attribute, no login,
-        no privilege of their own), so objects can be handed to them as the dump says: ownership as it was."""
-        from psycopg import sql
-
-        if not self.contained or not names:
-            return
-        with self.connect(self.admin_db) as conn:
-            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names),
-                                                          sql.Identifier(RESTORER)))
-
-    def placeholder_roles(self, names: list[str]) -> list[str]:
-        """Roles the dump names (owners, grantees, policies) that neither it nor the server has: made NOLOGIN with
-        no privilege, so the grants and policies naming them restore as they were; the names made."""
+    def make_roles(self, names: list[str]) -> list[str]:
+        """Roles made beforehand by backupcheck, NOLOGIN and without any attribute or privilege, for the names the
+        dump creates (the restoring role cannot create roles, so the dump's CREATE ROLE and ALTER ROLE … SUPERUSER
+        are refused harmlessly) or only names (owners, grantees, policies the server lacks: placeholders, so what
+        names them restores as it was); the names made. Nothing on a server that is not ours alone."""
         from psycopg import sql
 
         if not self.contained or not names:
@@ -170,9 +144,22 @@ class Target:
             have = {r[0] for r in conn.execute("select rolname from pg_roles")}
             for name in names:
                 if name not in have and not name.startswith("pg_") and name.lower() != "public" and name != RESTORER:
-                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(name)))
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+                    have.add(name)
                     made.append(name)
         return made
+
+    def lend_roles(self, names: list[str]) -> None:
+        """Make the restoring role a member of roles backupcheck made for this restore (no attribute, no login,
+        no privilege of their own), so it reads what they own and objects can be handed to them as the dump
+        says: ownership as it was."""
+        from psycopg import sql
+
+        if not self.contained or not names:
+            return
+        with self.connect(self.admin_db) as conn:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names),
+                                                          sql.Identifier(RESTORER)))
 
     def restore_owners(self, dbname: str, items: list[tuple[str, str, str]]) -> tuple[int, list[str]]:
         """Hand objects to the owners the dump gives them, where those are roles made for this restore: ``items``

@@ -328,7 +328,7 @@ def test_a_local_server_is_reused_only_when_put_back_as_it_was(tmp_path):
         provider = LocalProvider(factory)
         first = provider.target(None, 0, "test").__enter__()
         first.contain(cluster_dump=False)
-        first.precreate_roles(["ghost_owner"])
+        first.make_roles(["ghost_owner"])
         first.create_database("first_backup")
         with first.user_connect("first_backup") as conn:
             conn.execute("create table t (id int)")

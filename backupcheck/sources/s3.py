@@ -31,8 +31,19 @@ class ReadOnlyViolation(S3Error):
     """An operation that writes or deletes was attempted through the verification client."""
 
 
+class _InBucket:
+    """What the sources protocol asks of a place or an object (base.Place, base.Listed): an s3 bucket."""
+
+    scheme = "s3"
+    bucket: str
+
+    @property
+    def container(self) -> str:
+        return self.bucket
+
+
 @dataclass(frozen=True)
-class S3Location:
+class S3Location(_InBucket):
     bucket: str
     prefix: str
 
@@ -45,12 +56,6 @@ class S3Location:
         if not bucket or "@" in bucket or ":" in bucket:
             raise ValueError(f"{url!r}: expected s3://bucket/prefix/ (credentials never go in the URL)")
         return cls(bucket, prefix)
-
-    scheme = "s3"
-
-    @property
-    def container(self) -> str:
-        return self.bucket
 
     @property
     def url(self) -> str:
@@ -69,19 +74,13 @@ class S3Options:
 
 
 @dataclass(frozen=True)
-class RemoteObject:
+class RemoteObject(_InBucket):
     bucket: str
     key: str
     size: int
     last_modified: datetime
     etag: str
     version_id: str | None = None  # the ETag only identifies a version for the cache: a multipart ETag is no MD5
-
-    scheme = "s3"
-
-    @property
-    def container(self) -> str:
-        return self.bucket
 
     @property
     def url(self) -> str:
