@@ -44,6 +44,17 @@ class RunState:
 RUN = pytest.StashKey[RunState]()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Ctrl-C can leave a frame without a line number in the interrupt's traceback (Python 3.11, an interrupt
+    landing between two instructions); pytest's own report of the interrupt then fails, and the run ends as an
+    internal error (exit 1) instead of interrupted (exit 2). Those entries are left out of the report."""
+    try:
+        excinfo.traceback = excinfo.traceback.filter(lambda entry: entry._rawentry.tb_lineno is not None)
+    except Exception:  # noqa: BLE001 (pytest's report as it would have been)
+        pass
+
+
 def _only(listing: Listing, names: tuple[str, ...]) -> Listing:
     """The series ``--series`` names; one that is not there is a problem of the listing (a failed check)."""
     found = {s.name for s in listing.series}
