@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from backupcheck.reports.rows import COLUMNS, backup_rows
 from backupcheck.results import VERSION as RESULTS_VERSION
 
 from .options import SETTINGS, resolve
@@ -223,21 +224,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # --- the table of backups (controller side) --------------------------------------------------------
 
 
-def _age(now: datetime, then: datetime) -> str:
-    secs = int((now - then).total_seconds())
-    days, rem = divmod(secs, 86400)
-    return f"{days}d {rem // 3600}h" if days else f"{rem // 3600}h {rem % 3600 // 60}m"
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 def build_results(config: pytest.Config, exitstatus: int) -> dict:
     """The run as data (``backupcheck.results.SCHEMA``), from the listing and what each test reported."""
     from backupcheck import __version__ as ours
@@ -294,22 +280,6 @@ def gate_row(rehearsal: dict, outcomes: dict) -> dict:
     return {**rehearsal, "restore_seconds": restore.get("seconds")}
 
 
-def backup_rows(document: dict, now: datetime) -> list[dict[str, str]]:
-    """The table of backups, rendered from the results document (a series' own checks count on its newest)."""
-    from backupcheck.results import shown_verdicts
-
-    verdicts = shown_verdicts(document)
-    rows = []
-    for b in document["backups"]:
-        restore = b["restore"]
-        rows.append({
-            "series": b["series"], "time": datetime.fromisoformat(b["taken_at"]).strftime("%Y-%m-%d %H:%M UTC"),
-            "format": b["format"], "size": _size(b["size"]), "age": _age(now, datetime.fromisoformat(b["taken_at"])),
-            "restore": f"{restore['seconds']:.1f} s" if restore else "-", "verdict": verdicts[b["key"]],
-        })
-    return rows
-
-
 def profile_lines(document: dict) -> list[str]:
     """Which profile each series was restored under, and why (configured, or auto-detected from what)."""
     seen: dict[str, str] = {}
@@ -319,7 +289,6 @@ def profile_lines(document: dict) -> list[str]:
     return [f"{series}: {text}" for series, text in sorted(seen.items())]
 
 
-_COLUMNS = ("series", "time", "format", "size", "age", "restore", "verdict")
 _KINDS = {"local": "local clusters", "container": "containers", "dsn": "an existing server"}
 
 
@@ -423,22 +392,17 @@ class Summary:
             results.write(document, path)
         except OSError as exc:
             warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
-        folder = self.config.stash.get(_ALLURE, None)
-        if folder is not None:
-            from backupcheck.merge import allure as render_allure
+        from backupcheck.reports import writer
 
+        # The same writers as a merge of shards (backupcheck.reports); pytest-html draws this run's report.html.
+        for name, target in (("allure", self.config.stash.get(_ALLURE, None)),
+                             ("junit", self.config.stash.get(_JUNIT, None))):
+            if target is None:
+                continue
             try:
-                render_allure(document, folder, self.config.stash.get(_ATTACHED, {}), clean=True)
+                writer(name).write(document, target, attachments=self.config.stash.get(_ATTACHED, {}))
             except OSError as exc:
-                warnings.warn(f"backupcheck: cannot write {folder}: {exc}", stacklevel=1)
-        junit = self.config.stash.get(_JUNIT, None)
-        if junit is not None:
-            from backupcheck.merge import junit as render_junit
-
-            try:
-                render_junit(document, junit)
-            except OSError as exc:
-                warnings.warn(f"backupcheck: cannot write {junit}: {exc}", stacklevel=1)
+                warnings.warn(f"backupcheck: cannot write {target}: {exc}", stacklevel=1)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_report_title(self, report) -> None:  # type: ignore[no-untyped-def]
@@ -451,14 +415,14 @@ class Summary:
         if document is None:
             return
         banner = _banner(document["run"]["demo"])
-        cells = "".join(f"<th>{c}</th>" for c in _COLUMNS)
+        cells = "".join(f"<th>{c}</th>" for c in COLUMNS)
         colour = {"failed": "color:#c00;font-weight:bold", "passed": "color:#070"}
         body = "".join(
             "<tr>" + "".join(
                 f"<td style='{colour.get(r[c].split(':')[0], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
-                for c in _COLUMNS
+                for c in COLUMNS
             ) + "</tr>"
-            for r in backup_rows(document, datetime.fromisoformat(document["run"]["now"]))
+            for r in backup_rows(document)
         )
         profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(document))
         provider = document["run"]["provider"]
@@ -470,7 +434,7 @@ class Summary:
         streaks = "".join(f"<li>{html.escape(streak_line(x))}</li>" for x in document.get("streaks", []))
         if streaks:
             block += f"<h2>Failing run after run</h2><ul style='color:#c00'>{streaks}</ul>"
-        from backupcheck.merge import gate_html
+        from backupcheck.reports.render import gate_html
 
         block += gate_html(document)
         block += self.config.stash.get(_CHARTS, "")
@@ -482,7 +446,7 @@ class Summary:
         document = self.config.stash.get(RESULTS, None)
         if document is None:
             return
-        rows = backup_rows(document, datetime.fromisoformat(document["run"]["now"]))
+        rows = backup_rows(document)
         if not rows:
             return
         tr = terminalreporter
@@ -496,10 +460,10 @@ class Summary:
             tr.write_line(f"containment: {document['run']['containment']}")
         for line in profile_lines(document):
             tr.write_line(f"profile of {line}")
-        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
-        tr.write_line("  ".join(c.ljust(widths[c]) for c in _COLUMNS))
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
+        tr.write_line("  ".join(c.ljust(widths[c]) for c in COLUMNS))
         for r in rows:
-            tr.write_line("  ".join(r[c].ljust(widths[c]) for c in _COLUMNS),
+            tr.write_line("  ".join(r[c].ljust(widths[c]) for c in COLUMNS),
                           red=r["verdict"].startswith("failed"), green=r["verdict"] == "passed")
         for streak in document.get("streaks", []):
             tr.write_line(streak_line(streak), red=True, bold=True)
@@ -507,11 +471,11 @@ class Summary:
 
         for line in [*self.config.stash.get(_AFTER, []), *notes(self.config)]:
             tr.write_line(line)
-        from backupcheck.merge import gate_lines
+        from backupcheck.reports.render import gate_lines
 
         for line in gate_lines(document):
             tr.write_line(line)
-        _github_summary(rows, banner, document)
+        _github_summary(banner, document)
         _gate_files(document, self.config.stash[SETTINGS].reports_dir)
 
 
@@ -540,7 +504,7 @@ def _gate_files(document: dict, reports: Path) -> None:
     outputs (verdict, findings, rehearsal_seconds)."""
     if not any(c["family"] == "gate" for c in document["checks"]):
         return
-    from backupcheck.merge import gate_comment, gate_outputs
+    from backupcheck.reports.render import gate_comment, gate_outputs
 
     try:
         (reports / "gate.md").write_text(gate_comment(document))
@@ -552,18 +516,16 @@ def _gate_files(document: dict, reports: Path) -> None:
         warnings.warn(f"backupcheck: cannot write the gate's outputs: {exc}", stacklevel=1)
 
 
-def _github_summary(rows: list[dict[str, str]], banner: str, document: dict) -> None:
+def _github_summary(banner: str, document: dict) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return
     lines = ["## backupcheck", ""]
     if banner:
         lines += [f"> {banner}", ""]
-    lines.append("| " + " | ".join(_COLUMNS) + " |")
-    lines.append("|" + "---|" * len(_COLUMNS))
-    lines += ["| " + " | ".join(r[c] for c in _COLUMNS) + " |" for r in rows]
-    from backupcheck.merge import gate_markdown
+    from backupcheck.reports.render import gate_markdown, table_markdown
 
+    lines += table_markdown(document)
     lines += gate_markdown(document)
     with open(target, "a") as f:
         f.write("\n".join(lines) + "\n")

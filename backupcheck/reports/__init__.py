@@ -1,0 +1,64 @@
+"""Reports, engine side: every format is a writer of the results document (results.json), registered here by
+name with the file or folder it writes; a single run (plugins/reporting.py) and a merge of shards (merge.py) use
+the same writers, so a new format is one function and one ``register`` call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Writer:
+    name: str
+    target: str  # the file or folder it writes, inside the reports folder
+    write: Callable[..., None]  # (document, path, **extras) -> None
+
+
+WRITERS: dict[str, Writer] = {}
+
+
+def register(writer: Writer) -> Writer:
+    WRITERS[writer.name] = writer
+    return writer
+
+
+def _text(render: Callable[[dict[str, Any]], str]) -> Callable[..., None]:
+    def write(document: dict[str, Any], path: Path, **_: Any) -> None:
+        path.write_text(render(document))
+    return write
+
+
+def _results(document: dict[str, Any], path: Path, **_: Any) -> None:
+    from .. import results
+
+    results.write(document, path)
+
+
+def _builtins() -> None:
+    from . import render
+
+    register(Writer("results", "results.json", _results))
+    register(Writer("html", "report.html", _text(render.html_report)))
+    register(Writer("junit", "junit.xml", lambda document, path, **_: render.junit(document, path)))
+    register(Writer("allure", "allure-results", lambda document, path, attachments=None, **_:
+                    render.allure(document, path, attachments, clean=True)))
+    register(Writer("markdown", "summary.md", _text(render.markdown)))
+
+
+def writer(name: str) -> Writer:
+    if not WRITERS:
+        _builtins()
+    return WRITERS[name]
+
+
+def write_all(document: dict[str, Any], folder: Path, names: tuple[str, ...] | None = None, **extras: Any) -> None:
+    """Write the document in every registered format (or those named) into ``folder``."""
+    if not WRITERS:
+        _builtins()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names or tuple(WRITERS):
+        w = WRITERS[name]
+        w.write(document, folder / w.target, **extras)

@@ -1,0 +1,256 @@
+"""Renderers of a results document (results.json): JUnit XML, Allure results, the job summary in Markdown, the
+standalone HTML report, and the gate's comment and outputs. A single run and a merge of shards use the same ones
+(see the registry in ``backupcheck.reports``)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from ..model import Finding, render
+from .rows import COLUMNS, backup_rows
+
+BAD = ("failed", "error")
+
+
+def _findings_text(check: dict[str, Any]) -> str:
+    """The check's findings as the failing test showed them (``model.render``), else its message."""
+    return render([Finding(**f) for f in check["findings"]]) or check["message"]
+
+
+def classname(module: str) -> str:
+    """``../../.venv/lib/python3.11/site-packages/backupcheck/suites/test_restore.py`` -> ``suites.test_restore``:
+    the built-in suites by their own name wherever they are installed; a team's own file as pytest names it."""
+    path = module.replace("\\", "/")
+    if "/suites/" in f"/{path}":
+        path = "suites/" + path.rsplit("suites/", 1)[1]
+    return path.lstrip("./").replace("/", ".").removesuffix(".py")
+
+
+def junit(document: dict[str, Any], path: Path) -> None:
+    checks = document["checks"]
+    suite = ET.Element("testsuite", name="backupcheck", tests=str(len(checks)),
+                       failures=str(sum(c["outcome"] == "failed" for c in checks)),
+                       errors=str(sum(c["outcome"] == "error" for c in checks)),
+                       skipped=str(sum(c["outcome"] == "skipped" for c in checks)),
+                       time=f"{sum(c['seconds'] for c in checks):.3f}", timestamp=document["run"]["started"])
+    for c in checks:
+        module, _, name = c["nodeid"].rpartition("::")
+        case = ET.SubElement(suite, "testcase", classname=classname(module), name=name, time=f"{c['seconds']:.3f}")
+        if c["outcome"] in BAD:
+            tag = "failure" if c["outcome"] == "failed" else "error"
+            first = (_findings_text(c).splitlines() or [""])[0]
+            # Every finding whole, then the end of the failure as pytest showed it (its traceback, cut to 4,000
+            # characters in results.json).
+            text = _findings_text(c) + ("\n\n" + c["message"] if c["findings"] and c["message"] else "")
+            ET.SubElement(case, tag, message=first[:500]).text = text
+        elif c["outcome"] == "skipped":
+            ET.SubElement(case, "skipped", message=c["message"][:500])
+    root = ET.Element("testsuites")
+    root.append(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _slots(document: dict[str, Any]) -> dict[str, str]:
+    """Backup key -> which backup of its series it is, counted from the newest (stable night after night)."""
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for b in document["backups"]:
+        by_series.setdefault(b["series"], []).append(b)
+    out = {}
+    for backups in by_series.values():
+        for i, b in enumerate(sorted(backups, key=lambda b: b["taken_at"], reverse=True)):
+            out[b["key"]] = "newest" if i == 0 else f"newest-{i}"
+    return out
+
+
+_KEEP = ("history", "environment.properties", "executor.json", "categories.json")  # what a CI step put there
+
+
+def allure(document: dict[str, Any], folder: Path, attachments: dict[str, list[tuple[str, str]]] | None = None,
+           clean: bool = False) -> None:
+    """One ``*-result.json`` per check, as allure-pytest writes them: feature = family, story = series, the
+    series' severity (blocker for a streak), the dated backup an excluded parameter and ``slot`` a stable one,
+    so Allure's history follows a series from night to night; text attachments beside them."""
+    import shutil
+    from datetime import datetime
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if clean:  # last run's results, not what a CI step put there for Allure's trends
+        for old in folder.iterdir():
+            if old.name not in _KEEP:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+    status = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
+    blockers = {(s["series"], s["check"]) for s in document.get("streaks", [])}
+    slots = _slots(document)
+    started = document["run"]["started"]
+    t0 = int(datetime.fromisoformat(started).timestamp() * 1000) if started else 0
+    for c in document["checks"]:
+        slot = slots.get(c["backup"], "")
+        history_id = hashlib.md5(f"{c['nodeid'].split('[')[0]}|{c['series']}|{slot}".encode()).hexdigest()  # noqa: S324
+        severity = "blocker" if (c["series"], c["name"]) in blockers else c.get("severity", "normal")
+        labels = [{"name": "feature", "value": c["family"] or "checks"}, {"name": "epic", "value": "backupcheck"},
+                  {"name": "severity", "value": severity}, {"name": "framework", "value": "pytest"}]
+        if c["series"]:
+            labels.append({"name": "story", "value": c["series"]})
+        params = [{"name": "backup", "value": repr(c["backup"]), "excluded": True}]
+        if c["series"] and slot:
+            params += [{"name": "series", "value": repr(c["series"])}, {"name": "slot", "value": repr(slot)}]
+        uid = str(uuid.uuid4())
+        files = []
+        for i, (name, text) in enumerate((attachments or {}).get(c["nodeid"], [])):
+            source = f"{uid}-{i}-attachment.txt"
+            (folder / source).write_text(text)
+            files.append({"name": name, "source": source, "type": "text/plain"})
+        result = {
+            "uuid": uid, "historyId": history_id, "testCaseId": history_id, "fullName": c["nodeid"],
+            "name": c["nodeid"].rpartition("::")[2], "status": status.get(c["outcome"], "unknown"),
+            "statusDetails": {"message": _findings_text(c)[:4000]} if c["outcome"] != "passed" else {},
+            "start": t0, "stop": t0 + int(c["seconds"] * 1000), "labels": labels, "parameters": params,
+            "attachments": files,
+        }
+        (folder / f"{uid}-result.json").write_text(json.dumps(result))
+
+
+def markdown(document: dict[str, Any]) -> str:
+    run = document["run"]
+    bad = [c for c in document["checks"] if c["outcome"] in BAD]
+    shard = run.get("shard") or {}
+    lines = ["## backupcheck" + (f" — {shard.get('total')} shards merged" if shard.get("index") == 0 else ""), "",
+             f"**{'FAILED' if run['exit_status'] else 'passed'}**: {len(document['backups'])} backup(s), "
+             f"{len(document['checks'])} check(s), {len(bad)} failed", ""]
+    lines += table_markdown(document)
+    if bad:
+        lines += ["", "### Failed", ""] + [f"- `{c['nodeid']}`: {(_findings_text(c).splitlines() or [''])[0]}"
+                                            for c in bad]
+    lines += gate_markdown(document)
+    return "\n".join(lines) + "\n"
+
+
+def table_markdown(document: dict[str, Any]) -> list[str]:
+    """The table of backups as Markdown (the job summary of a run or of a merge)."""
+    rows = backup_rows(document)
+    return (["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+            + ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows])
+
+
+def gate_lines(document: dict[str, Any]) -> list[str]:
+    """The migration gate on the terminal: per migration, seconds, locks, rows touched and lint."""
+    out = []
+    for g in document.get("gate", []):
+        out.append(f"migration gate on {g['backup']}: {len(g['migrations'])} migration(s) rehearsed in "
+                   f"{g['seconds']:.2f} s (whole gate {g['total_seconds']:.2f} s)" + (f"; {g['error']}" if g["error"] else ""))
+        for m in g["migrations"]:
+            out.append(f"  {m['migration']}: {m['status']}, {m['seconds']:.2f} s, longest exclusive lock "
+                       f"{m['longest_exclusive_lock']:.2f} s, {m['rows_touched']:,} rows touched, "
+                       f"{m['rows_rewritten']:,} rewritten{', lint: ' + ', '.join(m['lint']) if m['lint'] else ''}"
+                       + (f"; {m['error']}" if m["error"] else ""))
+    return out
+
+
+def gate_markdown(document: dict[str, Any]) -> list[str]:
+    """The per-migration table of the job summary (and of the pull request comment)."""
+    lines: list[str] = []
+    for g in document.get("gate", []):
+        lines += ["", f"### Migration gate on `{g['backup']}`", "",
+                  f"Rehearsed on a copy of the backup in {g['seconds']:.2f} s (the whole gate {g['total_seconds']:.2f} s"
+                  + (f", the restore {g['restore_seconds']:.2f} s" if g.get("restore_seconds") is not None else "")
+                  + ")" + (f": **{g['error']}**" if g["error"] else "."), "",
+                  "| migration | status | seconds | locks | rows touched | rows rewritten | lint |", "|---|---|---|---|---|---|---|"]
+        for m in g["migrations"]:
+            locks = "<br>".join(f"{lk['mode']} {lk['table']} {lk['seconds']:.2f} s" for lk in m["locks"]) or "-"
+            status = m["status"] + (f": {m['error']}" if m["error"] else "")
+            lines.append(f"| {m['migration']} | {status} | {m['seconds']:.2f} | {locks} | {m['rows_touched']:,} | "
+                         f"{m['rows_rewritten']:,} | {', '.join(m['lint']) or '-'} |")
+        if g["lint"]:
+            lines += ["", "Lint:", ""] + [f"- {note}" for note in g["lint"]]
+    return lines
+
+
+COMMENT_MARK = "<!-- backupcheck-gate -->"  # the pull request comment the workflow updates rather than adds
+
+
+def gate_outputs(document: dict[str, Any]) -> dict[str, str]:
+    """The gate's verdict as a CI job's outputs: verdict, findings (JSON, one line), rehearsal_seconds."""
+    gate_checks = [c for c in document["checks"] if c["family"] == "gate"]
+    bad = [c for c in gate_checks if c["outcome"] in BAD]
+    findings = [f for c in bad for f in c["findings"]] or [
+        {"check": "gate", "subject": c["backup"], "what": c["name"], "expected": "", "found": c["message"][:500],
+         "hint": "", "where": ""} for c in bad if not c["findings"]]
+    verdict = "failed" if bad or document["run"]["exit_status"] else "passed" if gate_checks else "not run"
+    seconds = sum(g["seconds"] for g in document.get("gate", []))
+    return {"verdict": verdict, "findings": json.dumps(findings, ensure_ascii=False),
+            "rehearsal_seconds": f"{seconds:.2f}"}
+
+
+def gate_comment(document: dict[str, Any]) -> str:
+    """The pull request comment: the verdict, what failed, and the per-migration table."""
+    out = gate_outputs(document)
+    bad = [c for c in document["checks"] if c["family"] == "gate" and c["outcome"] in BAD]
+    lines = [COMMENT_MARK, f"## Migration gate: **{out['verdict'].upper()}**", ""]
+    if not document.get("gate"):
+        lines.append("No migration was rehearsed (the gate looked at the backups only).")
+    for c in bad:
+        if not c["findings"]:
+            lines.append(f"- `{c['name']}` on `{c['backup']}`: {(c['message'].strip().splitlines() or [''])[-1]}")
+        for f in c["findings"]:
+            where = f" ({f['where']})" if f["where"] else ""
+            lines.append(f"- **{f['what']}**{where} on `{f['subject']}`: expected {f['expected']}; found {f['found']}"
+                         + (f". Fix: {f['hint']}" if f["hint"] else ""))
+    lines += gate_markdown(document)
+    return "\n".join(lines) + "\n"
+
+
+def gate_html(document: dict[str, Any]) -> str:
+    """The per-migration table of the HTML reports."""
+    esc = html.escape
+    out = ""
+    for g in document.get("gate", []):
+        rows = "".join(
+            f"<tr><td>{esc(m['migration'])}</td><td class='{'failed' if m['status'] == 'failed' else ''}'>"
+            f"{esc(m['status'])}{': ' + esc(m['error']) if m['error'] else ''}</td><td>{m['seconds']:.2f}</td><td>"
+            + "<br>".join(esc(f"{lk['mode']} {lk['table']} {lk['seconds']:.2f} s") for lk in m["locks"])
+            + f"</td><td>{m['rows_touched']:,}</td><td>{m['rows_rewritten']:,}</td><td>{esc(', '.join(m['lint']))}"
+            "</td></tr>" for m in g["migrations"])
+        restore = f", the restore {g['restore_seconds']:.2f} s" if g.get("restore_seconds") is not None else ""
+        lint = "".join(f"<li>{esc(n)}</li>" for n in g["lint"])
+        out += (f"<h2>Migration gate on {esc(g['backup'])}</h2><p>Rehearsed on a copy of the backup in "
+                f"{g['seconds']:.2f} s (the whole gate {g['total_seconds']:.2f} s{restore})."
+                + (f" <b class='failed' style='color:#c00'>{esc(g['error'])}</b>" if g["error"] else "") + "</p>"
+                "<table class='gate' border='1' cellpadding='4'><tr><th>migration</th><th>status</th><th>seconds</th>"
+                "<th>locks held</th><th>rows touched</th><th>rows rewritten</th><th>lint</th></tr>"
+                f"{rows}</table>" + (f"<p>Lint:</p><ul>{lint}</ul>" if lint else ""))
+    return out
+
+
+def html_report(document: dict[str, Any]) -> str:
+    esc = html.escape
+    run = document["run"]
+    bad = [c for c in document["checks"] if c["outcome"] in BAD]
+    rows = "".join(
+        "<tr>" + "".join(f"<td class='{esc(r[c].split(':')[0]) if c == 'verdict' else ''}'>{esc(r[c])}</td>"
+                         for c in COLUMNS) + "</tr>"
+        for r in backup_rows(document))
+    checks = "".join(
+        f"<tr class='{esc(c['outcome'])}'><td>{esc(c['nodeid'])}</td><td>{esc(c['outcome'])}</td>"
+        f"<td><pre>{esc(_findings_text(c)) if c['outcome'] != 'passed' else ''}</pre></td></tr>"
+        for c in sorted(document["checks"], key=lambda c: (c["outcome"] not in BAD, c["nodeid"])))
+    shard = run.get("shard") or {}
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>backupcheck — merged report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
+        "padding:3px 8px;font-size:13px;vertical-align:top}.failed,.error{color:#c00;font-weight:bold}"
+        ".passed{color:#070}pre{margin:0;white-space:pre-wrap}</style></head><body>"
+        f"<h1>backupcheck — {shard.get('total', 1)} shard(s) of plan {esc(str(shard.get('id', '')))} merged</h1>"
+        f"<p><b>{'FAILED' if run['exit_status'] else 'passed'}</b>: {len(document['backups'])} backup(s), "
+        f"{len(document['checks'])} check(s), {len(bad)} failed; from {esc(run['started'])} to {esc(run['finished'])}"
+        f"</p><h2>Backups verified</h2><table><tr>{''.join(f'<th>{c}</th>' for c in COLUMNS)}</tr>{rows}</table>"
+        f"{gate_html(document)}<h2>Checks</h2><table><tr><th>check</th><th>outcome</th>"
+        f"<th>findings</th></tr>{checks}</table></body></html>")
+
+

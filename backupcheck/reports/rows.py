@@ -1,0 +1,44 @@
+"""The table of backups, one row per backup, as every report shows it: the terminal, the pytest-html summary,
+the CI job summary, the merged HTML and Markdown reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..results import shown_verdicts
+
+COLUMNS = ("series", "time", "format", "size", "age", "restore", "verdict")
+
+
+def age(now: datetime, then: datetime) -> str:
+    secs = int((now - then).total_seconds())
+    days, rem = divmod(secs, 86400)
+    return f"{days}d {rem // 3600}h" if days else f"{rem // 3600}h {rem % 3600 // 60}m"
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def backup_rows(document: dict[str, Any], now: datetime | None = None) -> list[dict[str, str]]:
+    """The rows of the backups table, rendered from the results document: the verdict is the worst outcome of
+    the backup's checks and, for a series' newest backup, of the series' own (RPO, gaps, retention), with why;
+    ages are counted at the run's moment (``now``: the document's own by default)."""
+    verdicts = shown_verdicts(document)
+    moment = now or datetime.fromisoformat(document["run"]["now"])
+    rows = []
+    for b in document["backups"]:
+        restore = b["restore"]
+        taken = datetime.fromisoformat(b["taken_at"])
+        rows.append({
+            "key": b["key"], "series": b["series"], "time": taken.strftime("%Y-%m-%d %H:%M UTC"),
+            "format": b["format"], "size": size(b["size"]), "age": age(moment, taken),
+            "restore": f"{restore['seconds']:.1f} s" if restore else "-", "verdict": verdicts[b["key"]],
+        })
+    return rows
