@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,27 @@ def _config_file(config: pytest.Config) -> Path | None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+class Extend:
+    """What a ``pytest_backupcheck_extend`` implementation registers through."""
+
+    def source(self, kind: Any) -> None:
+        from backupcheck import sources
+
+        sources.register(kind)
+
+    def writer(self, writer: Any) -> None:
+        from backupcheck import reports
+
+        reports.writer("results")  # the built-in writers first, so a team's comes after them
+        reports.register(writer)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     resolve(config)
 
@@ -180,6 +202,8 @@ def resolve(config: pytest.Config) -> Settings:
     """Build the settings once; later calls (from other plugins' configure hooks) get the same object."""
     if SETTINGS in config.stash:
         return config.stash[SETTINGS]
+    if asked_for(config) or names_the_suites(config.args):  # a team's source kinds and writers, before the sources
+        config.hook.pytest_backupcheck_extend(extend=Extend())
     cwd = Path.cwd()
 
     def absolute(option: str) -> str | None:

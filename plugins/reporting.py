@@ -392,11 +392,13 @@ class Summary:
             results.write(document, path)
         except OSError as exc:
             warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
-        from backupcheck.reports import writer
+        from backupcheck.reports import added, writer
 
         # The same writers as a merge of shards (backupcheck.reports); pytest-html draws this run's report.html.
+        reports_dir = self.config.stash[SETTINGS].reports_dir
         for name, target in (("allure", self.config.stash.get(_ALLURE, None)),
-                             ("junit", self.config.stash.get(_JUNIT, None))):
+                             ("junit", self.config.stash.get(_JUNIT, None)),
+                             *((w.name, reports_dir / w.target) for w in added())):
             if target is None:
                 continue
             try:

@@ -55,10 +55,23 @@ def list_location(access, url):
     return Location("shelf", container, prefix), found
 
 
-sources.register(sources.RemoteKind(
+KIND = sources.RemoteKind(
     "shelf", "shelf://box/prefix/", parse_options=lambda raw, base, where: None,
     access=lambda settings, cache, progress: ShelfAccess(cache), list_location=list_location,
-    check_url=lambda url: None, cannot_read=lambda exc: isinstance(exc, RemoteError)))
+    check_url=lambda url: None, cannot_read=lambda exc: isinstance(exc, RemoteError))
+'''
+REGISTERED = "sources.register(KIND)\n"  # as a module-level call
+EXTENDED = '''
+from backupcheck.reports import Writer
+
+
+def write_csv(document, path, **_):
+    path.write_text("".join(f"{b['key']},{b['verdict']}\\n" for b in document["backups"]))
+
+
+def pytest_backupcheck_extend(extend):
+    extend.source(KIND)
+    extend.writer(Writer("csv", "backups.csv", write_csv))
 '''
 
 TEAM_TEST = '''
@@ -73,7 +86,7 @@ def test_a_source_kind_registered_in_a_teams_conftest_is_verified_like_s3(farm, 
     for i, when in enumerate(nights):
         farmlib.stamp(farm.dump(farm.states[i], shelf / "box" / "nightly" / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
     before = sorted(p.name for p in (shelf / "box" / "nightly").iterdir())
-    pytester.makeconftest(TEAM_CONFTEST.format(shelf=str(shelf)))
+    pytester.makeconftest(TEAM_CONFTEST.format(shelf=str(shelf)) + REGISTERED)
     ours = pytester.makepyfile(test_ours=TEAM_TEST)
     run = run_suites("--backups", "shelf://box/nightly/", str(ours),
                      "-m", "not content_freshness")
@@ -88,3 +101,17 @@ def test_a_source_kind_registered_in_a_teams_conftest_is_verified_like_s3(farm, 
     assert missing.outcomes["test_every_source_holds_readable_backups"] == "failed"
     assert "no shelf named nobox" in missing.messages["test_every_source_holds_readable_backups"]
     assert sorted(p.name for p in (shelf / "box" / "nightly").iterdir()) == before, "the source is never written"
+
+
+def test_a_team_extends_backupcheck_through_its_hook(farm, run_suites, pytester, tmp_path):
+    """pytest_backupcheck_extend in a team's conftest: its source kind and its own report format."""
+    shelf = tmp_path / "shelf"
+    when = farmlib.nights(farm.now)[-1]
+    farmlib.stamp(farm.dump(farm.states[-1], shelf / "box" / "nightly" / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    pytester.makeconftest(TEAM_CONFTEST.format(shelf=str(shelf)) + EXTENDED)
+    ours = pytester.makepyfile(test_ours=TEAM_TEST)
+    run = run_suites("--backups", "shelf://box/nightly/", str(ours), "-m", "not content_freshness")
+    key = f"shop-{when:%Y%m%dT%H%M%SZ}"
+    assert run.ret == 0, run.stdout[-3000:]
+    assert run.outcomes[f"test_restores_without_harmful_errors[{key}]"] == "passed"
+    assert (run.reports / "backups.csv").read_text() == f"{key},passed\n"

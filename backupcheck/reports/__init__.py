@@ -48,6 +48,16 @@ def _builtins() -> None:
     register(Writer("markdown", "summary.md", _text(render.markdown)))
 
 
+BUILTIN = ("results", "html", "junit", "allure", "markdown")
+
+
+def added() -> list[Writer]:
+    """The writers a team registered (a single run writes them beside its own reports)."""
+    if not WRITERS:
+        _builtins()
+    return [w for name, w in WRITERS.items() if name not in BUILTIN]
+
+
 def writer(name: str) -> Writer:
     if not WRITERS:
         _builtins()
