@@ -28,9 +28,22 @@ def decrypt(source: Path, target: Path, passphrase: str | None) -> None:
             env["GNUPGHOME"] = home
             cmd += ["--pinentry-mode", "loopback", "--passphrase-fd", "0"]
         cmd += ["--decrypt", "--output", str(target), str(source)]
-        proc = subprocess.run(cmd, input=(passphrase or "").encode(), capture_output=True, env=env, timeout=3600)
+        try:
+            proc = subprocess.run(cmd, input=(passphrase or "").encode(), capture_output=True, env=env, timeout=3600)
+        finally:
+            if passphrase is not None:
+                stop_agent(home)
     if proc.returncode != 0:
         target.unlink(missing_ok=True)
         lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
         reason = lines[-1].removeprefix("gpg: ") if lines else f"exit code {proc.returncode}"
         raise DecryptError(f"gpg could not decrypt it: {reason}")
+
+
+def stop_agent(home: str | Path) -> None:
+    """Stop the gpg-agent gpg started for a keyring of ours: no process outlives the run (it would otherwise
+    linger until it noticed its folder was gone)."""
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf is not None:
+        subprocess.run([gpgconf, "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True, timeout=30,
+                       check=False)

@@ -172,7 +172,6 @@ def _config_file(config: pytest.Config) -> Path | None:
     return default if default.is_file() else None
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hooks
 
@@ -194,6 +193,7 @@ class Extend:
         reports.register(writer)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     resolve(config)
 

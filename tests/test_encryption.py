@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from backupcheck.gpg import stop_agent
+
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -15,6 +17,7 @@ def gpg_encrypt(source: Path, target: Path, passphrase: str, home: Path) -> None
     subprocess.run(["gpg", "--batch", "--yes", "--quiet", "--homedir", str(home), "--pinentry-mode", "loopback",
                     "--passphrase-fd", "0", "--symmetric", "--cipher-algo", "AES256", "--output", str(target),
                     str(source)], input=passphrase.encode(), check=True, capture_output=True)
+    stop_agent(home)
 
 
 @pytest.fixture
