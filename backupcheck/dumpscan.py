@@ -63,7 +63,8 @@ def note_features(scan: DumpScan, sql: str) -> None:
 
 def note_requirements(scan: DumpScan, sql: str) -> None:
     """Record the roles, extensions, tablespaces and newer syntax one statement needs or creates."""
-    if "uuidv7" in sql or "GENERATED" in sql.upper() or "MAINTAIN" in sql.upper() or "WITH" in sql.upper():
+    upper = sql.upper()
+    if "UUIDV7" in upper or "GENERATED" in upper or "MAINTAIN" in upper or "WITH" in upper:
         note_features(scan, sql)
     head = sql.lstrip()[:40].upper()
     if head.startswith(("CREATE ROLE", "CREATE USER", "CREATE GROUP")):

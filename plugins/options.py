@@ -189,7 +189,6 @@ class Extend:
     def writer(self, writer: Any) -> None:
         from backupcheck import reports
 
-        reports.writer("results")  # the built-in writers first, so a team's comes after them
         reports.register(writer)
 
 

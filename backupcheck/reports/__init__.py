@@ -18,9 +18,12 @@ class Writer:
 
 
 WRITERS: dict[str, Writer] = {}
+_LOADED = False
 
 
 def register(writer: Writer) -> Writer:
+    """Add a writer (after the built-in ones, whichever is registered first)."""
+    _load()
     WRITERS[writer.name] = writer
     return writer
 
@@ -37,15 +40,21 @@ def _results(document: dict[str, Any], path: Path, **_: Any) -> None:
     results.write(document, path)
 
 
-def _builtins() -> None:
+def _load() -> None:
+    """The built-in writers, registered on first use (their renderers are imported only then)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
     from . import render
 
-    register(Writer("results", "results.json", _results))
-    register(Writer("html", "report.html", _text(render.html_report)))
-    register(Writer("junit", "junit.xml", lambda document, path, **_: render.junit(document, path)))
-    register(Writer("allure", "allure-results", lambda document, path, attachments=None, **_:
-                    render.allure(document, path, attachments, clean=True)))
-    register(Writer("markdown", "summary.md", _text(render.markdown)))
+    for w in (Writer("results", "results.json", _results),
+              Writer("html", "report.html", _text(render.html_report)),
+              Writer("junit", "junit.xml", lambda document, path, **_: render.junit(document, path)),
+              Writer("allure", "allure-results", lambda document, path, attachments=None, **_:
+                     render.allure(document, path, attachments, clean=True)),
+              Writer("markdown", "summary.md", _text(render.markdown))):
+        WRITERS[w.name] = w
 
 
 BUILTIN = ("results", "html", "junit", "allure", "markdown")
@@ -53,21 +62,18 @@ BUILTIN = ("results", "html", "junit", "allure", "markdown")
 
 def added() -> list[Writer]:
     """The writers a team registered (a single run writes them beside its own reports)."""
-    if not WRITERS:
-        _builtins()
+    _load()
     return [w for name, w in WRITERS.items() if name not in BUILTIN]
 
 
 def writer(name: str) -> Writer:
-    if not WRITERS:
-        _builtins()
+    _load()
     return WRITERS[name]
 
 
 def write_all(document: dict[str, Any], folder: Path, names: tuple[str, ...] | None = None, **extras: Any) -> None:
     """Write the document in every registered format (or those named) into ``folder``."""
-    if not WRITERS:
-        _builtins()
+    _load()
     folder.mkdir(parents=True, exist_ok=True)
     for name in names or tuple(WRITERS):
         w = WRITERS[name]
