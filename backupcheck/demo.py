@@ -6,8 +6,9 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import pgbin, sampledb
-from .cluster import ClusterFactory
+from . import sampledb
+from .servers import pgbin
+from .servers.cluster import ClusterFactory
 
 DEMO_CONFIG = """\
 # The demo's expectations, as a user would write them in backupcheck.toml.

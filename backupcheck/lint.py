@@ -79,7 +79,7 @@ def lint_statement(text: str, migration: str, line: int, rows: dict[str, int | N
     from sqlglot import exp
 
     from .dumpscan import created_extension
-    from .restore import OWNER_TO
+    from .restore.plain import OWNER_TO
 
     stmt = _one_line(text)
     if OWNER_TO.match(text) or created_extension(text):

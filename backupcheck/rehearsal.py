@@ -19,8 +19,9 @@ from typing import Any
 from . import lint, sqllex
 from .dumpscan import created_extension
 from .migrations import Migration, applied
-from .restore import OWNER_TO, denied_extension
-from .restored import ThreadConnections
+from .restore.database import ThreadConnections
+from .restore.errors import denied_extension
+from .restore.plain import OWNER_TO
 
 log = logging.getLogger("backupcheck.rehearsal")
 

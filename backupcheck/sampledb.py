@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .cluster import Cluster
+from .servers.cluster import Cluster
 
 SCHEMA = """
 CREATE TABLE users (

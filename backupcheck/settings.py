@@ -454,7 +454,7 @@ _PROFILE_KEYS = {"base", "bootstrap_sql", "bootstrap_files", "tolerated_errors",
 
 
 def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
-    from .profiles import BUILTIN, Profile, builtin
+    from .restore.profiles import BUILTIN, Profile, builtin
 
     if not isinstance(raw, dict):
         raise ConfigError("[profiles]: expected tables like [profiles.supabase]")
@@ -536,7 +536,7 @@ class Settings:
 
     def profile(self, series: str) -> Any:
         """The series' configured Profile, or None when it is to be detected from the dump."""
-        from .profiles import builtin
+        from .restore.profiles import builtin
 
         name = self.for_series(series).profile
         if name is None:
@@ -546,7 +546,7 @@ class Settings:
     @property
     def tools(self) -> Any:
         """pg_bin and pg_bin_only as one value (``backupcheck.pgbin.Tools``)."""
-        from .pgbin import Tools
+        from .servers.pgbin import Tools
 
         return Tools(tuple(self.pg_bin), self.pg_bin_only)
 

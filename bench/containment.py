@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import dataset_args, mb, run, tuned_dataset  # noqa: E402
 
-from backupcheck import pgbin  # noqa: E402
-from backupcheck.cluster import ClusterFactory  # noqa: E402
-from backupcheck.restore import RESTORER  # noqa: E402
-from backupcheck.targets import LocalTarget  # noqa: E402
+from backupcheck.restore.errors import RESTORER  # noqa: E402
+from backupcheck.restore.targets import LocalTarget  # noqa: E402
+from backupcheck.servers import pgbin  # noqa: E402
+from backupcheck.servers.cluster import ClusterFactory  # noqa: E402
 
 
 def restore(factory: ClusterFactory, inst: pgbin.Installation, dump: Path, contained: bool) -> tuple[float, float]:

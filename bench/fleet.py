@@ -28,8 +28,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backupcheck import pgbin, sampledb  # noqa: E402
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
+from backupcheck import sampledb  # noqa: E402
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
 from bench.run import DATA, PYTEST, REUSE_FOR, ROOT, run, run_child  # noqa: E402
 
 SERIES, SHAPES = 100, 10

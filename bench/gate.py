@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from run import PYTEST, ROOT, dataset_args, run_child, timed, tuned_dataset  # noqa: E402
 
-from backupcheck import pgbin  # noqa: E402
+from backupcheck.servers import pgbin  # noqa: E402
 
 MIGRATION = "alter table order_items alter column quantity type bigint;\n"  # a rewrite of the largest table
 

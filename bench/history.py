@@ -21,9 +21,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backupcheck import charts, history, pgbin, sampledb  # noqa: E402
+from backupcheck import charts, history, sampledb
 from backupcheck.checks.trends import crossing  # noqa: E402
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
+from backupcheck.servers import pgbin  # noqa: E402
+from backupcheck.servers.cluster import ClusterFactory, RunDir, fast_base  # noqa: E402
 from bench.run import PYTEST, ROOT, run_child  # noqa: E402
 
 SERIES, TABLES, NIGHTS = 20, 50, 365

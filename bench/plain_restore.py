@@ -17,9 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backupcheck import pgbin, sampledb  # noqa: E402
-from backupcheck.cluster import Cluster, ClusterFactory, RunDir, fast_base  # noqa: E402
-from backupcheck.restore import PlainRunner, create_database  # noqa: E402
+from backupcheck import sampledb  # noqa: E402
+from backupcheck.restore.plain import PlainRunner, create_database  # noqa: E402
+from backupcheck.servers import pgbin  # noqa: E402
+from backupcheck.servers.cluster import Cluster, ClusterFactory, RunDir, fast_base  # noqa: E402
 
 
 def make_plain(factory: ClusterFactory, inst: pgbin.Installation, target: Path, scale: float, pad: int) -> None:

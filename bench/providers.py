@@ -15,13 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backupcheck import pgbin
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base
-from backupcheck.containers import engine_answers
 from backupcheck.discovery import discover
 from backupcheck.evidence import EvidenceStore
-from backupcheck.providers import ContainerProvider, LocalProvider, Provider
-from backupcheck.restored import RestoredBackup
+from backupcheck.restore.database import RestoredBackup
+from backupcheck.restore.providers import ContainerProvider, LocalProvider, Provider
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory, RunDir, fast_base
+from backupcheck.servers.containers import engine_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import psycopg
 
-from backupcheck import pgbin, sampledb
-from backupcheck.cluster import Cluster, ClusterFactory, RunDir, fast_base, server_user
-from backupcheck.pgbin import Installation
+from backupcheck import sampledb
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import Cluster, ClusterFactory, RunDir, fast_base, server_user
+from backupcheck.servers.pgbin import Installation
 from backupcheck.settings import ConfigError, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -227,7 +227,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def build_results(config: pytest.Config, exitstatus: int) -> dict:
     """The run as data (``backupcheck.results.SCHEMA``), from the listing and what each test reported."""
     from backupcheck import __version__ as ours
-    from backupcheck.targets import CONTAINMENT
+    from backupcheck.restore.targets import CONTAINMENT
 
     from .run import RUN
 
@@ -303,7 +303,7 @@ def provider_line(config: pytest.Config) -> str:
 
 def containment_line(config: pytest.Config) -> str:
     """What keeps a hostile dump from the host, for the provider this run uses."""
-    from backupcheck.targets import CONTAINMENT
+    from backupcheck.restore.targets import CONTAINMENT
 
     from .run import RUN
 

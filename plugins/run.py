@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from backupcheck import listing_io, sources
-from backupcheck.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
 from backupcheck.discovery import discover
 from backupcheck.model import Listing
-from backupcheck.pgbin import NoSuitableBinaries
-from backupcheck.providers import Decision, Provider, ProviderError
+from backupcheck.restore.providers import Decision, Provider, ProviderError
+from backupcheck.servers.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
+from backupcheck.servers.pgbin import NoSuitableBinaries
+from backupcheck.servers.templates import TemplateCache, user_cache
 from backupcheck.settings import ConfigError, Settings, build, load_file
-from backupcheck.templates import TemplateCache, user_cache
 
 from .options import SETTINGS, asked_for, names_the_suites
 
@@ -184,7 +184,8 @@ def _drift(config: pytest.Config, listing: Listing) -> dict[str, list[str]] | No
 
 def _decide(settings: Settings, majors: set[int]) -> Decision:
     """On the controller, once: which provider restores, and why (workers are told, not asked)."""
-    from backupcheck import containers, providers
+    from backupcheck.restore import providers
+    from backupcheck.servers import containers
 
     try:
         decision = providers.decide(settings.pg_provider, settings.container_image, settings.dsn,
@@ -200,7 +201,7 @@ def _decide(settings: Settings, majors: set[int]) -> Decision:
 
 
 def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, rundir: Path) -> Provider:
-    from backupcheck import providers
+    from backupcheck.restore import providers
 
     if decision.kind == "container":
         return providers.ContainerProvider(settings.container_image, rundir.name, settings.ryuk)

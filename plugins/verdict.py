@@ -17,7 +17,7 @@ _CURRENT: contextvars.ContextVar[pytest.Item | None] = contextvars.ContextVar("b
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    from backupcheck.restored import QueryFailed
+    from backupcheck.restore.database import QueryFailed
 
     token = _CURRENT.set(item)
     try:

@@ -6,7 +6,7 @@ import pytest
 
 from backupcheck.checks import restoring
 from backupcheck.plugins.verdict import judge
-from backupcheck.restored import QueryFailed
+from backupcheck.restore.database import QueryFailed
 
 
 def _table(counts, before=None):

@@ -17,9 +17,9 @@ import docker  # noqa: F401
 import pytest
 import requests.cookies  # noqa: F401
 
-from backupcheck import pgbin
-from backupcheck.cluster import ClusterFactory, RunDir, fast_base
-from backupcheck.containers import docker_client, engine_answers
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory, RunDir, fast_base
+from backupcheck.servers.containers import docker_client, engine_answers
 
 from . import farm as farmlib
 
@@ -83,8 +83,8 @@ def restore(pg_run: ClusterFactory) -> Iterator:  # type: ignore[type-arg]
     """Restore one backup of a folder with the local provider, as the suites do; yields the restored backup.
     ``tools`` limits the installations a server is picked from; other keywords go to RestoredBackup."""
     from backupcheck.evidence import EvidenceStore
-    from backupcheck.providers import LocalProvider
-    from backupcheck.restored import RestoredBackup
+    from backupcheck.restore.database import RestoredBackup
+    from backupcheck.restore.providers import LocalProvider
 
     opened: list[RestoredBackup] = []
 

@@ -18,8 +18,9 @@ import lz4.frame
 import psycopg
 import zstandard
 
-from backupcheck import pgbin, sampledb
-from backupcheck.cluster import Cluster
+from backupcheck import sampledb
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import Cluster
 
 NIGHTS = 4
 

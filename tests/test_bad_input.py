@@ -171,9 +171,9 @@ def test_damage_of_every_kind_fails_integrity_or_restore_and_nothing_else_breaks
 
 def test_a_gzip_member_cut_or_flipped_is_damage_even_when_the_sql_inside_looks_complete(tmp_path):
     """The gzip trailer (CRC32 and length) is what proves a compressed dump whole; both faults are in it."""
-    from backupcheck.cluster import RunDir
     from backupcheck.discovery import discover
     from backupcheck.evidence import EvidenceStore
+    from backupcheck.servers.cluster import RunDir
 
     body = b"-- PostgreSQL database dump\nSELECT 1;\n-- PostgreSQL database dump complete\n"
     whole = gzip.compress(body)

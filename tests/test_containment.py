@@ -17,9 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backupcheck import pgbin
-from backupcheck.cluster import ClusterFactory, RunDir
-from backupcheck.restore import RESTORER
+from backupcheck.restore.errors import RESTORER
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory, RunDir
 
 from . import farm as farmlib
 from .conftest import CONTAINER_CONFIG

@@ -8,7 +8,7 @@ import pytest
 
 from backupcheck import sqllex
 from backupcheck.dumpscan import scan_plain
-from backupcheck.restore import classify, parse_pg_restore_errors
+from backupcheck.restore.errors import classify, parse_pg_restore_errors
 
 HEADER = "--\n-- PostgreSQL database dump\n--\n\n-- Dumped by pg_dump version 15.20\n\n"
 TRAILER = "\n--\n-- PostgreSQL database dump complete\n--\n\n"

@@ -21,8 +21,8 @@ import pytest
 
 from backupcheck import audit, history
 from backupcheck.checks import trends
-from backupcheck.cluster import ClusterFactory
 from backupcheck.history.store import HistoryError
+from backupcheck.servers.cluster import ClusterFactory
 
 from . import farm as farmlib
 from .conftest import REPO
@@ -62,7 +62,7 @@ def check(series: str, name: str, key: str, outcome: str, family: str = "freshne
 @pytest.fixture(scope="module")
 def pg_history(pg_run: ClusterFactory) -> Iterator[str]:
     """A real PostgreSQL server for the shared history (a DSN on its socket)."""
-    from backupcheck import pgbin
+    from backupcheck.servers import pgbin
 
     with pg_run.cluster(pgbin.pick(None)) as cluster:
         info = cluster.conninfo()

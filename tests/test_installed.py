@@ -34,11 +34,11 @@ def test_restored_db_is_read_only(restored_db, restored_dsn, backup):
 
 
 def test_the_plugin_is_imported_as_python_imports_it(backup):
-    import backupcheck.cluster
+    import backupcheck.servers.cluster
     import backupcheck.plugins.run
 
     # from the bytecode pip wrote, not recompiled by pytest's assertion rewriting (this file still is)
-    loaders = {type(m.__spec__.loader).__name__ for m in (backupcheck.cluster, backupcheck.plugins.run)}
+    loaders = {type(m.__spec__.loader).__name__ for m in (backupcheck.servers.cluster, backupcheck.plugins.run)}
     assert loaders == {"SourceFileLoader"}
 '''
 
@@ -126,7 +126,7 @@ def test_app():
 
 def test_only_the_options_of_the_plugin_were_loaded():
     loaded = [m for m in sys.modules if m.startswith(("psycopg", "backupcheck.plugins.run", "backupcheck.fixtures",
-                                                      "backupcheck.cluster", "backupcheck.restored"))]
+                                                      "backupcheck.servers.cluster", "backupcheck.restore.database"))]
     assert loaded == []
 '''
 

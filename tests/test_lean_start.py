@@ -32,6 +32,6 @@ def test_a_run_over_local_folders_without_a_gate_imports_neither_s3_nor_the_gate
                           text=True, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     loaded = set(Path(out).read_text().split())
-    assert "backupcheck.restored" in loaded, "the probe did not see the plugin load"
+    assert "backupcheck.restore.database" in loaded, "the probe did not see the plugin load"
     unwanted = sorted(m for m in loaded if m.split(".")[0] in NOT_NEEDED or m in NOT_NEEDED)
     assert not unwanted, f"a local run without a gate imported {unwanted}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backupcheck.pgbin import installations
+from backupcheck.servers.pgbin import installations
 
 RESTORE_TEST = "test_restores_without_harmful_errors"
 

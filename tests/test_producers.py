@@ -15,13 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backupcheck import pgbin, sampledb
+from backupcheck import sampledb
 from backupcheck.checks import integrity, restoring
-from backupcheck.cluster import Cluster, ClusterFactory, server_user
 from backupcheck.discovery import discover
 from backupcheck.evidence import EvidenceStore
-from backupcheck.restore import HARMFUL
-from backupcheck.restored import NoServer
+from backupcheck.restore.database import NoServer
+from backupcheck.restore.errors import HARMFUL
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import Cluster, ClusterFactory, server_user
 from backupcheck.sniff import sniff
 
 
@@ -476,7 +477,7 @@ def test_row_totals_count_a_partitioned_table_once(source, tmp_path, run_suites)
 
 
 def test_an_error_that_loses_a_database_is_harmful():
-    from backupcheck.restore import classify
+    from backupcheck.restore.errors import classify
 
     severity, lost = classify("invalid locale name", "CREATE DATABASE shop WITH LOCALE = 'x';", "", "")
     assert severity == HARMFUL and lost.startswith("database shop")
@@ -514,7 +515,7 @@ def test_every_producer_restores_or_fails_with_one_sentence_and_its_fix(source, 
 
 def test_the_errors_of_parallel_restore_workers_writing_at_once_are_all_read():
     """pg_restore -j 2: two workers' errors tangled on one line, the second message later without its prefix."""
-    from backupcheck.restore import SECURITY, parse_pg_restore_errors
+    from backupcheck.restore.errors import SECURITY, parse_pg_restore_errors
 
     tangled = (
         'pg_restore:pg_restore:  error: error: could not execute query: ERROR:  permission denied to create event '

@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backupcheck import pgbin
-from backupcheck.cluster import ClusterFactory
-from backupcheck.containers import LABEL, docker_client
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory
+from backupcheck.servers.containers import LABEL, docker_client
 
 from . import farm as farmlib
 from .conftest import CONTAINER_CONFIG, IMAGE, REPO, SUITES
@@ -37,7 +37,7 @@ def killed_on_purpose(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def leftover_containers(killed_on_purpose: Path) -> list[str]:
     """Containers of ours whose owning process is gone: what a crash would leave behind."""
-    from backupcheck.cluster import _alive
+    from backupcheck.servers.cluster import _alive
 
     on_purpose = set(killed_on_purpose.read_text().split()) if killed_on_purpose.exists() else set()
     client = docker_client()
@@ -275,7 +275,7 @@ def test_the_server_started_ahead_serves_the_first_restore_and_none_outlives_the
     """Started in a background thread while pytest collects, the first restore's server must survive that
     thread (the server dies with the thread that started it), be the one the restore gets, and stop with the
     factory's end like the one nobody claimed."""
-    from backupcheck.cluster import RunDir, fast_base
+    from backupcheck.servers.cluster import RunDir, fast_base
 
     inst = pgbin.ANY_TOOLS.pick(None)
     with RunDir() as rundir, RunDir(fast_base()) as fastdir:
@@ -302,7 +302,7 @@ def test_the_server_started_ahead_serves_the_first_restore_and_none_outlives_the
 def test_a_run_that_ends_before_the_server_started_ahead_is_up_ends_at_once():
     """A run that restores nothing (``-m integrity``) ends while initdb is still running: the server meant for
     the first restore is then never started, and the end does not wait for one that never stops."""
-    from backupcheck.cluster import RunDir, fast_base
+    from backupcheck.servers.cluster import RunDir, fast_base
 
     inst = pgbin.ANY_TOOLS.pick(None)
     with RunDir() as rundir, RunDir(fast_base()) as fastdir:
@@ -319,9 +319,9 @@ def test_a_local_server_is_reused_only_when_put_back_as_it_was(tmp_path):
     """The next backup of a process gets the last one's server, reset: the databases and roles that restore
     added are gone, and the restoring role keeps none of its settings. A server a cluster dump was restored in
     (postgres and template1 were the restoring role's) is not reused."""
-    from backupcheck.cluster import RunDir, fast_base
-    from backupcheck.providers import LocalProvider
-    from backupcheck.targets import RESTORER
+    from backupcheck.restore.providers import LocalProvider
+    from backupcheck.restore.targets import RESTORER
+    from backupcheck.servers.cluster import RunDir, fast_base
 
     with RunDir() as rundir, RunDir(fast_base()) as fastdir:
         factory = ClusterFactory(rundir, fastdir)
@@ -363,9 +363,9 @@ def test_a_local_server_is_reused_only_when_put_back_as_it_was(tmp_path):
 def test_the_last_restore_of_a_process_throws_its_server_away_instead_of_resetting_it(monkeypatch):
     """Nothing restores after the run's last backup: its server is stopped and removed as it is, not emptied
     first for a next backup that never comes (dropping a restored gigabyte costs 0.2 s)."""
-    from backupcheck import targets
-    from backupcheck.cluster import RunDir, fast_base
-    from backupcheck.providers import LocalProvider
+    from backupcheck.restore import targets
+    from backupcheck.restore.providers import LocalProvider
+    from backupcheck.servers.cluster import RunDir, fast_base
 
     resets: list[object] = []
     monkeypatch.setattr(targets, "_reset", lambda *a: resets.append(a))

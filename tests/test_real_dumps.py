@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from backupcheck import pgbin
 from backupcheck.checks import freshness, restoring
 from backupcheck.discovery import discover
 from backupcheck.dumpscan import scan_plain
 from backupcheck.evidence import EvidenceStore
 from backupcheck.model import Series
 from backupcheck.pgarchive import major_of, parse_list, tar_problems
-from backupcheck.profiles import Profile, detect
+from backupcheck.restore.profiles import Profile, detect
 from backupcheck.rolerefs import roles_named
+from backupcheck.servers import pgbin
 from backupcheck.settings import SeriesSettings
 
 from .conftest import REAL_DUMPS
@@ -81,7 +81,7 @@ def test_a_real_tar_dump_cut_in_half_fails_integrity(run_suites, tmp_path):
 @needs_real
 def test_pg_restore_lists_what_the_reader_cannot_parse():
     """The --list fallback reads names, kinds and versions of an archive's entries."""
-    from backupcheck import pgbin
+    from backupcheck.servers import pgbin
 
     tool = pgbin.installations()[0].tool("pg_restore")
     out = subprocess.run([tool, "--list", str(REAL / "chinook-custom-pg11-heroku" / "chinook.dump")],

@@ -6,12 +6,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from backupcheck.cluster import RunDir
 from backupcheck.discovery import discover
 from backupcheck.evidence import EvidenceStore
-from backupcheck.providers import LocalProvider
-from backupcheck.restore import RESTORER
-from backupcheck.restored import RestoredBackup
+from backupcheck.restore.database import RestoredBackup
+from backupcheck.restore.errors import RESTORER
+from backupcheck.restore.providers import LocalProvider
+from backupcheck.servers.cluster import RunDir
 
 from . import farm as farmlib
 

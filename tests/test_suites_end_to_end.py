@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from backupcheck import demo
-from backupcheck.pgbin import installations
+from backupcheck.servers.pgbin import installations
 
 from . import farm as farmlib
 

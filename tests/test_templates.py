@@ -12,14 +12,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backupcheck import pgbin
-from backupcheck.cluster import ClusterFactory, RunDir
-from backupcheck.templates import KEEP_UNUSED, TemplateCache
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory, RunDir
+from backupcheck.servers.templates import KEEP_UNUSED, TemplateCache
 
 
 def initdb_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Every initdb the cluster module runs from now on."""
-    import backupcheck.cluster as cluster_module
+    import backupcheck.servers.cluster as cluster_module
 
     calls: list[list[str]] = []
     real = subprocess.run
@@ -63,7 +63,7 @@ def test_a_cache_others_may_write_to_is_not_used(tmp_path, monkeypatch, caplog):
         planted = ClusterFactory(run, None, cache).template(inst)
     os.chmod(root, 0o777)
     calls = initdb_calls(monkeypatch)
-    caplog.set_level(logging.WARNING, "backupcheck.templates")
+    caplog.set_level(logging.WARNING, "backupcheck.servers.templates")
     with RunDir() as run:
         factory = ClusterFactory(run, None, TemplateCache(root))
         made = factory.template(inst)

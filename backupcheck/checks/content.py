@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from ..model import Finding
-from ..restored import DATED, QueryFailed, RestoredBackup, dated_columns
+from ..restore.database import DATED, QueryFailed, RestoredBackup, dated_columns
 from .freshness import duration_text
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ..compat import Compatibility
 from ..model import Finding
-from ..restore import SECURITY, advice, refused_attempt
-from ..restored import Orphans, RestoredBackup
+from ..restore.compat import Compatibility
+from ..restore.database import Orphans, RestoredBackup
+from ..restore.errors import SECURITY, advice, refused_attempt
 from ..settings import Relation, SeriesSettings
 
 

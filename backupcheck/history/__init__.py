@@ -33,7 +33,7 @@ def describe(spec: str) -> str:
         return spec
     from psycopg.conninfo import conninfo_to_dict
 
-    from ..targets import describe_dsn
+    from ..restore.targets import describe_dsn
 
     try:
         return "PostgreSQL " + describe_dsn(conninfo_to_dict(spec))

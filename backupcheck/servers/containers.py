@@ -16,7 +16,7 @@ from typing import Any
 
 from .cluster import THROWAWAY_SETTINGS, _alive, _process_start_time
 
-log = logging.getLogger("backupcheck.containers")
+log = logging.getLogger(__name__)
 
 LABEL = "io.backupcheck"
 INBOX = "/backupcheck-in"  # where dumps are copied into the container, read-only

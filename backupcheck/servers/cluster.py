@@ -23,7 +23,7 @@ from .account import SERVER_ACCOUNT
 from .pgbin import Installation
 from .templates import TemplateCache
 
-log = logging.getLogger("backupcheck.cluster")
+log = logging.getLogger(__name__)
 
 RUN_PREFIX = "backupcheck-run-"
 PORT = 5432

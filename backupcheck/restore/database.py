@@ -11,20 +11,21 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import pgbin
-from .cluster import ServerStartError
+from ..dumpscan import ForeignKey, split_ident
+from ..evidence import ArtifactEvidence, EvidenceStore
+from ..model import ARCHIVE_FORMATS, Artifact, Backup
+from ..servers import pgbin
+from ..servers.cluster import ServerStartError
+from ..servers.containers import ContainerError
+from ..stock import StockEventTriggers
+from .archive import archive_owners
 from .compat import Compatibility, assess
-from .containers import ContainerError
-from .dumpscan import ForeignKey, split_ident
-from .evidence import ArtifactEvidence, EvidenceStore
-from .model import ARCHIVE_FORMATS, Artifact, Backup
+from .errors import HARMFUL, RESTORER, RestoreError, RestoreResult
 from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
-from .restore import HARMFUL, RESTORER, RestoreError, RestoreResult, archive_owners
-from .stock import StockEventTriggers
 from .targets import DsnTarget, Inventory, Target
 
-log = logging.getLogger("backupcheck.restored")
+log = logging.getLogger(__name__)
 
 
 class RestoreRefused(Exception):
@@ -209,7 +210,7 @@ class RestoredBackup:
 
     def wanted_extensions(self) -> frozenset[str]:
         """Extensions the dump creates and the restore will ask the server for."""
-        from .restore import denied_extension
+        from .errors import denied_extension
 
         skip = set(self.profile.skipped_extensions())
         return frozenset(e for ev in self.evidence if ev.scan for e in ev.scan.extensions
@@ -357,7 +358,7 @@ class RestoredBackup:
     def lost_data(self) -> list[str]:
         """What the restore left out of the data (tables, their rows, databases), in words; [] when every row the
         dump holds was restored. Checks of the rows do not judge a restore that lost some."""
-        from .restore import DATA_LOSS
+        from .errors import DATA_LOSS
 
         lost = [self.qualified_loss(e.lost) for e in self.result.harmful if e.lost.startswith(DATA_LOSS)]
         return ([self.result.aborted] if self.result.aborted else []) + lost

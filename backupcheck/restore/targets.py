@@ -11,26 +11,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import pgbin
-from .cluster import Cluster
-from .containers import ContainerServer
-from .model import Artifact
-from .pgarchive import TocEntry, major_of
-from .restore import (
-    RESTORER,
-    Pass,
-    PlainRunner,
-    RestoreError,
-    create_database,
-    denied_extension,
-    outcome_of_pg_restore,
-    pg_restore_args,
-    restore_passes,
-)
-from .sniff import open_sql
-from .stock import StockEventTriggers
+from ..model import Artifact
+from ..pgarchive import TocEntry, major_of
+from ..servers import pgbin
+from ..servers.cluster import Cluster
+from ..servers.containers import ContainerServer
+from ..sniff import open_sql
+from ..stock import StockEventTriggers
+from .archive import Pass, pg_restore_args, restore_passes
+from .errors import RESTORER, RestoreError, denied_extension, outcome_of_pg_restore
+from .plain import PlainRunner, create_database
 
-log = logging.getLogger("backupcheck.targets")
+log = logging.getLogger(__name__)
 
 _NO_SUPERUSER = (f"restored as {RESTORER}, no superuser: no server programs, server files, untrusted languages or "
                  "network extensions")

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import pgbin
-from .cluster import ClusterFactory
-from .containers import ContainerServer, engine_answers, ensure_image, image_for
+from ..servers import pgbin
+from ..servers.cluster import ClusterFactory
+from ..servers.containers import ContainerServer, engine_answers, ensure_image, image_for
 from .targets import ContainerTarget, DsnTarget, LocalTarget, Target, describe_dsn
 
-log = logging.getLogger("backupcheck.providers")
+log = logging.getLogger(__name__)
 
 UNKNOWN_MAJOR = 15  # a dump that names no pg_dump version (the Supabase CLI strips the header): Supabase's default
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import pgbin
-from .evidence import ArtifactEvidence
-from .pgarchive import major_of, version_key
+from ..evidence import ArtifactEvidence
+from ..pgarchive import major_of, version_key
+from ..servers import pgbin
+from .plain import normal_locale
 from .profiles import SUPABASE_EXTENSIONS, SUPABASE_ROLES, Profile
-from .restore import normal_locale
 from .targets import Inventory, Target
 
 

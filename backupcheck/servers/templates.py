@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .pgbin import Installation
 
-log = logging.getLogger("backupcheck.templates")
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when what a template holds changes in a way its key does not show
 KEEP_UNUSED = 30 * 86400  # a template no run has used for this long is removed
