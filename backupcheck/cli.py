@@ -27,7 +27,8 @@ def _config(path: str | None):  # type: ignore[no-untyped-def]
 def evidence(args: argparse.Namespace) -> int:
     from . import audit
     from .history import HistoryError, describe, open_store
-    from .settings import ConfigError, parse_duration, parse_now
+    from .schema import ConfigError, parse_duration
+    from .settings import parse_now
 
     try:
         settings = _config(args.backup_config)

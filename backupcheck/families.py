@@ -5,6 +5,8 @@ the registry, so adding a family touches nothing else."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,8 +14,16 @@ class Family:
     name: str  # also the marker (-m NAME) and the suite module's name
     description: str  # the marker's help text
     needs_restore: bool  # every test of the family reads a restored database
-    settings: tuple[str, ...] = ()  # series settings it reads (documentation, and the README's table)
+    module: str = ""  # its engine module (default backupcheck.checks.NAME): its SETTINGS are the keys it owns
     newest_only: bool = False  # its tests look at the newest backup of each series only
+    settings: tuple[Any, ...] = ()  # a team's family may declare its schema.Setting entries here instead
+
+    def schema(self) -> tuple[Any, ...]:
+        """The series settings this family owns (``schema.Setting``), declared next to its checks."""
+        if self.settings:
+            return self.settings
+        module = import_module(self.module or f"backupcheck.checks.{self.name}")
+        return tuple(s for s in getattr(module, "SETTINGS", ()) if s.family == self.name)
 
 
 REGISTRY: dict[str, Family] = {}
@@ -27,22 +37,18 @@ def register(family: Family) -> Family:
 
 
 for _family in (
-    Family("integrity", "every byte of the backup reads and decompresses", False,
-           ("encryption", "kms_key_id", "schema_only")),
-    Family("size", "backups are of a normal size", False, ("min_size", "size_tolerance")),
-    Family("freshness", "backups are recent and regular", False, ("rpo", "schedule", "name_timezone")),
-    Family("restore", "the backup restores into a disposable server", True,
-           ("rto", "profile", "tolerated_errors", "locale_fallback")),
-    Family("row_counts", "tables hold the rows they should", True, ("critical_tables", "max_row_drop")),
-    Family("relations", "no orphaned rows", True, ("relations",)),
-    Family("content_freshness", "the newest rows are about as new as the backup", True,
-           ("content_columns", "content_max_age", "rpo")),
-    Family("trends", "tables and restore times hold against the series' history", True,
-           ("trend_window", "trend_min_history", "stall_nights", "max_row_drop", "rto", "rto_horizon", "tables")),
-    Family("retention", "the backups kept match the retention policy", False, ("retention", "max_age")),
-    Family("invariants", "the series' own SQL invariants hold", True, ("invariants",)),
+    Family("integrity", "every byte of the backup reads and decompresses", False),
+    Family("size", "backups are of a normal size", False),
+    Family("freshness", "backups are recent and regular", False),
+    Family("restore", "the backup restores into a disposable server", True, "backupcheck.checks.restoring"),
+    Family("row_counts", "tables hold the rows they should", True, "backupcheck.checks.restoring"),
+    Family("relations", "no orphaned rows", True, "backupcheck.checks.restoring"),
+    Family("content_freshness", "the newest rows are about as new as the backup", True, "backupcheck.checks.content"),
+    Family("trends", "tables and restore times hold against the series' history", True),
+    Family("retention", "the backups kept match the retention policy", False, "backupcheck.checks.trends"),
+    Family("invariants", "the series' own SQL invariants hold", True),
     Family("gate", "before a migration: a backup to roll back to, and the migration rehearsed on its copy", True,
-           ("invariants",), newest_only=True),
+           newest_only=True),
 ):
     register(_family)
 

@@ -4,57 +4,23 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A setting has a value this tool cannot use; the message names it and the accepted forms."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.I)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any, key: str) -> timedelta:
-    """A duration with its unit: a bare number (``rpo = 26``) is refused, since hours were meant as often as
-    seconds; 0 needs none."""
-    m = _DURATION.match(str(value)) if not isinstance(value, bool) else None
-    if not m:
-        raise ConfigError(f"{key} = {value!r}: expected a duration like '90s', '15m', '26h', '7d' or '1w'")
-    if m.group(2) is None and float(m.group(1)) != 0:
-        raise ConfigError(f"{key} = {value!r}: a duration needs its unit: write '{m.group(1)}h' for hours "
-                          f"(or '{m.group(1)}s', '{m.group(1)}m', '{m.group(1)}d', '{m.group(1)}w')")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[(m.group(2) or "s").lower()])
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
-
-
-def parse_size(value: Any, key: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ConfigError(f"{key} = {value!r}: expected a size like 1024, '500KB', '10MB' or '2GiB'")
-    unit = (m.group(2) or "b").lower().rstrip("b").rstrip("i")
-    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit]
-    return int(float(m.group(1)) * 1024**power)
-
-
-def parse_share(value: Any, key: str) -> float:
-    try:
-        if isinstance(value, str) and value.strip().endswith("%"):
-            share = float(value.strip()[:-1]) / 100
-        else:
-            share = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} = {value!r}: expected a share like 0.2 or '20%'") from None
-    if not 0 <= share <= 10:
-        raise ConfigError(f"{key} = {value!r}: expected a share between 0 and 10 (1000%)")
-    return share
+from .families import REGISTRY
+from .schema import (
+    ConfigError,
+    Invariant,
+    Relation,
+    Setting,
+    markdown_rows,
+    parse_choice,
+    parse_count,
+    parse_duration,
+    parse_patterns,
+)
 
 
 def parse_restore(value: Any, key: str) -> str | int:
@@ -69,93 +35,6 @@ def parse_restore(value: Any, key: str) -> str | int:
     if text.isdigit():
         return int(text)
     raise ConfigError(f"{key} = {value!r}: expected 'newest', 'all' or a whole number N (the newest N)")
-
-
-_RELATION = re.compile(r"^\s*([\w.\"]+)\.(\w+)\s*->\s*([\w.\"]+)\.(\w+)\s*$")
-
-
-@dataclass(frozen=True)
-class Relation:
-    """A relation the schema does not declare: child.column -> parent.column."""
-
-    table: str
-    column: str
-    ref_table: str
-    ref_column: str
-
-    @classmethod
-    def parse(cls, text: str, key: str) -> Relation:
-        m = _RELATION.match(text)
-        if not m:
-            raise ConfigError(f"{key}: {text!r} is not of the form 'orders.user_id -> users.id'")
-        child, col, parent, ref = m.groups()
-        qualify = lambda t: t if "." in t else f"public.{t}"  # noqa: E731
-        return cls(qualify(child), col, qualify(parent), ref)
-
-    def __str__(self) -> str:
-        return f"{self.table}.{self.column} -> {self.ref_table}.{self.ref_column}"
-
-
-@dataclass(frozen=True)
-class Invariant:
-    """A query that must give an expected number: one read-only SELECT, checked before anything runs."""
-
-    name: str
-    sql: str
-    expect: float | None = None
-    expect_min: float | None = None
-    expect_max: float | None = None
-
-    def holds(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        return ((self.expect is None or value == self.expect) and (self.expect_min is None or value >= self.expect_min)
-                and (self.expect_max is None or value <= self.expect_max))
-
-    @property
-    def expected(self) -> str:
-        def num(v: float) -> str:
-            return str(int(v)) if float(v).is_integer() else repr(v)
-
-        bounds = (("=", self.expect), (">=", self.expect_min), ("<=", self.expect_max))
-        return " and ".join(f"{op} {num(v)}" for op, v in bounds if v is not None)
-
-
-_INVARIANT_KEYS = {"name", "sql", "expect", "expect_min", "expect_max"}
-
-
-def _invariants(raw: Any, where: str) -> tuple[Invariant, ...]:
-    from .lint import invariant_problem
-
-    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
-        raise ConfigError(f"{where}.invariants: expected tables like [[{where}.invariants]] with name, sql and "
-                          "expect (or expect_min / expect_max)")
-    out: list[Invariant] = []
-    for item in raw:
-        name = str(item.get("name", "")).strip()
-        label = f"{where}.invariants[{name or len(out)}]"
-        unknown = set(item) - _INVARIANT_KEYS
-        if unknown:
-            raise ConfigError(f"{label}: unknown key(s) {', '.join(sorted(unknown))}; known: "
-                              f"{', '.join(sorted(_INVARIANT_KEYS))}")
-        if not name or not isinstance(item.get("sql"), str):
-            raise ConfigError(f"{label}: needs name = \"...\" and sql = \"SELECT ...\"")
-        if any(i.name == name for i in out):
-            raise ConfigError(f"{label}: the name is used twice in {where}")
-        bounds = {}
-        for key in ("expect", "expect_min", "expect_max"):
-            if key in item:
-                v = item[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ConfigError(f"{label}.{key} = {v!r}: expected a number")
-                bounds[key] = v
-        if not bounds:
-            raise ConfigError(f"{label}: give expect, expect_min or expect_max")
-        problem = invariant_problem(item["sql"])
-        if problem:
-            raise ConfigError(f"invariant {name!r} ({label}): only one read-only SELECT is run, and {problem}")
-        out.append(Invariant(name, item["sql"], **bounds))
-    return tuple(out)
 
 
 LINT_MODES = ("warn", "fail", "off")
@@ -268,6 +147,11 @@ class SeriesSettings:
     schema_only: bool = False  # the series' backups hold the schema alone, on purpose
     static_tables: tuple[str, ...] = ()  # tables done growing: a stall or leak of theirs is no finding
     acknowledged: tuple[tuple[str, date], ...] = ()  # (table, until): its stall or leak is known until that day
+    extra: tuple[tuple[str, Any], ...] = ()  # settings of a team's own families, by key
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """A team family's own setting (``extra``), or ``default`` where the series gives none."""
+        return dict(self.extra).get(key, default)
 
     def quiet_tables(self, today: date) -> dict[str, str]:
         """Tables whose stalls and leaks are not findings today, with why."""
@@ -281,148 +165,59 @@ class SeriesSettings:
         return (self.retention, self.max_age) if self.retention or self.max_age is not None else None
 
 
-_PARSERS = {
-    "rpo": parse_duration, "schedule": parse_duration, "rto": parse_duration, "size_tolerance": parse_share,
-    "content_max_age": parse_duration, "max_age": parse_duration, "rto_horizon": parse_duration,
-    "max_row_drop": parse_share, "min_size": parse_size, "restore": parse_restore,
-}
-
-_SERIES_KEYS = {
-    "rpo", "schedule", "size_tolerance", "min_size", "rto", "critical_tables", "max_row_drop", "relations",
-    "restore", "severity", "tolerated_errors", "encryption", "kms_key_id", "profile", "locale_fallback",
-    "name_timezone", "content_columns", "content_max_age", "retention", "max_age", "trend_window",
-    "trend_min_history", "stall_nights", "rto_horizon", "invariants", "schema_only", "tables",
-}
-RETENTION_PERIODS = ("daily", "weekly", "monthly", "yearly")
+SERIES_WIDE = (
+    Setting("restore", "series", parse_restore, "which of the series' backups to restore: \"newest\", \"all\" or "
+            "the newest N", "the run's restore"),
+    Setting("severity", "series", parse_choice(*SEVERITIES, lower=True), "the Allure severity of the series' checks: "
+            + ", ".join(SEVERITIES), "normal"),
+)
 
 
-def parse_count(value: Any, key: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} = {value!r}: expected a whole number of at least {minimum}")
-    return value
-ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
+def series_schema() -> dict[str, Setting]:
+    """Every key of ``[defaults]`` and ``[series.NAME]``: the series-wide ones, then each family's own, as its module
+    under ``checks/`` declares them (registration order)."""
+    out = {s.key: s for s in SERIES_WIDE}
+    for family in REGISTRY.values():
+        for setting in family.schema():
+            if setting.key in out:
+                raise ValueError(f"series setting {setting.key} is declared by {out[setting.key].family} and "
+                                 f"{family.name}")
+            out[setting.key] = setting
+    return out
 
 
-def _table_name(name: Any, key: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{key}: expected table names like \"public.audit_log\"")
-    return name if "." in name else f"public.{name}"
-
-
-def _tables(raw: Any, s: SeriesSettings, key: str) -> SeriesSettings:
-    """``[series.X.tables]``: ``static = ["audit_log"]`` (done growing), ``acknowledge = { "orders" = "2026-12-31" }``
-    (a known stall or leak, until that day)."""
-    if not isinstance(raw, dict) or set(raw) - {"static", "acknowledge"}:
-        raise ConfigError(f"[{key}]: expected static = [\"table\", ...] and acknowledge = {{ \"table\" = "
-                          f"\"YYYY-MM-DD\" }}")
-    static = raw.get("static", [])
-    if not isinstance(static, list):
-        raise ConfigError(f"{key}.static = {static!r}: expected a list of tables")
-    ack = raw.get("acknowledge", {})
-    if not isinstance(ack, dict):
-        raise ConfigError(f"{key}.acknowledge = {ack!r}: expected a table like {{ \"public.orders\" = \"2026-12-31\" }}")
-    until = []
-    for name, when in ack.items():
-        if isinstance(when, datetime):
-            when = when.date()
-        elif not isinstance(when, date):
-            try:
-                when = date.fromisoformat(str(when))
-            except ValueError:
-                raise ConfigError(f"{key}.acknowledge.{name} = {when!r}: expected a date like \"2026-12-31\"") from None
-        until.append((_table_name(name, f"{key}.acknowledge"), when))
-    return replace(s, static_tables=tuple(_table_name(t, f"{key}.static") for t in static), acknowledged=tuple(until))
+_FIELDS = {f.name for f in fields(SeriesSettings)}
 
 
 def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> SeriesSettings:
-    unknown = set(raw) - _SERIES_KEYS
+    if not raw:  # nothing to read: the families' modules stay unloaded (an installed plugin in another project)
+        return base
+    schema = series_schema()
+    unknown = set(raw) - set(schema)
     if unknown:
-        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_SERIES_KEYS))}")
+        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(schema))}")
     s = base
-    for key, parse in _PARSERS.items():
+    for key, setting in schema.items():  # in declaration order: encryption before kms_key_id
         if key in raw:
-            s = replace(s, **{key: parse(raw[key], f"{where}.{key}")})
-    if "severity" in raw:
-        sev = str(raw["severity"]).lower()
-        if sev not in SEVERITIES:
-            raise ConfigError(f"{where}.severity = {raw['severity']!r}: expected one of {', '.join(SEVERITIES)}")
-        s = replace(s, severity=sev)
-    if "critical_tables" in raw:
-        ct = raw["critical_tables"]
-        if isinstance(ct, list):
-            ct = {name: 1 for name in ct}
-        if not isinstance(ct, dict):
-            raise ConfigError(f"{where}.critical_tables: expected a table like {{ \"public.users\" = 100 }} or a list of names")
-        pairs = []
-        for name, minimum in ct.items():
-            if not isinstance(minimum, int) or minimum < 0:
-                raise ConfigError(f"{where}.critical_tables.{name} = {minimum!r}: expected a whole number of rows")
-            pairs.append((name if "." in name else f"public.{name}", minimum))
-        s = replace(s, critical_tables=tuple(pairs))
-    if "relations" in raw:
-        rel = raw["relations"]
-        if not isinstance(rel, list):
-            raise ConfigError(f"{where}.relations: expected a list like [\"orders.user_id -> users.id\"]")
-        s = replace(s, relations=tuple(Relation.parse(str(r), f"{where}.relations") for r in rel))
-    if "encryption" in raw:
-        if raw["encryption"] not in ENCRYPTIONS:
-            raise ConfigError(f"{where}.encryption = {raw['encryption']!r}: expected one of {', '.join(ENCRYPTIONS)}")
-        s = replace(s, encryption=raw["encryption"])
-    if "kms_key_id" in raw:
-        s = replace(s, kms_key_id=str(raw["kms_key_id"]), encryption=s.encryption or "aws:kms")
-    if "tolerated_errors" in raw:
-        s = replace(s, tolerated_errors=_patterns(raw["tolerated_errors"], f"{where}.tolerated_errors"))
-    if "profile" in raw:
-        s = replace(s, profile=str(raw["profile"]))
-    if "locale_fallback" in raw:
-        value = str(raw["locale_fallback"])
-        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", value):
-            raise ConfigError(f"{where}.locale_fallback = {raw['locale_fallback']!r}: expected a locale name like "
-                              "'C.UTF-8' or 'en_US.utf8'")
-        s = replace(s, locale_fallback=value)
-    if "name_timezone" in raw:
-        s = replace(s, name_timezone=parse_zone(raw["name_timezone"], f"{where}.name_timezone"))
-    if "tables" in raw:
-        s = _tables(raw["tables"], s, f"{where}.tables")
-    if "schema_only" in raw:
-        if not isinstance(raw["schema_only"], bool):
-            raise ConfigError(f"{where}.schema_only = {raw['schema_only']!r}: expected true or false")
-        s = replace(s, schema_only=raw["schema_only"])
-    for key in ("trend_window", "trend_min_history", "stall_nights"):
-        if key in raw:
-            s = replace(s, **{key: parse_count(raw[key], f"{where}.{key}")})
-    if "retention" in raw:
-        policy = raw["retention"]
-        if not isinstance(policy, dict) or set(policy) - set(RETENTION_PERIODS):
-            raise ConfigError(f"{where}.retention = {policy!r}: expected a table like "
-                              "{ daily = 7, weekly = 4, monthly = 12, yearly = 0 }")
-        s = replace(s, retention=tuple((period, parse_count(policy[period], f"{where}.retention.{period}", 0))
-                                       for period in RETENTION_PERIODS if period in policy))
-    if "invariants" in raw:
-        s = replace(s, invariants=_invariants(raw["invariants"], where))
-    if "content_columns" in raw:
-        cols = raw["content_columns"]
-        if not isinstance(cols, list) or not all(isinstance(c, str) and re.fullmatch(r"[\w$]+(\.[\w$]+){1,2}", c)
-                                                 for c in cols):
-            raise ConfigError(f"{where}.content_columns = {cols!r}: expected a list like [\"orders.created_at\", "
-                              "\"public.events.inserted_at\"]")
-        s = replace(s, content_columns=tuple(cols))
+            changes = setting.fields(s, setting.parse(raw[key], f"{where}.{key}"))
+            extra = {k: v for k, v in changes.items() if k not in _FIELDS}  # a team family's own keys
+            s = replace(s, **{k: v for k, v in changes.items() if k in _FIELDS},
+                        extra=tuple({**dict(s.extra), **extra}.items()) if extra else s.extra)
     return s
 
 
-def parse_zone(value: Any, key: str) -> str:
-    """An IANA zone name (``Europe/Paris``) or UTC."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+def table_markdown() -> str:
+    """The README's tables of settings, generated from the declarations (a test keeps the README equal): the keys of
+    ``[defaults]`` / ``[series.NAME]``, then those of each source kind's table."""
+    from . import sources
 
-    text = str(value).strip()
-    if text.upper() in ("UTC", "Z"):
-        return "UTC"
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{key} = {value!r}: expected a time zone name like 'Europe/Paris', 'America/New_York' "
-                          "or 'UTC'") from None
-    return text
+    head = ["| key | read by | default | what it sets |", "|---|---|---|---|"]
+    out = ["Keys of `[defaults]` and `[series.NAME]`:", "", *head, *markdown_rows(series_schema().values())]
+    for kind in sources.known():
+        if kind.settings():
+            out += ["", f"Keys of `[{kind.scheme}]` and of a `sources = [{{ url = \"{kind.example}\", … }}]` table:", "",
+                    *head, *markdown_rows(kind.settings())]
+    return "\n".join(out) + "\n"
 
 
 def parse_now(value: Any, key: str) -> datetime:
@@ -436,17 +231,6 @@ def parse_now(value: Any, key: str) -> datetime:
     if when.tzinfo is None:
         raise ConfigError(f"{key} = {value!r}: give the offset too, like '2026-11-21T03:00:00Z' or '+01:00'")
     return when.astimezone(UTC)
-
-
-def _patterns(errs: Any, key: str) -> tuple[str, ...]:
-    if not isinstance(errs, list):
-        raise ConfigError(f"{key}: expected a list of regular expressions")
-    for e in errs:
-        try:
-            re.compile(str(e))
-        except re.error as exc:
-            raise ConfigError(f"{key}: {e!r} is not a regular expression ({exc})") from None
-    return tuple(str(e) for e in errs)
 
 
 PROVIDERS = ("auto", "container", "local", "dsn")
@@ -483,7 +267,7 @@ def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
         if not isinstance(skip, list):
             raise ConfigError(f"{where}.skip_extensions: expected a list of extension names")
         out[name] = Profile(name=name, base=base, bootstrap_sql=sql,
-                            tolerated_errors=_patterns(spec.get("tolerated_errors", []), f"{where}.tolerated_errors"),
+                            tolerated_errors=parse_patterns(spec.get("tolerated_errors", []), f"{where}.tolerated_errors"),
                             skip_extensions=tuple(str(x) for x in skip))
     for name in BUILTIN:
         out.setdefault(name, builtin(name))

@@ -21,10 +21,10 @@ from pathlib import Path
 import psycopg
 
 from backupcheck import sampledb
+from backupcheck.schema import ConfigError, parse_size
 from backupcheck.servers import pgbin
 from backupcheck.servers.cluster import Cluster, ClusterFactory, RunDir, fast_base, server_user
 from backupcheck.servers.pgbin import Installation
-from backupcheck.settings import ConfigError, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"

@@ -13,9 +13,10 @@ from backupcheck.model import Backup, Listing, safe_id
 from .options import SETTINGS, SUITES
 from .run import RUN
 
-FAMILIES = tuple(REGISTRY)  # registration order is the order tests of one backup run in
-RESTORE_BASED = frozenset(f.name for f in REGISTRY.values() if f.needs_restore)
-NEWEST_ONLY = frozenset(f.name for f in REGISTRY.values() if f.newest_only)
+
+def _restore_based(family: str) -> bool:
+    """Read when asked: a team's family registers through pytest_backupcheck_extend, after this module loads."""
+    return family in REGISTRY and REGISTRY[family].needs_restore
 RESTORE_PLANNED = pytest.StashKey[frozenset[str]]()
 # A test asking for any of these reads a restored database (users' own checks need no marker).
 RESTORED_FIXTURES = frozenset({"restored", "restore_attempt", "restored_db", "restored_dsn"})
@@ -103,12 +104,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("series", series, ids=[safe_id(s.name) for s in series])
         return
     family = _family_of_path(str(metafunc.definition.path))
-    if family in NEWEST_ONLY:
+    if family in REGISTRY and REGISTRY[family].newest_only:
         backups = gated(metafunc.config, state.listing) if family == "gate" else [s.newest for s in state.listing.series]
         if metafunc.definition.get_closest_marker("rehearsal") and not settings.gate.rehearses:
             backups = []
     elif metafunc.definition.get_closest_marker("needs_restore") or RESTORED_FIXTURES & set(metafunc.fixturenames) \
-            or family in RESTORE_BASED:
+            or _restore_based(family):
         backups = settings.to_restore(state.listing)
     else:
         backups = state.listing.backups()
@@ -178,7 +179,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if config.stash.get(RUN, None) is None:
         return
     kept, dropped = [], []
-    family_marks = {f: getattr(pytest.mark, f).mark for f in FAMILIES}
+    family_marks = {f: getattr(pytest.mark, f).mark for f in REGISTRY}
     shard = config.stash[SETTINGS].shard
     for item in items:
         skip = item.get_closest_marker("skip")
@@ -190,17 +191,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             dropped.append(item)  # run-wide checks (the sources as listed) belong to the plan's first shard
             continue
         family = family_of(item)
-        if family in FAMILIES:
+        if family in REGISTRY:
             # Appending a prebuilt Mark costs a tenth of add_marker over tens of thousands of items.
             item.own_markers.append(family_marks[family])
             item.keywords[family] = family_marks[family]
-        if family in RESTORE_BASED:
+        if _restore_based(family):
             item.extra_keyword_matches.add("restore")
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
 
-    order = {f: i for i, f in enumerate(FAMILIES)}
+    order = {f: i for i, f in enumerate(REGISTRY)}  # registration order: the order tests of one backup run in
 
     def sort_key(item: pytest.Item) -> tuple[int, str, int]:
         group, _ = subject_of(item)

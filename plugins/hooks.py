@@ -16,6 +16,9 @@ def pytest_backupcheck_extend(extend: Any) -> None:
 
     ``extend.source(kind)`` registers a source kind (``backupcheck.sources.RemoteKind``: a URL scheme, how its
     places are listed and its objects fetched); ``extend.writer(writer)`` a report format
-    (``backupcheck.reports.Writer``, written into the reports folder beside results.json). A team's own checks
-    need no hook: they are test files beside the built-in suites.
+    (``backupcheck.reports.Writer``, written into the reports folder beside results.json);
+    ``extend.family(family)`` a check family (``backupcheck.families.Family``): its suite is the team's
+    ``test_<name>.py``, which gets the family's marker, its place in each backup's order, its restore, and the
+    series settings it declares (``Family(..., settings=(schema.Setting(...),))``, read with
+    ``series_settings.option(key)``). Checks that need none of that are plain test files beside the suites.
     """

@@ -191,6 +191,11 @@ class Extend:
 
         reports.register(writer)
 
+    def family(self, family: Any) -> None:
+        from backupcheck import families
+
+        families.register(family)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:

@@ -79,3 +79,25 @@ def test_the_constraints_pin_every_dependency_within_its_range():
         assert name in pinned, f"{req.name} is not pinned in constraints.txt"
         assert req.specifier.contains(pinned[name], prereleases=True), f"{req.name}=={pinned[name]} is not in {req}"
     assert "-c \"$here/constraints.txt\"" in (REPO / "run").read_text()
+
+
+def test_the_settings_tables_are_the_declared_settings():
+    """The README's tables of settings are generated from the families' and source kinds' SETTINGS."""
+    from backupcheck.settings import table_markdown
+
+    block = re.search(r"<!-- settings: generated[^\n]*-->\n(.*?)<!-- end of settings -->", README, re.S)
+    assert block, "the README lost its generated settings tables"
+    assert block.group(1) == table_markdown(), (
+        "README.md's settings tables differ from the declarations: replace them with the output of "
+        ".venv/bin/python -c 'from backupcheck.settings import table_markdown; print(table_markdown(), end=\"\")'")
+
+
+def test_every_key_of_the_example_config_is_declared():
+    """Each key the README's example gives a series is in the generated table, and every declared key parses."""
+    from backupcheck.settings import series_schema
+
+    block = re.search(r"```toml\n(.*?)```", README, re.S)
+    data = tomllib.loads(block.group(1))
+    declared = series_schema()
+    assert set(data["series"]["shop"]) <= set(declared)
+    assert set(declared) - set(data["series"]["shop"]) - set(data["defaults"]) <= {"encryption", "kms_key_id", "tables"}

@@ -115,3 +115,47 @@ def test_a_team_extends_backupcheck_through_its_hook(farm, run_suites, pytester,
     assert run.ret == 0, run.stdout[-3000:]
     assert run.outcomes[f"test_restores_without_harmful_errors[{key}]"] == "passed"
     assert (run.reports / "backups.csv").read_text() == f"{key},passed\n"
+
+
+FAMILY_CONFTEST = '''
+from backupcheck.families import Family
+from backupcheck.schema import Setting, parse_columns
+
+
+def pytest_backupcheck_extend(extend):
+    extend.family(Family("masking", "the copy for staging holds no plain e-mail addresses", True, settings=(
+        Setting("masked_columns", "masking", parse_columns, "columns that must hold no e-mail address"),)))
+'''
+FAMILY_SUITE = '''
+def test_masked_columns_hold_no_email_address(restored_db, backup, series_settings):
+    """Every masked column of the restored backup holds no e-mail address."""
+    found = []
+    for column in series_settings.option("masked_columns", ()):
+        table, name = column.rsplit(".", 1)
+        n = restored_db.execute(f"select count(*) from {table} where {name}::text like '%@%'").fetchone()[0]
+        if n:
+            found.append(f"{column}: {n} row(s)")
+    assert not found, f"{backup.key}: expected no e-mail address in masked columns, found {', '.join(found)}"
+'''
+
+
+def test_a_team_family_gets_its_marker_its_restore_and_its_own_settings(farm, run_suites, pytester, tmp_path):
+    """extend.family: the team's suite is a family (-m masking), restored like ours, with a setting it declares."""
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "backups"
+    farmlib.stamp(farm.dump(farm.states[-1], folder / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    pytester.makeconftest(FAMILY_CONFTEST)
+    suite = pytester.makepyfile(test_masking=FAMILY_SUITE)
+    key = f"shop-{when:%Y%m%dT%H%M%SZ}"
+    clean = run_suites("--backups", str(folder), str(suite), "-m", "masking",
+                       config='[series.shop]\nmasked_columns = ["products.name"]\n')
+    assert clean.ret == 0, clean.stdout[-3000:]
+    assert clean.outcomes == {f"test_masked_columns_hold_no_email_address[{key}]": "passed"}
+    leaked = run_suites("--backups", str(folder), str(suite), "-m", "masking",
+                        config='[series.shop]\nmasked_columns = ["users.email"]\n')
+    assert leaked.outcomes == {f"test_masked_columns_hold_no_email_address[{key}]": "failed"}
+    message = leaked.messages[f"test_masked_columns_hold_no_email_address[{key}]"]
+    assert f"{key}: expected no e-mail address in masked columns, found users.email:" in message
+    wrong = run_suites("--backups", str(folder), str(suite), "-m", "masking",
+                       config='[series.shop]\nmasked_columns = "users.email"\n')
+    assert wrong.ret == 4 and "series.shop.masked_columns = 'users.email': expected a list like" in wrong.stdout

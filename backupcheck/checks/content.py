@@ -8,7 +8,16 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from ..model import Finding
 from ..restore.database import DATED, QueryFailed, RestoredBackup, dated_columns
+from ..schema import Setting, parse_columns, parse_duration
 from .freshness import duration_text
+
+SETTINGS = (
+    Setting("content_columns", "content_freshness", parse_columns, "columns whose newest value tells when data was "
+            "written: [\"orders.created_at\"]", "created_at, updated_at, inserted_at"),
+    Setting("content_max_age", "content_freshness", parse_duration, "how much older than the backup its newest row "
+            "may be", "the series' rpo"),
+)
+
 
 
 @dataclass(frozen=True)

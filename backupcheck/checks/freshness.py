@@ -6,7 +6,18 @@ from datetime import datetime, timedelta
 from statistics import median
 
 from ..model import Finding, Series
+from ..schema import Setting, parse_duration, parse_zone
 from ..settings import SeriesSettings
+
+SETTINGS = (
+    Setting("rpo", "freshness", parse_duration, "the oldest the newest backup may be: \"26h\" (durations: \"90s\", "
+            "\"15m\", \"26h\", \"7d\", \"1w\")", "the usual spacing + 2 h (26 h for one nightly backup)"),
+    Setting("schedule", "freshness", parse_duration, "how often backups are taken: a gap over 1.5 × this fails",
+            "the usual spacing"),
+    Setting("name_timezone", "freshness", parse_zone, "the zone of times in backup names that carry no offset, "
+            "e.g. \"Europe/Paris\"", "UTC"),
+)
+
 
 # Clocks of the backup host and the checking host differ a little; beyond this, a date in the future is wrong.
 FUTURE_SLACK = timedelta(minutes=5)

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..model import Backup, Finding
-from ..settings import GateSettings, Invariant
+from ..schema import Invariant
+from ..settings import GateSettings
 from .freshness import duration_text
 from .invariants import judged
 

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from ..evidence import ArtifactEvidence
 from ..model import Backup, Finding
+from ..schema import Setting, parse_bool, parse_choice
+
+ENCRYPTIONS = ("gpg", "sse", "AES256", "aws:kms")
+SETTINGS = (
+    Setting("encryption", "integrity", parse_choice(*ENCRYPTIONS),
+            "required of every artifact: gpg (the file), sse / AES256 / aws:kms (the S3 object)"),
+    Setting("kms_key_id", "integrity", lambda v, key: str(v), "the KMS key every S3 object must be encrypted with "
+            "(implies encryption = \"aws:kms\")", apply=lambda s, v: {"kms_key_id": v, "encryption": s.encryption or "aws:kms"}),
+    Setting("schema_only", "integrity", parse_bool, "the backups hold the schema alone, on purpose (no \"holds no "
+            "data\" failure)", "false"),
+)
+
 
 CHECK = "integrity"
 

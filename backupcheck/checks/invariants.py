@@ -6,7 +6,13 @@ from decimal import Decimal
 from typing import Any
 
 from ..model import Finding
-from ..settings import Invariant
+from ..schema import Invariant, Setting, parse_invariants
+
+SETTINGS = (
+    Setting("invariants", "invariants", parse_invariants, "[[series.NAME.invariants]]: name, sql (one read-only "
+            "SELECT giving a number), expect or expect_min / expect_max", "none"),
+)
+
 
 TIMEOUT = "5min"
 

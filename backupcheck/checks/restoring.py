@@ -8,7 +8,34 @@ from ..model import Finding
 from ..restore.compat import Compatibility
 from ..restore.database import Orphans, RestoredBackup
 from ..restore.errors import SECURITY, advice, refused_attempt
-from ..settings import Relation, SeriesSettings
+from ..schema import (
+    Relation,
+    Setting,
+    parse_critical_tables,
+    parse_duration,
+    parse_locale,
+    parse_patterns,
+    parse_relations,
+    parse_share,
+)
+from ..settings import SeriesSettings
+
+SETTINGS = (
+    Setting("rto", "restore", parse_duration, "the longest a restore may take (trends forecast against it too)"),
+    Setting("profile", "restore", lambda v, key: str(v), "\"vanilla\", \"supabase\" or one of [profiles.NAME]: what "
+            "the dumps expect of a server", "detected from the dump"),
+    Setting("tolerated_errors", "restore", parse_patterns, "regular expressions of restore errors to treat as benign",
+            "none"),
+    Setting("locale_fallback", "restore", parse_locale, "create databases with this locale where the dump's is not "
+            "installed here, e.g. \"C.UTF-8\""),
+    Setting("critical_tables", "row_counts", parse_critical_tables, "tables that must hold a minimum of rows: "
+            "{ \"public.users\" = 1000 } or a list of names (a minimum of 1)", "none"),
+    Setting("max_row_drop", "row_counts", parse_share, "the share of a table's rows it may lose since the previous "
+            "backup (trends: over the last 7): 0.1 or \"10%\"", "0.2"),
+    Setting("relations", "relations", parse_relations, "relations the schema does not declare, checked for orphans: "
+            "[\"audit_log.user_id -> users.id\"]", "none"),
+)
+
 
 
 def compatible(key: str, compat: Compatibility, where: str) -> list[Finding]:

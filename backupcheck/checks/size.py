@@ -6,7 +6,15 @@ from statistics import median
 
 from ..expect import expect
 from ..model import Finding, Series
+from ..schema import Setting, parse_share, parse_size
 from ..settings import SeriesSettings
+
+SETTINGS = (
+    Setting("min_size", "size", parse_size, "the smallest a backup may be: 1024, \"500KB\", \"10MB\", \"2GiB\"", "1 byte"),
+    Setting("size_tolerance", "size", parse_share, "how far a backup may differ from where the series' sizes were "
+            "heading: 0.3 or \"30%\"", "0.5"),
+)
+
 
 
 def minimum_size(series: Series, key: str, size: int, cfg: SeriesSettings) -> list[Finding]:

@@ -10,6 +10,24 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from ..model import Finding
+from ..schema import Setting, parse_count, parse_duration, parse_retention, parse_tables
+
+SETTINGS = (
+    Setting("trend_window", "trends", parse_count, "earlier backups a table's rows are judged against", "14"),
+    Setting("trend_min_history", "trends", parse_count, "earlier backups needed before trends judge", "5"),
+    Setting("stall_nights", "trends", parse_count, "backups without growth, after steady growth, that make a stall",
+            "3"),
+    Setting("rto_horizon", "trends", parse_duration, "the restore-time forecast fails when it crosses the rto within "
+            "this", "30d"),
+    Setting("tables", "trends", parse_tables, "[series.NAME.tables]: static = [tables done growing], acknowledge = "
+            "{ table = \"YYYY-MM-DD\" } (a known stall or leak, until that day)", "none",
+            apply=lambda s, v: {"static_tables": v[0], "acknowledged": v[1]}),
+    Setting("retention", "retention", parse_retention, "the GFS slots the backups must fill: { daily = 7, weekly = 4, "
+            "monthly = 12, yearly = 0 }"),
+    Setting("max_age", "retention", parse_duration, "no backup older than this may remain (erasure promises depend "
+            "on it)"),
+)
+
 
 MEMORY = 120  # earlier backups a stall is remembered over: "flat for 16 nights since ..." outlives the window
 BACKFILL = 30  # earlier backups no run restored whose rows are counted from their dumps: a month of nightlies

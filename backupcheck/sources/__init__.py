@@ -27,6 +27,7 @@ class RemoteKind:
     list_location: Callable[[Any, str], tuple[Any, list[Any]]]  # (access, url) -> (location, objects)
     check_url: Callable[[str], None]  # raises ValueError naming what is wrong with a URL of this kind
     cannot_read: Callable[[Exception], bool]  # a listing error that is a finding (denied, no bucket), not a crash
+    settings: Callable[[], tuple[Any, ...]] = lambda: ()  # its config table's keys (schema.Setting), for the README
 
 
 KINDS: dict[str, RemoteKind] = {}
@@ -124,4 +125,5 @@ def _load() -> None:
         list_location=lambda access, url: _s3().list_location(access, url),
         check_url=lambda url: _s3().check_url(url),
         cannot_read=lambda exc: isinstance(exc, RemoteError),
+        settings=lambda: _s3().SETTINGS,
     ))

@@ -8,11 +8,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..schema import ConfigError, Setting, parse_bool, parse_count, parse_table
 from .base import Fetched, RemoteError
 
 # Everything a verification needs; any other operation is refused before it is sent.
@@ -337,23 +338,26 @@ class RemoteAccess:
 
 # --- what the s3:// source kind (sources.py) calls -------------------------------------------------------
 
-OPTION_KEYS = {"endpoint_url", "region", "profile", "checksum_when_required", "max_attempts"}
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} = {value!r}: expected a text")
+    return value
+
+
+SETTINGS = (  # the keys of [s3] and of one sources = [{ url = "s3://…", … }] table
+    Setting("endpoint_url", "s3", _text, "an S3-compatible endpoint (MinIO, R2, B2, Wasabi): \"https://…\"", "AWS"),
+    Setting("region", "s3", _text, "the bucket's region", "boto3's default chain"),
+    Setting("profile", "s3", _text, "a profile of ~/.aws/config (credentials never go in this file)",
+            "boto3's default chain"),
+    Setting("checksum_when_required", "s3", parse_bool, "third-party endpoints with botocore >= 1.36 that reject "
+            "its default checksums", "false"),
+    Setting("max_attempts", "s3", parse_count, "attempts per request, with backoff", "5"),
+)
 
 
 def parse_options(raw: dict[str, Any], base: S3Options | None, where: str) -> S3Options:
     """``[s3]`` or one ``sources = [{ url = "s3://…", … }]`` table: endpoint, region, profile, retries."""
-    from dataclasses import replace
-
-    unknown = set(raw) - OPTION_KEYS - {"url"}
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(OPTION_KEYS))}")
-    options = base or S3Options()
-    changes: dict[str, Any] = {k: raw[k] for k in OPTION_KEYS if k in raw}
-    if "max_attempts" in changes and (not isinstance(changes["max_attempts"], int) or changes["max_attempts"] < 1):
-        raise ValueError(f"{where}.max_attempts = {changes['max_attempts']!r}: expected a whole number of at least 1")
-    if "checksum_when_required" in changes and not isinstance(changes["checksum_when_required"], bool):
-        raise ValueError(f"{where}.checksum_when_required: expected true or false")
-    return replace(options, **changes)
+    return replace(base or S3Options(), **parse_table(raw, SETTINGS, where, also=frozenset({"url"})))
 
 
 def check_url(url: str) -> None:
