@@ -3,7 +3,6 @@ self-contained HTML report and in the CI job summary; Allure and JUnit by defaul
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import warnings
@@ -416,33 +415,14 @@ class Summary:
         document = self.config.stash.get(RESULTS, None)
         if document is None:
             return
-        banner = _banner(document["run"]["demo"])
-        cells = "".join(f"<th>{c}</th>" for c in COLUMNS)
-        colour = {"failed": "color:#c00;font-weight:bold", "passed": "color:#070"}
-        body = "".join(
-            "<tr>" + "".join(
-                f"<td style='{colour.get(r[c].split(':')[0], '') if c == 'verdict' else ''}'>{html.escape(r[c])}</td>"
-                for c in COLUMNS
-            ) + "</tr>"
-            for r in backup_rows(document)
-        )
-        profiles = "".join(f"<li>{html.escape(line)}</li>" for line in profile_lines(document))
-        provider = document["run"]["provider"]
-        contained = document["run"]["containment"]
-        block = (f"<p><b>Restored in:</b> {html.escape(_KINDS[provider['kind']])} ({html.escape(provider['reason'])})</p>"
-                 + (f"<p><b>Containment:</b> {html.escape(contained)}</p>" if contained else "")
-                 + (f"<p><b>Profiles:</b></p><ul>{profiles}</ul>" if profiles else "") +
-                 f"<h2>Backups verified</h2><table class='backups' border='1' cellpadding='4'><tr>{cells}</tr>{body}</table>")
-        streaks = "".join(f"<li>{html.escape(streak_line(x))}</li>" for x in document.get("streaks", []))
-        if streaks:
-            block += f"<h2>Failing run after run</h2><ul style='color:#c00'>{streaks}</ul>"
-        from backupcheck.reports.render import gate_html
+        from backupcheck.reports.render import html_summary
 
-        block += gate_html(document)
-        block += self.config.stash.get(_CHARTS, "")
-        if banner:
-            block = f"<p style='font-weight:bold;color:#b35900'>{html.escape(banner)}</p>" + block
-        prefix.append(block)
+        provider = document["run"]["provider"]
+        prefix.append(html_summary(
+            document, provider=f"{_KINDS[provider['kind']]} ({provider['reason']})",
+            containment=document["run"]["containment"], profiles=profile_lines(document),
+            streaks=[streak_line(x) for x in document.get("streaks", [])], charts=self.config.stash.get(_CHARTS, ""),
+            banner=_banner(document["run"]["demo"])))
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:  # type: ignore[no-untyped-def]
         document = self.config.stash.get(RESULTS, None)

@@ -48,3 +48,23 @@ def test_the_restore_log_is_kept_across_runs(run_suites, clean_dir):
     lines = (second.reports / "restore-log.jsonl").read_text().splitlines()
     assert len(lines) == 2 and first != second.results()["run"]["id"]
     assert len(second.restores()) == 1
+
+
+def test_the_html_templates_escape_what_a_backup_names():
+    """Names and findings come from backups and configs: the HTML reports show them as text, never as markup."""
+    from backupcheck.reports.render import html_report, html_summary
+
+    hostile = "<script>alert(1)</script>"
+    document = {"run": {"started": "2026-12-07T02:00:00+00:00", "finished": "2026-12-07T02:01:00+00:00",
+                        "now": "2026-12-07T03:00:00+00:00", "exit_status": 1, "shard": None},
+                "backups": [], "gate": [],
+                "checks": [{"nodeid": f"suites/test_restore.py::test_x[{hostile}]", "outcome": "failed", "backup": "",
+                            "series": "",
+                            "findings": [{"check": "restore", "subject": hostile, "what": hostile, "expected": "e",
+                                          "found": hostile, "hint": ""}], "message": hostile}]}
+    page = html_report(document)
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "1 check(s), 1 failed" in page
+    block = html_summary(document, provider=hostile, containment="", profiles=[hostile], streaks=[hostile],
+                         charts="<svg id='ours'></svg>", banner="")
+    assert hostile not in block and "<svg id='ours'></svg>" in block, "our own charts stay markup"

@@ -4,8 +4,8 @@ standalone HTML report, and the gate's comment and outputs. A single run and a m
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import html
 import json
 import uuid
 import xml.etree.ElementTree as ET
@@ -206,51 +206,32 @@ def gate_comment(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gate_html(document: dict[str, Any]) -> str:
-    """The per-migration table of the HTML reports."""
-    esc = html.escape
-    out = ""
-    for g in document.get("gate", []):
-        rows = "".join(
-            f"<tr><td>{esc(m['migration'])}</td><td class='{'failed' if m['status'] == 'failed' else ''}'>"
-            f"{esc(m['status'])}{': ' + esc(m['error']) if m['error'] else ''}</td><td>{m['seconds']:.2f}</td><td>"
-            + "<br>".join(esc(f"{lk['mode']} {lk['table']} {lk['seconds']:.2f} s") for lk in m["locks"])
-            + f"</td><td>{m['rows_touched']:,}</td><td>{m['rows_rewritten']:,}</td><td>{esc(', '.join(m['lint']))}"
-            "</td></tr>" for m in g["migrations"])
-        restore = f", the restore {g['restore_seconds']:.2f} s" if g.get("restore_seconds") is not None else ""
-        lint = "".join(f"<li>{esc(n)}</li>" for n in g["lint"])
-        out += (f"<h2>Migration gate on {esc(g['backup'])}</h2><p>Rehearsed on a copy of the backup in "
-                f"{g['seconds']:.2f} s (the whole gate {g['total_seconds']:.2f} s{restore})."
-                + (f" <b class='failed' style='color:#c00'>{esc(g['error'])}</b>" if g["error"] else "") + "</p>"
-                "<table class='gate' border='1' cellpadding='4'><tr><th>migration</th><th>status</th><th>seconds</th>"
-                "<th>locks held</th><th>rows touched</th><th>rows rewritten</th><th>lint</th></tr>"
-                f"{rows}</table>" + (f"<p>Lint:</p><ul>{lint}</ul>" if lint else ""))
-    return out
+@functools.cache
+def _templates() -> Any:
+    """The HTML templates beside this module (Jinja2, as pytest-html renders its own), escaping every value."""
+    import jinja2  # only where an HTML report is written
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("backupcheck.reports", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def html_summary(document: dict[str, Any], *, provider: str, containment: str, profiles: list[str],
+                 streaks: list[str], charts: str, banner: str) -> str:
+    """The block a single run's pytest-html report shows above its results (``charts`` is our own SVG markup)."""
+    from markupsafe import Markup
+
+    return _templates().get_template("summary.html.j2").render(
+        columns=COLUMNS, rows=backup_rows(document), gates=document.get("gate", []), provider=provider,
+        containment=containment, profiles=profiles, streaks=streaks, charts=Markup(charts), banner=banner)
 
 
 def html_report(document: dict[str, Any]) -> str:
-    esc = html.escape
+    """report.html of a merge of shards (a single run's is pytest-html's, with ``html_summary`` in it)."""
     run = document["run"]
-    bad = [c for c in document["checks"] if c["outcome"] in BAD]
-    rows = "".join(
-        "<tr>" + "".join(f"<td class='{esc(r[c].split(':')[0]) if c == 'verdict' else ''}'>{esc(r[c])}</td>"
-                         for c in COLUMNS) + "</tr>"
-        for r in backup_rows(document))
-    checks = "".join(
-        f"<tr class='{esc(c['outcome'])}'><td>{esc(c['nodeid'])}</td><td>{esc(c['outcome'])}</td>"
-        f"<td><pre>{esc(_findings_text(c)) if c['outcome'] != 'passed' else ''}</pre></td></tr>"
-        for c in sorted(document["checks"], key=lambda c: (c["outcome"] not in BAD, c["nodeid"])))
     shard = run.get("shard") or {}
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>backupcheck — merged report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
-        "padding:3px 8px;font-size:13px;vertical-align:top}.failed,.error{color:#c00;font-weight:bold}"
-        ".passed{color:#070}pre{margin:0;white-space:pre-wrap}</style></head><body>"
-        f"<h1>backupcheck — {shard.get('total', 1)} shard(s) of plan {esc(str(shard.get('id', '')))} merged</h1>"
-        f"<p><b>{'FAILED' if run['exit_status'] else 'passed'}</b>: {len(document['backups'])} backup(s), "
-        f"{len(document['checks'])} check(s), {len(bad)} failed; from {esc(run['started'])} to {esc(run['finished'])}"
-        f"</p><h2>Backups verified</h2><table><tr>{''.join(f'<th>{c}</th>' for c in COLUMNS)}</tr>{rows}</table>"
-        f"{gate_html(document)}<h2>Checks</h2><table><tr><th>check</th><th>outcome</th>"
-        f"<th>findings</th></tr>{checks}</table></body></html>")
-
-
+    checks = [{**c, "findings_text": _findings_text(c) if c["outcome"] != "passed" else ""}
+              for c in sorted(document["checks"], key=lambda c: (c["outcome"] not in BAD, c["nodeid"]))]
+    return _templates().get_template("report.html.j2").render(
+        title=f"backupcheck — {shard.get('total', 1)} shard(s) of plan {shard.get('id', '')} merged", banner="",
+        run=run, backups=document["backups"], checks=checks, bad=sum(c["outcome"] in BAD for c in checks),
+        columns=COLUMNS, rows=backup_rows(document), gates=document.get("gate", []))
