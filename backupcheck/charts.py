@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from statistics import median
 
+from .expect import expect
+
 BLUE, GREY, RED, ORANGE = "#1f5fa8", "#9a9a9a", "#c00000", "#e08000"
 
 
@@ -38,7 +40,6 @@ def size_chart(series: str, points: Sequence[tuple[datetime, int]], tolerance: f
                window: int = 14) -> str:
     """Size of each backup, the band the size check allows (where the sizes were heading, ± at least tolerance;
     the median of the earlier ones ± tolerance before ``min_history`` backups), and the backups outside it."""
-    from .expect import expect
 
     top = max((s for _, s in points), default=0)
     mib, unit = next((1024**p, u) for p, u in ((3, "GiB"), (2, "MiB"), (1, "KiB"), (0, "bytes"))

@@ -7,13 +7,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from . import __version__, audit
+from .history import HistoryError, describe, open_store
+from .plan import PlanError, assign, load
+from .schema import ConfigError, parse_duration
+from .settings import build, load_file, parse_now
+
 
 def _config(path: str | None):  # type: ignore[no-untyped-def]
-    from .settings import build, load_file
 
     if path is None:
         default = Path("backupcheck.toml")
@@ -25,10 +32,6 @@ def _config(path: str | None):  # type: ignore[no-untyped-def]
 
 
 def evidence(args: argparse.Namespace) -> int:
-    from . import audit
-    from .history import HistoryError, describe, open_store
-    from .schema import ConfigError, parse_duration
-    from .settings import parse_now
 
     try:
         settings = _config(args.backup_config)
@@ -76,10 +79,8 @@ def evidence(args: argparse.Namespace) -> int:
 
 
 def merge(args: argparse.Namespace) -> int:
-    import os
 
     from . import merge as merging
-    from .plan import PlanError, assign, load
 
     paths = [Path(p) for p in args.results]
     absent = [p for p in paths if not p.exists()]
@@ -118,13 +119,11 @@ def merge(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The suites, as ``pytest`` with the plugin: every argument goes to pytest."""
-    import subprocess
 
     return subprocess.run([sys.executable, "-m", "pytest", *args.pytest_args]).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
 
     parser = argparse.ArgumentParser(
         prog="backupcheck",

@@ -8,16 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .model import Artifact, Backup, Listing, Series, utc
-from .sniff import head_bytes, sniff, tar_holds_dump
-from .sources.base import container_path
+from .pgarchive import ArchiveError, read_archive
+from .sniff import head_bytes, open_decompressed, sniff, tar_holds_dump
+from .sources.base import Listed, Place, container_path
 from .timestamps import find_timestamp, split_role, strip_extensions
-
-if TYPE_CHECKING:
-    from .sources.base import Listed, Place
 
 SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
 
@@ -123,12 +120,10 @@ def _header_time(path: Path) -> datetime | None:
     fmt, layers, _ = sniff(path)
     if fmt not in ("custom", "directory"):
         return None
-    from .pgarchive import ArchiveError, read_archive
 
     try:
         if fmt == "directory":
             return read_archive(path, fmt).created
-        from .sniff import open_decompressed
 
         with open_decompressed(path, layers) as stream:
             return read_archive(path, fmt, stream=stream).created

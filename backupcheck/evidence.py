@@ -15,17 +15,16 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .discovery import artifact_of, role_from_content
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
 from .faults import internal_fault
+from .gpg import DecryptError, decrypt
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
 from .servers import pgbin
 from .sniff import UnreadableError, open_decompressed, open_sql, read_all, read_tar_members, sha_of, sniff
-
-if TYPE_CHECKING:
-    from .sources.base import Access
+from .sources.base import Access, RemoteError
 
 
 @dataclass
@@ -89,7 +88,6 @@ def _extract_safely(a: Artifact, target: Path) -> None:
 
 def _dumps_in(folder: Path) -> list[Artifact]:
     """The pg_dump outputs in an extracted tarball: directory-format folders and dump files, by content."""
-    from .discovery import artifact_of
 
     found: list[Artifact] = []
     dirs = sorted(p.parent for p in folder.rglob("toc.dat"))
@@ -147,8 +145,6 @@ class EvidenceStore:
         return local
 
     def _localize(self, a: Artifact) -> Artifact:
-        from .discovery import role_from_content
-        from .sources.base import RemoteError
 
         if self.remote is None:
             return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no access to its source configured")
@@ -177,8 +173,6 @@ class EvidenceStore:
     def _decrypt(self, a: Artifact) -> Artifact:
         if a.format != "gpg":
             return a
-        from .discovery import role_from_content
-        from .gpg import DecryptError, decrypt
 
         name = a.path.name
         for suffix in (".gpg", ".pgp", ".asc"):

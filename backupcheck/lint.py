@@ -8,6 +8,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .dumpscan import created_extension
+from .restore.plain import OWNER_TO
+
 # What each rule means for production, said once (reports show it as the finding's fix).
 RULES = {
     "drop_table": "drops a table: its data is gone for good; deploy the code that stops using it first",
@@ -78,8 +81,6 @@ def lint_statement(text: str, migration: str, line: int, rows: dict[str, int | N
     import sqlglot
     from sqlglot import exp
 
-    from .dumpscan import created_extension
-    from .restore.plain import OWNER_TO
 
     stmt = _one_line(text)
     if OWNER_TO.match(text) or created_extension(text):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import results
+from .reports import write_all
 from .reports.render import BAD
 
 
@@ -85,6 +86,5 @@ def load_all(paths: list[Path]) -> list[dict[str, Any]]:
 
 def render_all(document: dict[str, Any], out: Path) -> None:
     """Every report of a merged run, through the same writers as a single run's."""
-    from .reports import write_all
 
     write_all({k: v for k, v in document.items() if k != "missing_shards"}, out)

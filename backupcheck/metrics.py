@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .results import newest_by_series, shown_verdicts
+
 
 def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, str], keep: bool = False) -> None:
     """The run's gauges per series, written atomically (prometheus_client writes a temp file and renames it).
@@ -17,7 +19,6 @@ def write_metrics(document: dict[str, Any], path: Path, last_passed: dict[str, s
     partial run): the file's check_passed values for the families and series this run did not check stay."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-    from .results import newest_by_series
 
     registry = CollectorRegistry()
     age = Gauge("backupcheck_backup_age_seconds", "Age of the newest backup of the series at the run's moment",
@@ -87,7 +88,6 @@ class Notify:
 
 def summary_text(document: dict[str, Any], streaks: list[dict[str, Any]], report: str = "") -> str:
     """The run in a few lines for a chat: each failing backup (or series) with the reason, the streaks, the report."""
-    from .results import shown_verdicts
 
     run = document["run"]
     failed = [c for c in document["checks"] if c["outcome"] in ("failed", "error")]

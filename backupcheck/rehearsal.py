@@ -8,16 +8,20 @@ import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from . import lint, sqllex
 from .dumpscan import created_extension
+from .faults import internal_fault
 from .migrations import Migration, applied
 from .restore.database import ThreadConnections
 from .restore.errors import denied_extension
@@ -156,7 +160,6 @@ def filenodes(conn: Any) -> dict[int, int]:
 
 def snapshot(connect: Callable[[], Any], count: bool = True) -> Snapshot:
     """Tables, columns, row counts and NOT VALID keys' orphans of one database, as ``connect()`` sees it."""
-    from concurrent.futures import ThreadPoolExecutor
 
     from psycopg import sql
 
@@ -474,7 +477,6 @@ class Rehearser:
 
 def database_url(info: dict[str, Any]) -> str:
     """A postgresql:// URL for libpq-style connection parameters (a socket folder goes in ?host=)."""
-    from urllib.parse import quote
 
     user = quote(str(info.get("user") or ""), safe="")
     password = info.get("password")
@@ -502,7 +504,6 @@ def command_env(info: dict[str, Any]) -> dict[str, str]:
 def _run_group(argv: list[str], env: dict[str, str], cwd: Path | None, timeout: float) -> tuple[int | None, str]:
     """Run ``argv`` in a process group of its own; on a timeout, Ctrl-C or any error the whole group is killed
     (a tool like npx starts children of its own). The exit status (None after a timeout) and the output."""
-    import signal
 
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -570,7 +571,6 @@ def rehearse(db: Any, migrations: list[Migration], command: str, invariants: tup
     """Copy the restored backup ``db`` (a RestoredBackup) and run the pending ``migrations`` (or ``command``) on
     the copy; the restore itself stays untouched for the other checks. ``evaluate(conn, invariant)`` gives an
     invariant's value, read on the copy before and after the migrations."""
-    from .faults import internal_fault
 
     r = Rehearsal(db.backup.key, "command" if command else "files")
     t0 = mark = time.monotonic()

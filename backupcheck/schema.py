@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,6 @@ def parse_count(value: Any, key: str, minimum: int = 1) -> int:
     return value
 def parse_zone(value: Any, key: str) -> str:
     """An IANA zone name (``Europe/Paris``) or UTC."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     text = str(value).strip()
     if text.upper() in ("UTC", "Z"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -9,7 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import sources as source_kinds
 from .families import REGISTRY
+from .history import default_path, is_dsn
+from .metrics import Notify
+from .plan import PlanError, parse_shard, shard_from_environment
+from .restore.profiles import BUILTIN, Profile, builtin
 from .schema import (
     ConfigError,
     Invariant,
@@ -21,6 +27,7 @@ from .schema import (
     parse_duration,
     parse_patterns,
 )
+from .servers.pgbin import Tools
 
 
 def parse_restore(value: Any, key: str) -> str | int:
@@ -209,11 +216,10 @@ def _series_settings(raw: dict[str, Any], base: SeriesSettings, where: str) -> S
 def table_markdown() -> str:
     """The README's tables of settings, generated from the declarations (a test keeps the README equal): the keys of
     ``[defaults]`` / ``[series.NAME]``, then those of each source kind's table."""
-    from . import sources
 
     head = ["| key | read by | default | what it sets |", "|---|---|---|---|"]
     out = ["Keys of `[defaults]` and `[series.NAME]`:", "", *head, *markdown_rows(series_schema().values())]
-    for kind in sources.known():
+    for kind in source_kinds.known():
         if kind.settings():
             out += ["", f"Keys of `[{kind.scheme}]` and of a `sources = [{{ url = \"{kind.example}\", … }}]` table:", "",
                     *head, *markdown_rows(kind.settings())]
@@ -238,7 +244,6 @@ _PROFILE_KEYS = {"base", "bootstrap_sql", "bootstrap_files", "tolerated_errors",
 
 
 def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
-    from .restore.profiles import BUILTIN, Profile, builtin
 
     if not isinstance(raw, dict):
         raise ConfigError("[profiles]: expected tables like [profiles.supabase]")
@@ -320,7 +325,6 @@ class Settings:
 
     def profile(self, series: str) -> Any:
         """The series' configured Profile, or None when it is to be detected from the dump."""
-        from .restore.profiles import builtin
 
         name = self.for_series(series).profile
         if name is None:
@@ -330,7 +334,6 @@ class Settings:
     @property
     def tools(self) -> Any:
         """pg_bin and pg_bin_only as one value (``backupcheck.pgbin.Tools``)."""
-        from .servers.pgbin import Tools
 
         return Tools(tuple(self.pg_bin), self.pg_bin_only)
 
@@ -372,9 +375,8 @@ def load_file(path: Path) -> dict[str, Any]:
     section = data.get("backupcheck", {})
     top = {k: v for k, v in data.items() if k != "backupcheck"}
     merged = {**top, **section}
-    from .sources import top_keys
 
-    known = _TOP_KEYS | top_keys()  # and a table per remote source kind ([s3])
+    known = _TOP_KEYS | source_kinds.top_keys()  # and a table per remote source kind ([s3])
     unknown = set(merged) - known
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -395,7 +397,6 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         # Paths in the config file are relative to the file; on the command line, to the current folder.
         return p if "://" in p or Path(p).is_absolute() else str(base_dir / p)
 
-    from . import sources as source_kinds
 
     remote: dict[str, Any] = {}
     for kind in source_kinds.known():  # each remote kind's defaults: the table named like its scheme ([s3])
@@ -490,12 +491,10 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
                           "give the password through PGPASSWORD or ~/.pgpass")
     history_raw = pick("history", None)
     if history_raw is None:
-        from .history import default_path
 
         history = str(default_path())
     else:
         history = str(history_raw).strip()
-        from .history import is_dsn
 
         if history.lower() not in ("off", "none", "false") and not is_dsn(history):
             history = rel(history) if cli.get("history") is None else history
@@ -530,7 +529,6 @@ def _notify(raw: Any) -> Any:
     """[notify]: url_env names the variable holding the webhook URL (a secret, so never the URL itself)."""
     if raw is None:
         return None
-    from .metrics import Notify
 
     if not isinstance(raw, dict) or set(raw) - _NOTIFY_KEYS or "url_env" not in raw:
         raise ConfigError("[notify]: expected a table like { url_env = \"SLACK_WEBHOOK_URL\", on = \"failure\" } "
@@ -548,9 +546,7 @@ def _notify(raw: Any) -> Any:
 
 def _shard(raw: Any) -> Any:
     """K/N from the setting, else from the CI system's environment (GitLab, a Kubernetes Indexed Job)."""
-    import os
 
-    from .plan import PlanError, parse_shard, shard_from_environment
 
     try:
         return parse_shard(str(raw), "shard") if raw is not None else shard_from_environment(dict(os.environ))

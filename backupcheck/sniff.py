@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import hashlib
 import io
 import lzma
 import re
@@ -337,7 +338,6 @@ def head_bytes(path: Path, layers: tuple[str, ...], size: int = PEEK) -> bytes:
 
 
 def sha_of(path: Path, algorithm: str) -> str:
-    import hashlib
 
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:

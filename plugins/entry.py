@@ -40,12 +40,12 @@ if not any(type(f).__qualname__ == "PlainImport" and type(f).__module__ == __nam
 pytest_plugins = ["backupcheck.plugins.options"]
 
 # Loaded in that order (pytest calls a later plugin's hooks first, as it did when they were all listed above).
-PLUGINS = (
+PLUGINS = (  # each after the plugins it imports, so pytest imports every one of them itself (assert rewriting)
     "backupcheck.plugins.run",
     "backupcheck.plugins.collection",
-    "backupcheck.plugins.reporting",
     "backupcheck.plugins.verdict",
     "backupcheck.plugins.history",
+    "backupcheck.plugins.reporting",
     "backupcheck.fixtures.backups",
     "backupcheck.fixtures.servers",
     "backupcheck.fixtures.gate",

@@ -3,6 +3,8 @@ on the controller from the results document; streaks of failing checks; the metr
 
 from __future__ import annotations
 
+import html
+import os
 import socket
 import time
 import warnings
@@ -11,7 +13,14 @@ from typing import Any
 
 import pytest
 
+from backupcheck import charts as draw
+from backupcheck import metrics
+from backupcheck.checks.trends import crossing
+from backupcheck.history import HistoryError, describe, open_store
+from backupcheck.results import newest_by_series
+
 from .options import SETTINGS
+from .run import RUN, runs_suites
 
 HISTORY = pytest.StashKey["History"]()
 _NOTES = pytest.StashKey[list[str]]()
@@ -32,13 +41,11 @@ class History:
 
     @property
     def where(self) -> str:
-        from backupcheck.history import describe
 
         return describe(self.spec) if self.enabled else "no history (history = off)"
 
     def store(self) -> Any:
         """The store, or None when it is off or cannot be opened (``error`` says why)."""
-        from backupcheck.history import HistoryError, open_store
 
         if self._store is None and not self._error and self.enabled:
             try:
@@ -71,7 +78,6 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = config.stash.get(SETTINGS, None)
     if settings is None:
         return
-    from .run import runs_suites
 
     if runs_suites(config):
         history = config.stash[HISTORY] = History(settings.history)
@@ -150,7 +156,6 @@ def _allure_blocker(item: pytest.Item, tag: str) -> None:
 def finish(config: pytest.Config, document: dict[str, Any]) -> list[str]:
     """On the controller, once the results document exists: record the run, write the metrics file, notify.
     Returns the lines the terminal summary shows."""
-    from backupcheck import metrics
 
     settings = config.stash[SETTINGS]
     history = config.stash.get(HISTORY, None)
@@ -193,7 +198,6 @@ def finish(config: pytest.Config, document: dict[str, Any]) -> list[str]:
 def report_link(settings: Any) -> str:
     """Where a person reads this run's report: the CI job's page when the run is a GitHub Actions or GitLab CI job
     (the report is among its artifacts), else the report file."""
-    import os
 
     env = os.environ
     if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
@@ -207,7 +211,6 @@ def last_passed(history: History | None, document: dict[str, Any]) -> dict[str, 
     """Per series: when its newest backup last passed every check: this run when it did, else the history's."""
     out: dict[str, str] = {}
     store = history.store() if history is not None else None
-    from backupcheck.results import newest_by_series
 
     for series, b in newest_by_series(document["backups"]).items():
         if b["verdict"] == "passed" and not document["run"].get("partial"):
@@ -225,10 +228,7 @@ CHART_SERIES = 20  # series with charts in one report
 def charts(config: pytest.Config, document: dict[str, Any]) -> str:
     """The HTML report's trends section: per series, size over time (from the listing), restore seconds and
     rows per table (from the history, this run included)."""
-    from backupcheck import charts as draw
-    from backupcheck.checks.trends import crossing
 
-    from .run import RUN
 
     state = config.stash.get(RUN, None)
     if state is None:
@@ -288,7 +288,6 @@ def charts(config: pytest.Config, document: dict[str, Any]) -> str:
 
 
 def _esc(text: str) -> str:
-    import html
 
     return html.escape(text)
 

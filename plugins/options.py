@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.config.findpaths import determine_setup
 
+from backupcheck import families, reports, sources
+from backupcheck.history import is_dsn
 from backupcheck.settings import ConfigError, Settings, build, load_file
+
+from . import hooks
 
 SETTINGS = pytest.StashKey[Settings]()
 CONFIG_NAME = "backupcheck.toml"
@@ -139,7 +144,6 @@ def names_the_suites(paths: list[str]) -> bool:
 
 
 def _recover_rootdir(config: pytest.Config, args: list[str]) -> None:
-    from _pytest.config.findpaths import determine_setup
 
     ns = config.known_args_namespace
     if ns.file_or_dir or ns.inifilename or ns.rootdir or config.inipath is not None:
@@ -173,7 +177,6 @@ def _config_file(config: pytest.Config) -> Path | None:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from . import hooks
 
     pluginmanager.add_hookspecs(hooks)
 
@@ -182,17 +185,14 @@ class Extend:
     """What a ``pytest_backupcheck_extend`` implementation registers through."""
 
     def source(self, kind: Any) -> None:
-        from backupcheck import sources
 
         sources.register(kind)
 
     def writer(self, writer: Any) -> None:
-        from backupcheck import reports
 
         reports.register(writer)
 
     def family(self, family: Any) -> None:
-        from backupcheck import families
 
         families.register(family)
 
@@ -295,7 +295,6 @@ def _inside_suites(arg: str) -> bool:
 
 def _history_option(value: str | None, cwd: Path) -> str | None:
     """--history as given: off and DSNs as they are, a file relative to where pytest was started."""
-    from backupcheck.history import is_dsn
 
     if value is None or value.strip().lower() in ("off", "none", "false") or is_dsn(value):
         return value

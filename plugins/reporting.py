@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import warnings
 from collections.abc import Generator
 from datetime import UTC, datetime
@@ -12,10 +13,27 @@ from pathlib import Path
 
 import pytest
 
+from backupcheck import __version__ as ours
+from backupcheck import results
+from backupcheck.reports import added, writer
+from backupcheck.reports.render import (
+    gate_comment,
+    gate_lines,
+    gate_markdown,
+    gate_outputs,
+    html_summary,
+    table_markdown,
+)
 from backupcheck.reports.rows import COLUMNS, backup_rows
+from backupcheck.restore.targets import CONTAINMENT
 from backupcheck.results import VERSION as RESULTS_VERSION
 
+from . import history
+from .collection import family_of, subject_of
+from .history import escalate, notes
 from .options import SETTINGS, resolve
+from .run import RUN, runs_suites
+from .verdict import findings_of
 
 ATTACHMENTS = pytest.StashKey[list[tuple[str, str]]]()
 _OUTCOMES = pytest.StashKey[dict[str, dict[str, object]]]()
@@ -52,7 +70,6 @@ def record_restore(node: pytest.Item, restored: object) -> None:
         return
     logged.add(result.backup)
     backup = restored.backup  # type: ignore[attr-defined]
-    from .run import RUN
 
     state = node.config.stash.get(RUN, None)
     line = json.dumps({
@@ -87,7 +104,6 @@ def record_gate(node: pytest.Item, rehearsal: object) -> None:
 
 
 def _runs_suites(config: pytest.Config) -> bool:
-    from .run import runs_suites
 
     return runs_suites(config)
 
@@ -125,8 +141,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from .collection import family_of, subject_of
-    from .run import RUN
 
     settings = config.stash.get(SETTINGS, None)
     if settings is None or config.stash.get(RUN, None) is None:
@@ -156,8 +170,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     # Allure's history id hashes the parameters: a dated backup would start a new history every night.
     # Exclude it and add stable ones (series, and which backup of the series it is counted from the newest).
-    from .collection import family_of, subject_of
-    from .run import RUN
 
     if item.config.stash.get(RUN, None) is None:
         yield
@@ -170,7 +182,6 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         try:
             import allure
 
-            from .run import RUN
 
             position = item.config.stash[RUN].listing.newest_first_position(backup)
             allure.dynamic.parameter("backup", backup.key, excluded=True)
@@ -186,13 +197,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     if report.when == "call":
-        from .verdict import findings_of
 
         found = findings_of(item)
         if found:
             report.user_properties.append(("findings", found))
         if report.failed:
-            from .history import escalate
 
             escalate(item, report)
     if report.when != "call" and not (report.when == "setup" and report.failed):
@@ -225,16 +234,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def build_results(config: pytest.Config, exitstatus: int) -> dict:
     """The run as data (``backupcheck.results.SCHEMA``), from the listing and what each test reported."""
-    from backupcheck import __version__ as ours
-    from backupcheck.restore.targets import CONTAINMENT
 
-    from .run import RUN
 
     state = config.stash[RUN]
     settings = config.stash[SETTINGS]
     outcomes = config.stash[_OUTCOMES]
     started = config.stash[_STARTED]
-    import platform
 
     backups = []
     for b in state.listing.backups():
@@ -292,7 +297,6 @@ _KINDS = {"local": "local clusters", "container": "containers", "dsn": "an exist
 
 
 def provider_line(config: pytest.Config) -> str:
-    from .run import RUN
 
     state = config.stash.get(RUN, None)
     if state is None:
@@ -302,9 +306,7 @@ def provider_line(config: pytest.Config) -> str:
 
 def containment_line(config: pytest.Config) -> str:
     """What keeps a hostile dump from the host, for the provider this run uses."""
-    from backupcheck.restore.targets import CONTAINMENT
 
-    from .run import RUN
 
     state = config.stash.get(RUN, None)
     return CONTAINMENT.get(state.decision.kind, "") if state is not None else ""
@@ -374,13 +376,10 @@ class Summary:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Before pytest-html writes its report: the results document, on disk and for the renderers."""
-        from backupcheck import results
 
-        from .run import RUN
 
         if self.config.stash.get(RUN, None) is None:
             return
-        from . import history
 
         document = build_results(self.config, exitstatus)
         self.config.stash[RESULTS] = document
@@ -391,7 +390,6 @@ class Summary:
             results.write(document, path)
         except OSError as exc:
             warnings.warn(f"backupcheck: cannot write {path}: {exc}", stacklevel=1)
-        from backupcheck.reports import added, writer
 
         # The same writers as a merge of shards (backupcheck.reports); pytest-html draws this run's report.html.
         reports_dir = self.config.stash[SETTINGS].reports_dir
@@ -415,7 +413,6 @@ class Summary:
         document = self.config.stash.get(RESULTS, None)
         if document is None:
             return
-        from backupcheck.reports.render import html_summary
 
         provider = document["run"]["provider"]
         prefix.append(html_summary(
@@ -449,11 +446,9 @@ class Summary:
                           red=r["verdict"].startswith("failed"), green=r["verdict"] == "passed")
         for streak in document.get("streaks", []):
             tr.write_line(streak_line(streak), red=True, bold=True)
-        from .history import notes
 
         for line in [*self.config.stash.get(_AFTER, []), *notes(self.config)]:
             tr.write_line(line)
-        from backupcheck.reports.render import gate_lines
 
         for line in gate_lines(document):
             tr.write_line(line)
@@ -462,7 +457,6 @@ class Summary:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    from .run import RUN
 
     state = config.stash.get(RUN, None)
     if state is None or hasattr(config, "workerinput"):
@@ -486,7 +480,6 @@ def _gate_files(document: dict, reports: Path) -> None:
     outputs (verdict, findings, rehearsal_seconds)."""
     if not any(c["family"] == "gate" for c in document["checks"]):
         return
-    from backupcheck.reports.render import gate_comment, gate_outputs
 
     try:
         (reports / "gate.md").write_text(gate_comment(document))
@@ -505,7 +498,6 @@ def _github_summary(banner: str, document: dict) -> None:
     lines = ["## backupcheck", ""]
     if banner:
         lines += [f"> {banner}", ""]
-    from backupcheck.reports.render import gate_markdown, table_markdown
 
     lines += table_markdown(document)
     lines += gate_markdown(document)

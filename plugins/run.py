@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from backupcheck import listing_io, sources
+from backupcheck import demo, listing_io, sources
+from backupcheck import plan as planning
 from backupcheck.discovery import discover
+from backupcheck.history import HistoryError, open_store
 from backupcheck.model import Listing
+from backupcheck.pgarchive import ArchiveError, read_archive
+from backupcheck.plan import drift
+from backupcheck.restore import providers
 from backupcheck.restore.providers import Decision, Provider, ProviderError
+from backupcheck.servers import containers
 from backupcheck.servers.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
 from backupcheck.servers.pgbin import NoSuitableBinaries
 from backupcheck.servers.templates import TemplateCache, user_cache
 from backupcheck.settings import ConfigError, Settings, build, load_file
+from backupcheck.sniff import open_sql
 
-from .options import SETTINGS, asked_for, names_the_suites
+from .options import SETTINGS, _config_file, asked_for, names_the_suites, resolve
 
 
 @dataclass
@@ -110,7 +118,6 @@ def pytest_configure(config: pytest.Config) -> None:
             shared = rundir
             demo_dir = None
             if not settings.sources:
-                from backupcheck import demo
 
                 demo_dir = rundir / "demo"
                 try:
@@ -160,7 +167,6 @@ _PLAN = pytest.StashKey[dict]()
 
 def _planned(config: pytest.Config, settings: Settings) -> Listing:
     """The listing a plan holds (this shard's series only, with --shard)."""
-    from backupcheck import plan as planning
 
     assert settings.plan is not None
     try:
@@ -177,15 +183,12 @@ def _drift(config: pytest.Config, listing: Listing) -> dict[str, list[str]] | No
     """With a plan (on the controller and on every worker): what changed in the planned files since."""
     if config.stash[SETTINGS].plan is None:
         return None
-    from backupcheck.plan import drift
 
     return drift(listing)
 
 
 def _decide(settings: Settings, majors: set[int]) -> Decision:
     """On the controller, once: which provider restores, and why (workers are told, not asked)."""
-    from backupcheck.restore import providers
-    from backupcheck.servers import containers
 
     try:
         decision = providers.decide(settings.pg_provider, settings.container_image, settings.dsn,
@@ -201,7 +204,6 @@ def _decide(settings: Settings, majors: set[int]) -> Decision:
 
 
 def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, rundir: Path) -> Provider:
-    from backupcheck.restore import providers
 
     if decision.kind == "container":
         return providers.ContainerProvider(settings.container_image, rundir.name, settings.ryuk)
@@ -216,10 +218,7 @@ def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, r
 def _needed_majors(listing: Listing, settings: Settings) -> dict[str, int]:
     """The server version each planned restore needs (by backup key), from archive headers and plain dumps'
     first lines; backups whose dumps do not say are left out."""
-    import re
 
-    from backupcheck.pgarchive import ArchiveError, read_archive
-    from backupcheck.sniff import open_sql
 
     needs: dict[str, int] = {}
     for backup in settings.to_restore(listing):
@@ -320,9 +319,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """--plan-out: list the sources once, write the plan, and stop before any server or test."""
     if not getattr(config.option, "bc_plan_out", None) and not _plan_out_in_config(config):
         return None
-    from backupcheck import plan as planning
 
-    from .options import resolve
 
     settings = resolve(config)
     if settings.plan_out is None:
@@ -335,7 +332,6 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     needs = _needed_majors(listing, settings)
     store = None
     if settings.history.strip().lower() not in ("off", "none", "false"):
-        from backupcheck.history import HistoryError, open_store
 
         try:
             store = open_store(settings.history)
@@ -361,7 +357,6 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 
 def _plan_out_in_config(config: pytest.Config) -> bool:
-    from .options import _config_file
 
     try:
         path = _config_file(config)

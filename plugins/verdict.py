@@ -8,8 +8,10 @@ import dataclasses
 from collections.abc import Generator, Sequence
 
 import pytest
+from _pytest._code.code import ReprEntry, ReprExceptionInfo, ReprFileLocation, ReprTraceback
 
 from backupcheck.model import Finding, render
+from backupcheck.restore.database import QueryFailed
 
 FINDINGS = pytest.StashKey[list[Finding]]()
 _CURRENT: contextvars.ContextVar[pytest.Item | None] = contextvars.ContextVar("backupcheck_item", default=None)
@@ -17,7 +19,6 @@ _CURRENT: contextvars.ContextVar[pytest.Item | None] = contextvars.ContextVar("b
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    from backupcheck.restore.database import QueryFailed
 
     token = _CURRENT.set(item)
     try:
@@ -37,7 +38,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     findings = item.stash.get(FINDINGS, None)
     if report.when == "call" and report.failed and findings:
-        from _pytest._code.code import ReprEntry, ReprExceptionInfo, ReprFileLocation, ReprTraceback
 
         lines = render(list(findings)).splitlines()
         path, lineno, _ = item.location

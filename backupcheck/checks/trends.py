@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from ..expect import expect, grew_mostly, last_change
 from ..model import Finding
 from ..schema import Setting, parse_count, parse_duration, parse_retention, parse_tables
 
@@ -90,7 +91,6 @@ def row_trends(key: str, series: str, history: Sequence[tuple[str, str, dict[str
     ``history`` ((backup, taken_at, rows per table), oldest first; as long as the history has, so that a stall
     is remembered): below where it was heading (a sudden drop), leaking since its peak, or flat since the last
     night it grew. ``quiet`` names tables whose stalls and leaks are not findings, with why."""
-    from ..expect import expect, grew_mostly, last_change
 
     quiet = quiet or {}
     findings: list[Finding] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 SCHEMA_VERSION = 2
@@ -301,7 +302,6 @@ class Store:
 
 def _utc(text: str) -> str:
     """ISO 8601 in UTC with a ``+00:00`` offset, so that text order is time order."""
-    from datetime import UTC, datetime
 
     return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="seconds")
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import results
+from . import render
+
 
 @dataclass(frozen=True)
 class Writer:
@@ -35,7 +38,6 @@ def _text(render: Callable[[dict[str, Any]], str]) -> Callable[..., None]:
 
 
 def _results(document: dict[str, Any], path: Path, **_: Any) -> None:
-    from .. import results
 
     results.write(document, path)
 
@@ -46,7 +48,6 @@ def _load() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import render
 
     for w in (Writer("results", "results.json", _results),
               Writer("html", "report.html", _text(render.html_report)),

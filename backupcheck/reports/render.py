@@ -7,8 +7,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +79,6 @@ def allure(document: dict[str, Any], folder: Path, attachments: dict[str, list[t
     """One ``*-result.json`` per check, as allure-pytest writes them: feature = family, story = series, the
     series' severity (blocker for a streak), the dated backup an excluded parameter and ``slot`` a stable one,
     so Allure's history follows a series from night to night; text attachments beside them."""
-    import shutil
-    from datetime import datetime
 
     folder.mkdir(parents=True, exist_ok=True)
     if clean:  # last run's results, not what a CI step put there for Allure's trends

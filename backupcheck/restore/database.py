@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from ..servers.containers import ContainerError
 from ..stock import StockEventTriggers
 from .archive import archive_owners
 from .compat import Compatibility, assess
-from .errors import HARMFUL, RESTORER, RestoreError, RestoreResult
+from .errors import DATA_LOSS, HARMFUL, RESTORER, RestoreError, RestoreResult, denied_extension
 from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
 from .targets import DsnTarget, Inventory, Target
@@ -210,7 +211,6 @@ class RestoredBackup:
 
     def wanted_extensions(self) -> frozenset[str]:
         """Extensions the dump creates and the restore will ask the server for."""
-        from .errors import denied_extension
 
         skip = set(self.profile.skipped_extensions())
         return frozenset(e for ev in self.evidence if ev.scan for e in ev.scan.extensions
@@ -358,14 +358,12 @@ class RestoredBackup:
     def lost_data(self) -> list[str]:
         """What the restore left out of the data (tables, their rows, databases), in words; [] when every row the
         dump holds was restored. Checks of the rows do not judge a restore that lost some."""
-        from .errors import DATA_LOSS
 
         lost = [self.qualified_loss(e.lost) for e in self.result.harmful if e.lost.startswith(DATA_LOSS)]
         return ([self.result.aborted] if self.result.aborted else []) + lost
 
     def qualified_loss(self, lost: str) -> str:
         """What an error lost, its table named with its schema ("rows of table orders" -> "… public.orders")."""
-        import re
 
         return re.sub(r"(?<=table )([^\s.]+)$", lambda m: self.qualify("table", m.group(1)), lost)
 

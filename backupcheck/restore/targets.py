@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import subprocess
 import tempfile
@@ -527,7 +528,6 @@ class DsnTarget(Target):
         return self
 
     def _env(self) -> dict[str, str]:
-        import os
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         keys = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",

@@ -12,6 +12,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .account import AccountError
+from .account import server_user as account
+
 SERVER_TOOLS = ("postgres", "initdb", "pg_restore")
 
 
@@ -118,8 +121,6 @@ ANY_TOOLS = Tools()  # no --pg-bin: every installation found
 
 def server_user() -> tuple[int, int] | None:
     """The account servers run as (see account.server_user); None when there is none to ask as."""
-    from .account import AccountError
-    from .account import server_user as account
 
     try:
         return account()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -218,7 +219,6 @@ class DownloadCache:
     def fetch(self, client: Any, obj: RemoteObject, attempts: int = 3,
               progress: Callable[[int, int], None] | None = None) -> Fetched:
         """The object's bytes on local disk, streamed and hashed once; from the cache when it is intact."""
-        import fcntl
 
         lock = self.root / f"{self._entry(obj).name}.lock"
         with open(lock, "w") as lf:
