@@ -32,7 +32,6 @@ def _config(path: str | None):  # type: ignore[no-untyped-def]
 
 
 def evidence(args: argparse.Namespace) -> int:
-
     try:
         settings = _config(args.backup_config)
         span = parse_duration(args.since, "--since")
@@ -79,7 +78,6 @@ def evidence(args: argparse.Namespace) -> int:
 
 
 def merge(args: argparse.Namespace) -> int:
-
     from . import merge as merging
 
     paths = [Path(p) for p in args.results]
@@ -124,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = argparse.ArgumentParser(
         prog="backupcheck",
         description="Verify database backups by restoring them, and report on what the verifications found.",

@@ -145,7 +145,6 @@ class EvidenceStore:
         return local
 
     def _localize(self, a: Artifact) -> Artifact:
-
         if self.remote is None:
             return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no access to its source configured")
         try:

@@ -244,7 +244,6 @@ _PROFILE_KEYS = {"base", "bootstrap_sql", "bootstrap_files", "tolerated_errors",
 
 
 def _profiles(raw: Any, base_dir: Path) -> dict[str, Any]:
-
     if not isinstance(raw, dict):
         raise ConfigError("[profiles]: expected tables like [profiles.supabase]")
     out = {}

@@ -338,7 +338,6 @@ def head_bytes(path: Path, layers: tuple[str, ...], size: int = PEEK) -> bytes:
 
 
 def sha_of(path: Path, algorithm: str) -> str:
-
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

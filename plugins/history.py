@@ -41,7 +41,6 @@ class History:
 
     @property
     def where(self) -> str:
-
         return describe(self.spec) if self.enabled else "no history (history = off)"
 
     def store(self) -> Any:
@@ -288,7 +287,6 @@ def charts(config: pytest.Config, document: dict[str, Any]) -> str:
 
 
 def _esc(text: str) -> str:
-
     return html.escape(text)
 
 

@@ -144,7 +144,6 @@ def names_the_suites(paths: list[str]) -> bool:
 
 
 def _recover_rootdir(config: pytest.Config, args: list[str]) -> None:
-
     ns = config.known_args_namespace
     if ns.file_or_dir or ns.inifilename or ns.rootdir or config.inipath is not None:
         return
@@ -177,7 +176,6 @@ def _config_file(config: pytest.Config) -> Path | None:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-
     pluginmanager.add_hookspecs(hooks)
 
 
@@ -185,15 +183,12 @@ class Extend:
     """What a ``pytest_backupcheck_extend`` implementation registers through."""
 
     def source(self, kind: Any) -> None:
-
         sources.register(kind)
 
     def writer(self, writer: Any) -> None:
-
         reports.register(writer)
 
     def family(self, family: Any) -> None:
-
         families.register(family)
 
 

@@ -104,7 +104,6 @@ def record_gate(node: pytest.Item, rehearsal: object) -> None:
 
 
 def _runs_suites(config: pytest.Config) -> bool:
-
     return runs_suites(config)
 
 
@@ -141,7 +140,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-
     settings = config.stash.get(SETTINGS, None)
     if settings is None or config.stash.get(RUN, None) is None:
         return  # not a backupcheck run: other projects' tests get no labels
@@ -297,7 +295,6 @@ _KINDS = {"local": "local clusters", "container": "containers", "dsn": "an exist
 
 
 def provider_line(config: pytest.Config) -> str:
-
     state = config.stash.get(RUN, None)
     if state is None:
         return ""
@@ -457,7 +454,6 @@ class Summary:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-
     state = config.stash.get(RUN, None)
     if state is None or hasattr(config, "workerinput"):
         return []

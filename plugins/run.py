@@ -204,7 +204,6 @@ def _decide(settings: Settings, majors: set[int]) -> Decision:
 
 
 def _provider(decision: Decision, settings: Settings, factory: ClusterFactory, rundir: Path) -> Provider:
-
     if decision.kind == "container":
         return providers.ContainerProvider(settings.container_image, rundir.name, settings.ryuk)
     if decision.kind == "dsn":
@@ -357,7 +356,6 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 
 def _plan_out_in_config(config: pytest.Config) -> bool:
-
     try:
         path = _config_file(config)
         return bool(path and load_file(path).get("plan_out"))

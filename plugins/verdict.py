@@ -19,7 +19,6 @@ _CURRENT: contextvars.ContextVar[pytest.Item | None] = contextvars.ContextVar("b
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-
     token = _CURRENT.set(item)
     try:
         return (yield)

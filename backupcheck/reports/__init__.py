@@ -38,7 +38,6 @@ def _text(render: Callable[[dict[str, Any]], str]) -> Callable[..., None]:
 
 
 def _results(document: dict[str, Any], path: Path, **_: Any) -> None:
-
     results.write(document, path)
 
 

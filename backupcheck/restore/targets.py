@@ -528,7 +528,6 @@ class DsnTarget(Target):
         return self
 
     def _env(self) -> dict[str, str]:
-
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         keys = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
                 "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "passfile": "PGPASSFILE"}
