@@ -2,6 +2,8 @@
 
     backupcheck evidence --since 90d [--series S] [-o evidence.html | -o evidence.md] [--history SPEC]
     backupcheck merge shard-*/results.json -o reports/ [--plan plan.json]
+    backupcheck dump --dsn DSN --out PATH [--format custom] [--checksums] [-- pg_dump options]
+    backupcheck manifest --dsn DSN --for PATH [--checksums]
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import __version__, audit
+from . import __version__, audit, manifest
+from . import dump as dumping
 from .history import HistoryError, describe, open_store
 from .plan import PlanError, assign, load
 from .schema import ConfigError, parse_duration
@@ -121,6 +124,26 @@ def run(args: argparse.Namespace) -> int:
     return subprocess.run([sys.executable, "-m", "pytest", *args.pytest_args]).returncode
 
 
+def dump(args: argparse.Namespace) -> int:
+    """pg_dump with a manifest taken in its own snapshot (or, with --for, a manifest of a dump made elsewhere)."""
+    key = os.environ.get(manifest.KEY_ENV) or None
+    extra = [a for a in args.pg_dump_args if a != "--"]
+    try:
+        if args.command == "manifest":
+            written = dumping.after(args.dsn, Path(args.artifact), args.checksums, key)
+        else:
+            written = dumping.dump(args.dsn, Path(args.out), args.format, args.checksums, extra, tuple(args.pg_bin),
+                                   key, log=lambda line: print(line, file=sys.stderr))
+        print(dumping.summary(written))
+        if getattr(args, "to", None):
+            for url in dumping.upload(written, args.to):
+                print(f"uploaded {url}")
+    except dumping.DumpError as exc:
+        print(f"backupcheck {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="backupcheck",
@@ -129,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                "`pytest --help`, group backupcheck, for every option); a gate run before a migration is `backupcheck "
                "run --backups DIR --migrations DIR -m gate`.")
     parser.add_argument("--version", action="version", version=f"backupcheck {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,evidence,merge}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,evidence,merge,dump,manifest}")
     rn = sub.add_parser("run", help="Verify backups: the built-in suites through pytest (arguments are pytest's "
                                     "and the plugin's: --backups, -k, -m, -n, --series, ...).", add_help=False)
     rn.add_argument("pytest_args", nargs=argparse.REMAINDER)
@@ -154,6 +177,26 @@ def main(argv: list[str] | None = None) -> int:
     mg.add_argument("--shards", type=int, default=None, help="How many shards there were (default: as the "
                                                              "results say).")
     mg.set_defaults(func=merge)
+    dp = sub.add_parser("dump", help="pg_dump with a manifest: the exact rows, sequences and schema of the database "
+                                     "taken in the dump's own snapshot, and the dump's sha256, in PATH.manifest.json.")
+    dp.add_argument("--dsn", required=True, help="The database to dump, as a libpq connection string or URI (give "
+                                                 "the password through PGPASSWORD or ~/.pgpass).")
+    dp.add_argument("--out", required=True, help="The dump to write (never overwritten); the manifest goes beside it.")
+    dp.add_argument("--format", default="custom", choices=("custom", "directory", "tar", "plain"),
+                    help="pg_dump's format (default custom).")
+    dp.add_argument("--checksums", action="store_true", help="Also fingerprint every table's content, so a "
+                                                             "changed value is found, not only a changed count.")
+    dp.add_argument("--pg-bin", action="append", default=[], help="A PostgreSQL bin folder to take pg_dump from.")
+    dp.add_argument("--to", default=None, help="Also upload dump and manifest under this s3://bucket/prefix/ (the "
+                                               "manifest last), with boto3's standard credentials and endpoint.")
+    dp.add_argument("pg_dump_args", nargs=argparse.REMAINDER, help="After --: options for pg_dump (-T, -n, -Z, ...).")
+    dp.set_defaults(func=dump)
+    mf = sub.add_parser("manifest", help="A manifest for a dump your own pg_dump line made: the same figures, taken "
+                                         "right after it (compared with a tolerance, since not in its snapshot).")
+    mf.add_argument("--dsn", required=True, help="The database that was dumped.")
+    mf.add_argument("--for", dest="artifact", required=True, help="The dump (file or directory-format folder).")
+    mf.add_argument("--checksums", action="store_true", help="Also fingerprint every table's content.")
+    mf.set_defaults(func=dump, pg_dump_args=[])
     args = parser.parse_args(argv)
     return int(args.func(args))
 

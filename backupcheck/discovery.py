@@ -17,6 +17,14 @@ from .sources.base import Listed, Place, container_path
 from .timestamps import find_timestamp, split_role, strip_extensions
 
 SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
+MANIFEST_SUFFIX = ".manifest.json"  # backupcheck dump's manifest, read with the artifact it describes
+
+
+def _described(name: str, names: set[str]) -> bool:
+    """A sidecar checksum or a manifest of another listed file: read with that file, not a backup of its own."""
+    if name.endswith(MANIFEST_SUFFIX):
+        return name[:-len(MANIFEST_SUFFIX)] in names
+    return name.endswith(SIDECAR_SUFFIXES) and name.rsplit(".", 1)[0] in names
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class _Candidate:
     remote: Listed | None = None
     remote_sidecars: tuple[str, ...] = ()
     zoned: bool = False  # the time came from a name that states its offset
+    remote_manifest: str = ""
 
 
 def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidate]:
@@ -41,13 +50,14 @@ def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidat
     for o in objects:
         if o.key.endswith("/"):
             continue  # a folder marker
-        if o.key.endswith(SIDECAR_SUFFIXES) and o.key.rsplit(".", 1)[0] in keys:
+        if _described(o.key, keys):
             continue
         rel = o.key[len(base):] if o.key.startswith(base) else o.key.rsplit("/", 1)[-1]
         parts = rel.split("/")
         name, dirs = parts[-1], parts[:-1]
         path = container_path(o, o.key)
         sidecars = tuple(f"{o.url}{sfx}" for sfx in SIDECAR_SUFFIXES if o.key + sfx in keys)
+        described = f"{o.url}{MANIFEST_SUFFIX}" if o.key + MANIFEST_SUFFIX in keys else ""
         unit_index = next((i for i, d in enumerate(dirs) if find_timestamp(d)), None)
         if unit_index is not None:
             unit_name = dirs[unit_index]
@@ -57,16 +67,18 @@ def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidat
             stem, _ = split_role(strip_extensions(stamp.stem))
             role = split_role(strip_extensions(name))[1]
             out.append(_Candidate(path, folder, stem or folder.name, role, stamp.when, "name",
-                                  folder / unit_name, o, sidecars, stamp.zoned))
+                                  folder / unit_name, o, sidecars, stamp.zoned, described))
             continue
         folder = container_path(o, base) / "/".join(dirs)
         stamp = find_timestamp(name)
         if stamp:
             stem, role = split_role(strip_extensions(stamp.stem))
-            out.append(_Candidate(path, folder, stem, role, stamp.when, "name", None, o, sidecars, stamp.zoned))
+            out.append(_Candidate(path, folder, stem, role, stamp.when, "name", None, o, sidecars, stamp.zoned,
+                                  described))
         else:
             stem, role = split_role(strip_extensions(name))
-            out.append(_Candidate(path, folder, stem, role, o.last_modified, "mtime", None, o, sidecars))
+            out.append(_Candidate(path, folder, stem, role, o.last_modified, "mtime", None, o, sidecars,
+                                  remote_manifest=described))
     return out
 
 
@@ -74,7 +86,8 @@ def _remote_artifact(c: _Candidate) -> Artifact:
     o = c.remote
     assert o is not None
     return Artifact(path=c.path, size=o.size, mtime=o.last_modified, format="remote", role=c.role,
-                    url=o.url, etag=o.etag, sidecar_urls=c.remote_sidecars)
+                    url=o.url, etag=o.etag, sidecar_urls=c.remote_sidecars,
+                    manifest_url=c.remote_manifest)
 
 
 def artifact_of(path: Path, role: str = "") -> Artifact:
@@ -98,8 +111,9 @@ def _artifact(path: Path, role: str = "") -> Artifact:
     sidecars = tuple(p for p in (Path(str(path) + s) for s in SIDECAR_SUFFIXES) if p.is_file())
     if fmt in ("plain", "dumpall") and not role:
         role = role_from_content(path, layers)
+    manifest = Path(str(path) + MANIFEST_SUFFIX)
     return Artifact(path=path, size=size, mtime=utc(st.st_mtime), format=fmt, compression=layers,
-                    role=role, sidecars=sidecars, note=note)
+                    role=role, sidecars=sidecars, note=note, manifest=manifest if manifest.is_file() else None)
 
 
 def role_from_content(path: Path, layers: tuple[str, ...]) -> str:
@@ -162,15 +176,15 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
                     if any(parent != path and (parent / "toc.dat").is_file() for parent in inner.parents
                            if parent.is_relative_to(path)):
                         continue
-                    if inner.name.endswith(SIDECAR_SUFFIXES):
+                    if inner.name.endswith(SIDECAR_SUFFIXES + (MANIFEST_SUFFIX,)):
                         continue
                     role = split_role(strip_extensions(inner.name))[1]
                     candidates.append(_Candidate(inner, root, stem or root.name, role, stamp.when, "name", path))
                 continue
             _walk(path, candidates, problems, skip)
         elif entry.is_file():
-            if entry.name.endswith(SIDECAR_SUFFIXES) and entry.name.rsplit(".", 1)[0] in names:
-                continue  # a checksum of another file: checked with it
+            if _described(entry.name, names):
+                continue  # a checksum or manifest of another file: read with it
             candidates.append(_file_candidate(path, root))
 
 

@@ -20,6 +20,7 @@ from .discovery import artifact_of, role_from_content
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
 from .faults import internal_fault
 from .gpg import DecryptError, decrypt
+from .manifest import MAX_BYTES as MANIFEST_BYTES
 from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
 from .servers import pgbin
@@ -164,10 +165,17 @@ class EvidenceStore:
                 sidecars.append(target)
             except RemoteError:
                 pass  # a sidecar that vanished is no checksum to compare with
+        manifest = None
+        if a.manifest_url:
+            manifest = got.path.parent / a.manifest_url.rsplit("/", 1)[-1]
+            try:
+                self.remote.fetch_small(a.manifest_url, manifest, MANIFEST_BYTES + 1)  # more: refused as too large
+            except RemoteError:
+                manifest = None  # listed, then gone: the manifest check says there is none
         fmt, layers, note = sniff(got.path)
         role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")
         return replace(a, path=got.path, format=fmt, compression=layers, note=note, role=role,
-                       sidecars=tuple(sidecars))
+                       sidecars=tuple(sidecars), manifest=manifest, sha256=got.sha256)
 
     def _decrypt(self, a: Artifact) -> Artifact:
         if a.format != "gpg":

@@ -47,6 +47,7 @@ for _family in (
     Family("trends", "tables and restore times hold against the series' history", True),
     Family("retention", "the backups kept match the retention policy", False, "backupcheck.checks.trends"),
     Family("invariants", "the series' own SQL invariants hold", True),
+    Family("manifest", "the backup is the database its manifest describes, in bytes and once restored", False),
     Family("gate", "before a migration: a backup to roll back to, and the migration rehearsed on its copy", True,
            newest_only=True),
 ):

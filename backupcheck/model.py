@@ -25,6 +25,9 @@ class Artifact:
     encrypted: str = ""  # "gpg" when this is the decrypted content of an encrypted file
     etag: str = ""
     sidecar_urls: tuple[str, ...] = ()
+    manifest: Path | None = None  # PATH.manifest.json beside it (backupcheck dump), downloaded when remote
+    manifest_url: str = ""
+    sha256: str = ""  # of the bytes as downloaded, for a remote object (computed while it was fetched)
 
     @property
     def is_remote(self) -> bool:

@@ -38,15 +38,16 @@ def test_every_option_the_readme_names_exists(pytester):
     help_text = pytester.runpytest_subprocess("--help", "-p", "backupcheck.plugins.options").stdout.str()
     others = {"--help", "--symmetric", "--cipher-algo",  # gpg's own
               "--list", "--schema-only", "--no-owner", "--clean",  # pg_restore's, pg_dump's, pg_dumpall's
-              "--no-tablespaces",  # pg_restore's
+              "--no-tablespaces", "--exclude-table-data", "--compress", "--snapshot",  # pg_restore's, pg_dump's
               "--size"}  # the benchmarks' (bench/*.py --size 1gb)
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - others
     import subprocess
     import sys
 
-    evidence = subprocess.run([sys.executable, "-m", "backupcheck", "evidence", "--help"], capture_output=True,
-                              text=True, check=True).stdout  # the backupcheck command's own options
-    offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", help_text + evidence))
+    commands = "".join(subprocess.run([sys.executable, "-m", "backupcheck", command, "--help"], capture_output=True,
+                                      text=True, check=True).stdout  # the backupcheck command's own options
+                       for command in ("evidence", "merge", "dump", "manifest"))
+    offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", help_text + commands))
     missing = sorted(named - offered)
     assert missing == []
 
