@@ -17,7 +17,8 @@ Schema (version 1; every key required unless marked, no others)::
     artifact              {name, bytes, sha256, files}     (files: {relative path: {bytes, sha256}} for a folder;
                           sha256 null: not recorded)
     tables                {"schema.table": {rows, dumped, data, definition, content}}
-                          rows: int or null (not recorded); dumped / data: false where the dump's own options left
+                          rows: int or null (not recorded, or a partitioned table: its partitions have the
+                          rows); dumped / data: false where the dump's own options left
                           the table or its rows out; definition: list of lines; content: text or null
     sequences             {"schema.sequence": int or null}
     extensions            {name: version}
@@ -140,8 +141,7 @@ def figures(conn: Any, checksums: bool = False, skip: frozenset[str] = frozenset
                                  "content": None}
         if kind == "r" and key not in skip:
             entry["rows"], entry["content"] = _count(conn, schema, name, checksums, unrecorded)
-        elif kind == "p":
-            entry["rows"] = 0  # a partitioned table holds no rows of its own: its partitions are counted
+        # A partitioned table holds no rows of its own (null): its partitions are counted.
         tables[key] = entry
     sequences: dict[str, int | None] = {}
     try:

@@ -24,7 +24,8 @@ def test_no_table_drops_leaks_or_stalls_against_its_history(backup, restored, hi
     counted = backfill(store, listing.series_of(backup), backup, evidence_store, max(cfg.window, trends.BACKFILL))
     past = store.series_rows(backup.series, backup.taken_at.isoformat(), trends.MEMORY)
     attach("history of row counts", trends.rows_table(past[-cfg.window:], counts)
-           + ("\n\ncounted from the dumps (no run had restored them):\n" + "\n".join(counted) if counted else ""))
+           + ("\n\ncounted without a restore, from their manifests or dumps (no run had restored them):\n"
+              + "\n".join(counted) if counted else ""))
     if len(past) < cfg.min_history:
         pytest.skip(f"{backup.series} has {len(past)} earlier backup(s) with row counts in the history "
                     f"({history.where}); trends are judged from {cfg.min_history} (trend_min_history)")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -255,3 +256,27 @@ def test_the_readmes_cron_line_dumps_uploads_to_s3_and_the_bucket_verifies(farm,
     run = run_suites("-m", "manifest", config=config)
     assert run.ret == 0, run.stdout[-3000:]
     assert set(run.outcomes.values()) == {"passed"} and len(run.outcomes) == 2
+
+
+def test_the_history_takes_earlier_nights_rows_from_their_manifests(farm, run_suites, tmp_path):
+    """A first run over nights made with backupcheck dump judges trends from the manifests alone: the earlier dumps
+    themselves are cut short here, so no row of theirs could be counted."""
+    db = farm.clone(farm.states[0], "manifest_nights")
+    farm.sql(db, "create table public.signups (id int primary key)")
+    folder = tmp_path / "nights"
+    folder.mkdir()
+    start = farmlib.nights(farm.now)[-1] - timedelta(days=7)
+    for night in range(8):
+        farm.sql(db, f"insert into public.signups select g from generate_series(1, {min(night, 4) * 100}) g "
+                     "on conflict do nothing")
+        when = start + timedelta(days=night)
+        out = folder / f"shop_{when:%Y%m%d_%H%M%S}.dump"
+        dump.dump(dsn_of(farm, db), out)
+        farmlib.stamp(out, when)
+    for earlier in sorted(folder.glob("*.dump"))[:-1]:
+        earlier.write_bytes(earlier.read_bytes()[:200])
+    run = run_suites("--backups", str(folder), "--history", str(tmp_path / "h.sqlite"), "-m", "trends",
+                     config="[series.shop]\ntrend_min_history = 3\nstall_nights = 3\n")
+    [key] = [k for k in run.outcomes if k.startswith("test_no_table_drops_leaks_or_stalls")]
+    assert run.outcomes[key] == "failed", run.stdout[-3000:]
+    assert "public.signups has not grown for 3 nights" in run.messages[key], run.messages[key]
