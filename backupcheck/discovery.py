@@ -20,11 +20,22 @@ SIDECAR_SUFFIXES = (".sha256", ".md5", ".sha1", ".sha512")
 MANIFEST_SUFFIX = ".manifest.json"  # backupcheck dump's manifest, read with the artifact it describes
 
 
+COMPRESSED = (".gz", ".gzip", ".zst", ".zstd", ".lz4", ".bz2", ".xz")
+
+
 def _described(name: str, names: set[str]) -> bool:
-    """A sidecar checksum or a manifest of another listed file: read with that file, not a backup of its own."""
+    """A sidecar checksum or a manifest of another listed file: read with that file, not a backup of its own (a
+    manifest of ``x.sql`` describes ``x.sql.gz`` too: the dump compressed after it was written)."""
     if name.endswith(MANIFEST_SUFFIX):
-        return name[:-len(MANIFEST_SUFFIX)] in names
+        base = name[:-len(MANIFEST_SUFFIX)]
+        return base in names or any(base + c in names for c in COMPRESSED)
     return name.endswith(SIDECAR_SUFFIXES) and name.rsplit(".", 1)[0] in names
+
+
+def manifest_names(name: str) -> tuple[str, ...]:
+    """Where the manifest of ``name`` may be: beside it, or beside the uncompressed name it was written under."""
+    plain = next((name[: -len(c)] for c in COMPRESSED if name.endswith(c)), None)
+    return (name + MANIFEST_SUFFIX,) + ((plain + MANIFEST_SUFFIX,) if plain else ())
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,9 @@ def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidat
         name, dirs = parts[-1], parts[:-1]
         path = container_path(o, o.key)
         sidecars = tuple(f"{o.url}{sfx}" for sfx in SIDECAR_SUFFIXES if o.key + sfx in keys)
-        described = f"{o.url}{MANIFEST_SUFFIX}" if o.key + MANIFEST_SUFFIX in keys else ""
+        folder_key = o.key[: o.key.rfind("/") + 1]
+        described = next((o.url[: len(o.url) - len(o.key)] + folder_key + m
+                          for m in manifest_names(o.key[len(folder_key):]) if folder_key + m in keys), "")
         unit_index = next((i for i, d in enumerate(dirs) if find_timestamp(d)), None)
         if unit_index is not None:
             unit_name = dirs[unit_index]
@@ -111,9 +124,9 @@ def _artifact(path: Path, role: str = "") -> Artifact:
     sidecars = tuple(p for p in (Path(str(path) + s) for s in SIDECAR_SUFFIXES) if p.is_file())
     if fmt in ("plain", "dumpall") and not role:
         role = role_from_content(path, layers)
-    manifest = Path(str(path) + MANIFEST_SUFFIX)
+    manifest = next((p for p in (path.with_name(m) for m in manifest_names(path.name)) if p.is_file()), None)
     return Artifact(path=path, size=size, mtime=utc(st.st_mtime), format=fmt, compression=layers,
-                    role=role, sidecars=sidecars, note=note, manifest=manifest if manifest.is_file() else None)
+                    role=role, sidecars=sidecars, note=note, manifest=manifest)
 
 
 def role_from_content(path: Path, layers: tuple[str, ...]) -> str:

@@ -199,6 +199,13 @@ class Digest:
         return self._sha.hexdigest()
 
 
+def digest_stream(stream: Any) -> Digest:
+    d = Digest()
+    while chunk := stream.read(1 << 20):
+        d.update(chunk)
+    return d
+
+
 def digest_path(path: Path) -> dict[str, Any]:
     """{name, bytes, sha256, files} of a file, or of a folder (a directory-format dump) file by file."""
     def one(p: Path) -> tuple[int, str]:

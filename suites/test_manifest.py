@@ -12,6 +12,7 @@ from backupcheck.checks import manifest as checks
 from backupcheck.model import Artifact, Finding
 from backupcheck.plugins.verdict import judge
 from backupcheck.restore.database import QueryFailed
+from backupcheck.sniff import open_decompressed
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,13 @@ def test_artifact_matches_its_manifest(backup, described, attach):
         if d.manifest is None:
             findings.append(checks.unusable(backup.key, d.listed.name, d.problem))
             continue
-        if d.listed.is_remote:  # hashed while it was downloaded
-            got = {"bytes": d.local.size if d.local.path.is_dir() else d.local.path.stat().st_size,
-                   "sha256": d.local.sha256, "files": None}
+        if d.manifest.doc["artifact"]["name"] != d.listed.name and d.local.compression:
+            # Compressed after backupcheck dump wrote it: the manifest describes the dump inside.
+            with open_decompressed(d.local.path, d.local.compression) as stream:
+                inner = manifest.digest_stream(stream)
+            got = {"bytes": inner.bytes, "sha256": inner.sha256, "files": None}
+        elif d.listed.is_remote:  # hashed while it was downloaded
+            got = {"bytes": d.local.path.stat().st_size, "sha256": d.local.sha256, "files": None}
         else:
             got = manifest.digest_path(d.listed.path)
         attach(f"manifest of {d.listed.name}", f"{d.manifest.path.name}: {d.manifest.doc['artifact']['bytes']:,} "
