@@ -281,3 +281,22 @@ def test_the_history_takes_earlier_nights_rows_from_their_manifests(farm, run_su
     [key] = [k for k in run.outcomes if k.startswith("test_no_table_drops_leaks_or_stalls")]
     assert run.outcomes[key] == "failed", run.stdout[-3000:]
     assert "public.signups has not grown for 3 nights" in run.messages[key], run.messages[key]
+
+
+def test_a_role_shaped_like_supabases_postgres_counts_every_row_under_row_level_security(farm, run_suites, tmp_path):
+    """Supabase's postgres role is no superuser but reads all data and bypasses RLS: its counts are whole."""
+    db = farm.clone(farm.states[-1], "manifest_supabase_role")
+    farm.sql(db, "create table public.notes (id int primary key, owner text); "
+                 "insert into public.notes select g, 'u' || g from generate_series(1, 40) g; "
+                 "alter table public.notes enable row level security; alter table public.notes force row level security; "
+                 "create policy own on public.notes using (owner = current_user)")
+    farm.sql("postgres", "drop role if exists supa_postgres; create role supa_postgres login nosuperuser createdb "
+                         "createrole bypassrls in role pg_read_all_data")
+    when = farmlib.nights(farm.now)[-1]
+    out = tmp_path / "s" / f"shop_{when:%Y%m%d_%H%M%S}.dump"
+    out.parent.mkdir()
+    w = dump.dump(dsn_of(farm, db, user="supa_postgres"), out, "custom", True)
+    farmlib.stamp(out, when)
+    assert w.doc["tables"]["public.notes"]["rows"] == 40 and w.doc["unrecorded"] == []
+    run = run_suites("--backups", str(tmp_path / "s"), "-m", "manifest")
+    assert run.ret == 0, run.stdout[-3000:]
