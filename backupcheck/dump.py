@@ -213,6 +213,7 @@ def dump(dsn: str, out: Path, fmt: str = "custom", checksums: bool = False, pg_a
     service = _Service(dsn)
     conn = _snapshot(dsn)
     partial = out.with_name(f".{out.name}.partial")
+    proc: subprocess.Popen[bytes] | None = None
     try:
         snapshot = conn.execute("select pg_export_snapshot()").fetchone()[0]
         database = _database(conn)
@@ -264,6 +265,9 @@ def dump(dsn: str, out: Path, fmt: str = "custom", checksums: bool = False, pg_a
         _remove(partial)
         raise DumpError(f"reading {service.describe()} failed: {manifest._first_line(exc)}") from None
     except BaseException:
+        if proc is not None and proc.poll() is None:  # Ctrl-C or a crash of ours: pg_dump does not outlive us
+            proc.kill()
+            proc.wait()
         _remove(partial)
         raise
     finally:

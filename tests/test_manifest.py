@@ -300,3 +300,19 @@ def test_a_role_shaped_like_supabases_postgres_counts_every_row_under_row_level_
     assert w.doc["tables"]["public.notes"]["rows"] == 40 and w.doc["unrecorded"] == []
     run = run_suites("--backups", str(tmp_path / "s"), "-m", "manifest")
     assert run.ret == 0, run.stdout[-3000:]
+
+
+def test_wrong_credentials_an_option_of_ours_or_a_failing_pg_dump_leave_nothing_behind(farm, tmp_path):
+    out = tmp_path / "shop.dump"
+    with pytest.raises(dump.DumpError, match='cannot connect: .*role "nobody" does not exist'):
+        dump.dump(dsn_of(farm, farm.states[-1], user="nobody", password="hunter2-not-shown"), out)
+    with pytest.raises(dump.DumpError, match="pg_dump option -Fd is set by backupcheck dump itself"):
+        dump.dump(dsn_of(farm, farm.states[-1]), out, pg_args=["-Fd"])
+    with pytest.raises(dump.DumpError, match=r"pg_dump .* failed \(exit 1\): .*no matching tables were found"):
+        dump.dump(dsn_of(farm, farm.states[-1]), out, pg_args=["--strict-names", "-t", "no_such_table"])
+    assert sorted(tmp_path.iterdir()) == [], "no partial dump or manifest stays"
+    cli = subprocess.run([sys.executable, "-m", "backupcheck", "dump", "--dsn",
+                          dsn_of(farm, farm.states[-1], user="nobody", password="hunter2-not-shown"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and "backupcheck dump: cannot connect" in cli.stderr
+    assert "hunter2" not in cli.stdout + cli.stderr and "Traceback" not in cli.stderr
