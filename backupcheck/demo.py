@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import sampledb
+from . import dump, sampledb
 from .servers import pgbin
 from .servers.cluster import ClusterFactory
 
@@ -30,6 +30,7 @@ def nightly_times(now: datetime, nights: int = 7) -> list[datetime]:
 def build(target: Path, factory: ClusterFactory, tools: pgbin.Tools = pgbin.ANY_TOOLS, now: datetime | None = None) -> Path:
     """Write the demo backups into ``target``; return the folder to verify."""
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
     now = now or datetime.now(UTC)
     folder = target / "demo-backups"
@@ -44,7 +45,9 @@ def build(target: Path, factory: ClusterFactory, tools: pgbin.Tools = pgbin.ANY_
                 with psycopg.connect(**cluster.conninfo("shop"), autocommit=True) as conn:  # type: ignore[arg-type]
                     sampledb.populate(conn, scale=0.02, start=night * 10)
             path = folder / f"shop_{when:%Y%m%d_%H%M%S}.dump"
-            sampledb.pg_dump(cluster, "shop", path, "custom")
+            # As `backupcheck dump` writes them: each with its manifest, taken in the dump's snapshot.
+            dump.dump(make_conninfo(**{k: str(v) for k, v in cluster.conninfo("shop").items()}), path, "custom",
+                      pg_bin=(str(inst.bindir),))
             if night == 3:
                 # The deliberately broken one: cut off in the middle, as a full disk would leave it.
                 data = path.read_bytes()
