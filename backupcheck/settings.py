@@ -154,6 +154,7 @@ class SeriesSettings:
     schema_only: bool = False  # the series' backups hold the schema alone, on purpose
     static_tables: tuple[str, ...] = ()  # tables done growing: a stall or leak of theirs is no finding
     acknowledged: tuple[tuple[str, date], ...] = ()  # (table, until): its stall or leak is known until that day
+    restore_timeout: timedelta | None = None  # a restore still running after this is stopped, with a finding
     require_manifest: bool = False  # every backup must have a manifest (backupcheck dump)
     manifest_tolerance: float = 0.01  # rows against a manifest taken after the dump, not in its snapshot
     extra: tuple[tuple[str, Any], ...] = ()  # settings of a team's own families, by key

@@ -22,6 +22,8 @@ from ..settings import SeriesSettings
 
 SETTINGS = (
     Setting("rto", "restore", parse_duration, "the longest a restore may take (trends forecast against it too)"),
+    Setting("restore_timeout", "restore", parse_duration, "a restore still running after this is stopped, with a "
+            "finding (a hung restore ends, not the CI job)"),
     Setting("profile", "restore", lambda v, key: str(v), "\"vanilla\", \"supabase\" or one of [profiles.NAME]: what "
             "the dumps expect of a server", "detected from the dump"),
     Setting("tolerated_errors", "restore", parse_patterns, "regular expressions of restore errors to treat as benign",

@@ -29,6 +29,12 @@ from .targets import DsnTarget, Inventory, Target
 log = logging.getLogger(__name__)
 
 
+# What pg_restore and the statement runner say when restore_timeout ends their sessions.
+_STOPPED = re.compile(r"terminating connection due to administrator command|no connection to the server|"
+                      r"server closed the connection|connection to server .* (?:lost|failed)|consuming input failed",
+                      re.I)
+
+
 class RestoreRefused(Exception):
     """The backup carries something that must not run; it is not restored."""
 
@@ -126,8 +132,10 @@ class RestoredBackup:
 
     def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
                  profile: Profile | None = None, tolerated: tuple[str, ...] = (), tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 locale_fallback: str = "") -> None:
-        """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable)."""
+                 locale_fallback: str = "", timeout: float | None = None) -> None:
+        """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable); ``timeout``:
+        seconds the restore may take before it is stopped (restore_timeout)."""
+        self.timeout = timeout
         self.backup = backup
         self.provider = provider
         self.store = store
@@ -276,7 +284,29 @@ class RestoredBackup:
         wanted = {e for ev in self.evidence if ev.scan for e in ev.scan.extensions} - set(skip)
         vetted = target.vetted(wanted, self.inventory.extensions)
         stock = StockEventTriggers() if self.profile.supabase else None
+        watchdog = None
+        if self.timeout:
+            watchdog = threading.Timer(self.timeout, lambda: target.stop_restore(
+                sorted({self.main_db, *self.result.databases})))
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            self._restore_each(target, skip, vetted, stock)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if target.stopped.is_set():
+            limit = f"{self.timeout:g} s"
+            self.result.errors.append(RestoreError(
+                HARMFUL, f"the restore took longer than restore_timeout ({limit}) and was stopped", "",
+                "everything after the moment it was stopped", self.backup.key))
+        self.result.seconds = time.monotonic() - t0
+
+    def _restore_each(self, target: Target, skip: tuple[str, ...], vetted: frozenset[str],
+                      stock: StockEventTriggers | None) -> None:
         for a, ev in zip(self.dumps, self.evidence, strict=True):
+            if target.stopped.is_set():
+                break
             if a.format in ARCHIVE_FORMATS:
                 jobs = self.jobs if a.format != "tar" and ev.has_offsets else 1
                 entries = self._entries.get(a.name, [])
@@ -291,6 +321,9 @@ class RestoredBackup:
                 first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
                 done = target.restore_plain(a, first, self.tolerated, skip, self.locale_fallback,
                                             self.inventory.locales, vetted, stock, self.owners)
+            if target.stopped.is_set():  # what stopping it caused is no error of the backup's: one finding says it
+                done.errors = [e for e in done.errors if not _STOPPED.search(e.message)]
+                done.fatal = ""
             self.result.errors += done.errors
             self.skipped += done.skipped
             if done.fatal:
@@ -300,7 +333,6 @@ class RestoredBackup:
                 if db not in self.result.databases:
                     self.result.databases.append(db)
             self._hand_over(target, done.owned)
-        self.result.seconds = time.monotonic() - t0
 
     def _hand_over(self, target: Target, owned: list[tuple[str, str, str, str]]) -> None:
         """Objects the dump gives to roles made for this restore: to them, as it says (ownership as it was)."""
@@ -593,14 +625,14 @@ class RestoreCache:
         self._failures: dict[str, Exception] = {}
 
     def get(self, backup: Backup, profile: Profile | None = None, tolerated: tuple[str, ...] = (),
-            locale_fallback: str = "") -> RestoredBackup:
+            locale_fallback: str = "", timeout: float | None = None) -> RestoredBackup:
         if backup.key in self._failures:
             raise self._failures[backup.key]
         if self._current is not None and self._current.backup.key == backup.key:
             return self._current
         self.close()
         restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.tools,
-                                  locale_fallback)
+                                  locale_fallback, timeout)
         try:
             self._current = restored.__enter__()
         except Exception as exc:

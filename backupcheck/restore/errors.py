@@ -189,6 +189,11 @@ def advice(e: RestoreError, qualify: Callable[[str, str], str] = lambda kind, na
         return ("the dump creates a tablespace the restoring server cannot have",
                 "nothing to change for a disposable server (tablespaces are mapped to the default one); on a "
                 "server of yours given with --pg-dsn, create the tablespace first")
+    if e.message.startswith("the restore took longer than restore_timeout"):
+        return ("the restore was still running when its time was up: a slow disk, a restore larger than before, or a "
+                "statement that waits (a lock, a function the restore calls that sleeps or loops)",
+                "raise restore_timeout for the series if restores of this size take longer now; otherwise restore it "
+                "by hand and watch pg_stat_activity for the statement that does not finish")
     if re.search(r'extension "?[\w-]+"? is not available|could not open extension control file', e.message, re.I):
         return ("the dump creates an extension the restoring server does not have",
                 "see the compatibility check for which server has it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
@@ -102,8 +103,9 @@ class PlainRunner:
                  confined: bool = False, skip_extensions: Iterable[str] = (), locale_fallback: str = "",
                  locales: frozenset[str] = frozenset(), admin_conninfo: Callable[[str], dict] | None = None,
                  vetted_extensions: frozenset[str] = frozenset(), stock: StockEventTriggers | None = None,
-                 owners: frozenset[str] = frozenset()) -> None:
+                 owners: frozenset[str] = frozenset(), stop: threading.Event | None = None) -> None:
         self.conninfo = conninfo
+        self.stop = stop  # set: the restore ran out of its time; no statement starts after it
         self.owners = owners  # roles the restoring role may hand objects to: their ALTER … OWNER TO is run
         self.stock = stock  # a platform's own event triggers to leave out (the Supabase profile)
         # Contained: the statements run as a role that is no superuser; the superuser connection creates only
@@ -205,6 +207,10 @@ class PlainRunner:
         import psycopg
 
         for ev in sqllex.events(stream):
+            if self.stop is not None and self.stop.is_set():
+                line = ev.statement.line if isinstance(ev, sqllex.CopyIn) else ev.line
+                self.skipped.append(f"everything from line {line} on: the restore was stopped (restore_timeout)")
+                break
             if isinstance(ev, sqllex.Statement) and self.lost_db:
                 self.lost_statements += 1
                 continue

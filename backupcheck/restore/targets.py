@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -73,6 +74,18 @@ class Target:
         self.tool_version = ""  # the pg_restore used
         self.tool_path = ""
         self._restorer_password = secrets.token_urlsafe(18)
+        self.stopped = threading.Event()  # set when the restore ran out of its time (restore_timeout)
+
+    def stop_restore(self, databases: list[str]) -> None:
+        """End a restore that ran out of time: no more statements or passes start, and every session in its
+        databases is terminated, which ends pg_restore and the statement running."""
+        self.stopped.set()
+        try:
+            with self.connect(self.admin_db) as conn:
+                conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                             "where datname = any(%s) and pid <> pg_backend_pid()", (databases,))
+        except Exception as exc:  # noqa: BLE001 (a server gone meanwhile: the restore ends on its own)
+            log.warning("ending the restore's sessions failed: %s", exc)
 
     def user_conninfo(self, dbname: str) -> dict[str, Any]:
         """Where the dump's statements and the checks' queries run: the restoring role when contained."""
@@ -249,7 +262,7 @@ class Target:
         runner = PlainRunner(self.user_conninfo, first_db, artifact.name, tolerated, confined=self.confined,
                              skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales,
                              admin_conninfo=self.conninfo if self.contained else None, vetted_extensions=vetted,
-                             stock=stock, owners=owners)
+                             stock=stock, owners=owners, stop=self.stopped)
         try:
             with open_sql(artifact.path, artifact.compression) as (stream, preamble):
                 if preamble.describe():
@@ -301,10 +314,13 @@ END $backupcheck$;
 """
 
 
-def run_passes(passes: list[Pass], run: Any, artifact: str, tolerated: tuple[str, ...]) -> tuple[list[RestoreError], str]:
+def run_passes(passes: list[Pass], run: Any, artifact: str, tolerated: tuple[str, ...],
+               stop: threading.Event | None = None) -> tuple[list[RestoreError], str]:
     """Run each pass (``run(pass) -> (returncode, stderr)``) and gather what pg_restore said; stop at a fatal one."""
     errors: list[RestoreError] = []
     for p in passes:
+        if stop is not None and stop.is_set():
+            break
         code, stderr = run(p)
         more, fatal = outcome_of_pg_restore(code, stderr, artifact, tolerated)
         errors += more
@@ -330,11 +346,18 @@ def _pg_restore_here(target: Target, inst: pgbin.Installation, env: dict[str, st
             cmd = [inst.tool("pg_restore"), *pg_restore_args(dbname, jobs if p.parallel else 1, str(path),
                                                              lf.name if p.listing is not None else None,
                                                              no_owner=target.contained)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=penv,
-                                  stdin=subprocess.DEVNULL)
-        return proc.returncode, proc.stderr
+            with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  errors="replace", env=penv, stdin=subprocess.DEVNULL) as proc:
+                while True:
+                    try:
+                        _, stderr = proc.communicate(timeout=0.5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if target.stopped.is_set():  # out of time: its sessions are being ended; so is it
+                            proc.kill()
+        return proc.returncode, stderr
 
-    errors, fatal = run_passes(passes, run, artifact.name, tolerated)
+    errors, fatal = run_passes(passes, run, artifact.name, tolerated, target.stopped)
     return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
 
 
@@ -472,7 +495,7 @@ class ContainerTarget(Target):
             return code, err
 
         try:
-            errors, fatal = run_passes(passes, run, artifact.name, tolerated)
+            errors, fatal = run_passes(passes, run, artifact.name, tolerated, self.stopped)
         finally:
             self.server.remove(folder)
         return Restored(errors, fatal, [dbname], [f"extension {s}" for s in skipped])
