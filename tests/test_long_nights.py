@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from backupcheck import dump
+
 from . import farm as farmlib
 
 SLOW = """
@@ -38,3 +49,47 @@ def test_a_hung_restore_is_stopped_by_restore_timeout_and_the_run_goes_on(farm, 
         rows = f"test_no_table_lost_more_rows_than_allowed_since_previous_backup[{series}-{stamp}]"
         assert run.outcomes.get(rows, "skipped") == "skipped", "rows the restore never reached are not judged"
     assert run.outcomes[f"test_restores_without_harmful_errors[quick-{stamp}]"] == "passed"
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 150 MB filesystem of its own (tmpfs), where this machine lets the tests mount one; the server's account
+    can reach it."""
+    where = Path(tempfile.mkdtemp(prefix="bc-small-"))
+    os.chmod(where, 0o711)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150m,mode=0755", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        where.rmdir()
+        pytest.skip(f"cannot mount a small filesystem here (mount: {proc.stderr.strip() or proc.returncode})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+        where.rmdir()
+
+
+def test_too_little_disk_is_found_before_the_restore_and_running_out_is_a_finding(farm, run_suites, tmp_path,
+                                                                                 small_disk):
+    db = farm.clone(farm.states[0], "big_night")
+    farm.sql(db, "create table public.blobs (id int, pad text); insert into public.blobs select g, "
+                 "md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) from generate_series(1, 1200000) g")
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "big"
+    folder.mkdir()
+    known = folder / f"known_{when:%Y%m%d_%H%M%S}.dump"  # with a manifest: its size is known before
+    dump.dump(make_conninfo(**{k: str(v) for k, v in farm.cluster.conninfo(db).items()}), known)
+    guessed = farm.dump(db, folder / f"guessed_{when:%Y%m%d_%H%M%S}.dump")  # without: only at least its own size
+    for path in (known, guessed):
+        farmlib.stamp(path, when)
+    run = run_suites("--backups", str(folder), "-m", "restore", work=small_disk)
+    stamp = f"{when:%Y%m%dT%H%M%SZ}"
+    fits = run.messages[f"test_restoring_server_fits_the_dump[known-{stamp}]"]
+    assert run.outcomes[f"test_restoring_server_fits_the_dump[known-{stamp}]"] == "failed", run.stdout[-3000:]
+    assert "too little disk: the restore needs about" in fits and "(its manifest)" in fits
+    assert f"free in {small_disk}" in fits and "--work-dir (config: work_dir)" in fits
+    assert "not restored: too little disk." in run.messages[f"test_restores_without_harmful_errors[known-{stamp}]"]
+    ran_out = run.messages[f"test_restores_without_harmful_errors[guessed-{stamp}]"]
+    assert run.outcomes[f"test_restores_without_harmful_errors[guessed-{stamp}]"] == "failed", run.stdout[-3000:]
+    assert "the server ran out of disk during the restore" in ran_out and "--work-dir" in ran_out
+    assert list(small_disk.iterdir()) == [], "the server and its files are gone"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from .. import manifest
 from ..dumpscan import ForeignKey, split_ident
 from ..evidence import ArtifactEvidence, EvidenceStore
 from ..model import ARCHIVE_FORMATS, Artifact, Backup
@@ -77,9 +78,17 @@ class QueryFailed(Exception):
 class NoServer(Exception):
     """No server could be had for the backup; ``compat`` says what does not fit, when that is why."""
 
+    headline = "no server to restore into."
+
     def __init__(self, message: str, compat: Compatibility) -> None:
         super().__init__(message)
         self.compat = compat
+
+
+class NoRoom(NoServer):
+    """The server's disk has less room than the restore needs: refused before minutes of work."""
+
+    headline = "not restored: too little disk."
 
 
 @dataclass(frozen=True)
@@ -265,12 +274,40 @@ class RestoredBackup:
         self.inventory = self.target.inventory(self.main_db if self.result.databases else self.target.admin_db)
         self.compat = assess(self.evidence, self.target, self.inventory, self.profile, kind, self.backup.series,
                              self.tools, self.locale_fallback)
+        self._preflight()
         self.compat.compared.insert(0, f"profile {self.profile.name} ({self.profile_reason})")
         if placeholders:
             self.compat.compared.append(
                 f"placeholder role(s) {', '.join(placeholders)} created (NOLOGIN, no privilege): the dump's owners "
                 "and grantees are not on this server, so its ownership, grants and policies naming them restore "
                 "as they were")
+
+    def space_needed(self) -> tuple[int, str]:
+        """(bytes the restored database will take, how that is known): its manifest's database size where one
+        reads, else at least the dumps' own size (an estimate: a restore is rarely smaller than its dump)."""
+        for a in self.dumps:
+            if a.manifest is not None:
+                try:
+                    size = manifest.read(a.manifest).doc["database"]["size"]
+                except manifest.ManifestError:
+                    continue
+                if size:
+                    return size, "the database's size when the backup was taken (its manifest)"
+        return sum(a.size for a in self.dumps), "at least the dump's own size (an estimate)"
+
+    def _preflight(self) -> None:
+        assert self.target is not None
+        room = self.target.free_space()
+        if room is None:
+            return
+        free, where = room
+        need, basis = self.space_needed()
+        if need > free:
+            message = (f"the restore needs about {_size(need)} ({basis}); {_size(free)} are free in {where}, where "
+                       f"the server's data lives: give a folder on a larger disk with --work-dir (config: work_dir)")
+            self.compat.mismatches.append(f"too little disk: {message}")
+            raise NoRoom(message, self.compat)
+        self.compat.compared.append(f"disk: {_size(need)} needed ({basis}), {_size(free)} free in {where}")
 
     def _restore(self) -> None:
         target = self.target
@@ -582,6 +619,14 @@ class RestoredBackup:
             rows = conn.execute(q).fetchall()
         count = rows[0][0] if rows else 0
         return Orphans(label, count, tuple(str(r[1]) for r in rows))
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GiB"
 
 
 def _stock_entries(entries: list, stock: StockEventTriggers) -> frozenset[int]:

@@ -189,6 +189,10 @@ def advice(e: RestoreError, qualify: Callable[[str, str], str] = lambda kind, na
         return ("the dump creates a tablespace the restoring server cannot have",
                 "nothing to change for a disposable server (tablespaces are mapped to the default one); on a "
                 "server of yours given with --pg-dsn, create the tablespace first")
+    if re.search(r"No space left on device|could not extend file", e.message, re.I):
+        return ("the server ran out of disk during the restore",
+                "give a folder on a larger disk with --work-dir (config: work_dir): the restored database needs "
+                "about as much room as the database had (backupcheck dump's manifest records it)")
     if e.message.startswith("the restore took longer than restore_timeout"):
         return ("the restore was still running when its time was up: a slow disk, a restore larger than before, or a "
                 "statement that waits (a lock, a function the restore calls that sleeps or loops)",

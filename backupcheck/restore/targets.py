@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -75,6 +76,10 @@ class Target:
         self.tool_path = ""
         self._restorer_password = secrets.token_urlsafe(18)
         self.stopped = threading.Event()  # set when the restore ran out of its time (restore_timeout)
+
+    def free_space(self) -> tuple[int, str] | None:
+        """(bytes free, where) on the disk the server's data is on, where this machine can see it."""
+        return None
 
     def stop_restore(self, databases: list[str]) -> None:
         """End a restore that ran out of time: no more statements or passes start, and every session in its
@@ -378,6 +383,9 @@ class LocalTarget(Target):
     @property
     def label(self) -> str:
         return f"local cluster, {self.installation.describe()}"
+
+    def free_space(self) -> tuple[int, str] | None:
+        return shutil.disk_usage(self.cluster.home).free, str(self.cluster.home.parent)
 
     def conninfo(self, dbname: str) -> dict[str, Any]:
         return dict(self.cluster.conninfo(dbname))
