@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from backupcheck.model import Listing
 from backupcheck.pgarchive import ArchiveError, read_archive
 from backupcheck.plan import drift
 from backupcheck.restore import providers
+from backupcheck.restore.progress import Reporter
 from backupcheck.restore.providers import Decision, Provider, ProviderError
 from backupcheck.servers import containers
 from backupcheck.servers.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
@@ -89,10 +91,43 @@ def _demo_settings(config: pytest.Config, demo_dir: Path) -> None:
     )
 
 
+PROGRESS = pytest.StashKey[Reporter | None]()
+_PROGRESS_FD = pytest.StashKey[int]()
+
+
+def progress_reporter(config: pytest.Config) -> Reporter | None:
+    """Restore progress on the terminal the run was started from (pytest captures what tests print): a live line
+    on a terminal, a plain line every 30 s elsewhere (CI), each worker's prefixed with its id; none with -q.
+    BACKUPCHECK_PROGRESS_SECONDS sets the interval."""
+    if config.option.verbose < 0 or config.option.collectonly:
+        return None
+    try:
+        fd = os.dup(2)
+    except OSError:
+        return None
+    config.stash[_PROGRESS_FD] = fd
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    live = os.isatty(fd) and worker is None
+    chosen = os.environ.get("BACKUPCHECK_PROGRESS_SECONDS")
+    every = float(chosen) if chosen else 1.0 if live else 30.0
+    first = float(chosen) if chosen else 3.0 if live else 30.0
+    prefix = f"[{worker}] " if worker else ""
+
+    def say(line: str) -> None:
+        os.write(fd, (f"\r\x1b[K{prefix}{line}" if live else f"{prefix}{line}\n").encode())
+
+    def done() -> None:
+        if live:
+            os.write(fd, b"\r\x1b[K")
+
+    return Reporter(say, every, first, done)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     if not runs_suites(config):
         return
+    config.stash[PROGRESS] = progress_reporter(config)
     settings = config.stash[SETTINGS]
     cms = [RunDir(settings.work_dir)]
     rundir = cms[0].__enter__()
@@ -294,6 +329,9 @@ def list_remote(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PROGRESS_FD in config.stash:
+        os.close(config.stash[_PROGRESS_FD])
+        del config.stash[_PROGRESS_FD]
     state = config.stash.get(RUN, None)
     if state is not None:
         state.close()

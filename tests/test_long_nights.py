@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
 import subprocess
+import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 from backupcheck import dump
 
 from . import farm as farmlib
+from .conftest import SUITES
 
 SLOW = """
 create function public.slow(i int) returns boolean language sql as
@@ -93,3 +98,56 @@ def test_too_little_disk_is_found_before_the_restore_and_running_out_is_a_findin
     assert run.outcomes[f"test_restores_without_harmful_errors[guessed-{stamp}]"] == "failed", run.stdout[-3000:]
     assert "the server ran out of disk during the restore" in ran_out and "--work-dir" in ran_out
     assert list(small_disk.iterdir()) == [], "the server and its files are gone"
+
+
+@pytest.fixture
+def slow_folder(farm, tmp_path: Path) -> Path:
+    """One backup whose restore takes about ten seconds: each of its rows takes half a second to check."""
+    db = farm.clone(farm.states[0], f"slow_night_{uuid.uuid4().hex[:8]}")
+    farm.sql(db, SLOW)
+    farm.sql(db, "set bc.fast = 'on'; insert into public.slowly select generate_series(1, 20)")
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "slow"
+    farmlib.stamp(farm.dump(db, folder / f"slow_{when:%Y%m%d_%H%M%S}.dump"), when)
+    return folder
+
+
+def test_a_long_restore_says_what_it_is_doing_in_ci_and_under_xdist(slow_folder, run_suites, monkeypatch):
+    monkeypatch.setenv("BACKUPCHECK_PROGRESS_SECONDS", "1")
+    run = run_suites("--backups", str(slow_folder), "-m", "restore")
+    assert run.ret == 0, run.stdout[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("restoring slow-")]
+    assert len(lines) >= 3, run.stdout[-3000:]
+    assert any(": restore data, " in line for line in lines), lines
+    assert "\x1b[K" not in run.stdout, "no terminal control sequence where there is no terminal"
+    quiet = run_suites("--backups", str(slow_folder), "-m", "restore", "-q")
+    assert "restoring slow-" not in quiet.stdout
+    spread = run_suites("--backups", str(slow_folder), "-m", "restore", "-n", "2")
+    assert spread.ret == 0, spread.stdout[-3000:]
+    assert re.search(r"^\[gw[01]\] restoring slow-\S+: restore data, ", spread.stdout, re.M), spread.stdout[-3000:]
+
+
+def test_on_a_terminal_the_restore_is_one_live_line(slow_folder, farm, tmp_path, monkeypatch):
+    master, slave = pty.openpty()
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    env = {**os.environ, "BACKUPCHECK_PROGRESS_SECONDS": "1"}
+    cmd = [sys.executable, "-m", "pytest", str(SUITES), "--backups", str(slow_folder), "--backup-config", str(config),
+           "--reports-dir", str(tmp_path / "reports"), "--now", farm.now.isoformat(), "--pg-provider", "local",
+           "--history", "off", "-m", "restore", "-p", "no:cacheprovider"]
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the other end closed: the run is over
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=600) == 0, out.decode(errors="replace")[-3000:]
+    text = out.decode(errors="replace")
+    assert re.search(r"\r\x1b\[Krestoring slow-\S+: restore data, ", text), text[-3000:]
+    assert text.count("\r\x1b[K") >= 3, "the line is rewritten in place, not repeated"

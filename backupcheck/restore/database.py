@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,6 +21,7 @@ from ..servers import pgbin
 from ..servers.cluster import ServerStartError
 from ..servers.containers import ContainerError
 from ..stock import StockEventTriggers
+from . import progress
 from .archive import archive_owners
 from .compat import Compatibility, assess
 from .errors import DATA_LOSS, HARMFUL, RESTORER, RestoreError, RestoreResult, denied_extension
@@ -141,10 +143,12 @@ class RestoredBackup:
 
     def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
                  profile: Profile | None = None, tolerated: tuple[str, ...] = (), tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 locale_fallback: str = "", timeout: float | None = None) -> None:
+                 locale_fallback: str = "", timeout: float | None = None, progress: Any = None) -> None:
         """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable); ``timeout``:
-        seconds the restore may take before it is stopped (restore_timeout)."""
+        seconds the restore may take before it is stopped (restore_timeout); ``progress``: a ``Reporter`` that is
+        told what the restore is doing while it runs."""
         self.timeout = timeout
+        self.progress = progress
         self.backup = backup
         self.provider = provider
         self.store = store
@@ -328,7 +332,8 @@ class RestoredBackup:
             watchdog.daemon = True
             watchdog.start()
         try:
-            self._restore_each(target, skip, vetted, stock)
+            with self._watched(target):
+                self._restore_each(target, skip, vetted, stock)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -338,6 +343,27 @@ class RestoredBackup:
                 HARMFUL, f"the restore took longer than restore_timeout ({limit}) and was stopped", "",
                 "everything after the moment it was stopped", self.backup.key))
         self.result.seconds = time.monotonic() - t0
+
+    @contextlib.contextmanager
+    def _watched(self, target: Target) -> Iterator[None]:
+        """Say what the restore is doing while it runs (``progress``), from a connection of its own."""
+        if self.progress is None:
+            yield
+            return
+        size, basis = self.space_needed()
+        total = size if "manifest" in basis else None
+        try:
+            admin = target.connect(target.admin_db)
+        except Exception:  # noqa: BLE001 (no look at the server: the restore runs unwatched, as before)
+            yield
+            return
+        look = lambda: progress.sample(admin, sorted({self.main_db, *self.result.databases}), total)  # noqa: E731
+        try:
+            with progress.Watch(look, self.progress.say, self.backup.key, self.progress.every, self.progress.first):
+                yield
+        finally:
+            self.progress.done()
+            admin.close()
 
     def _restore_each(self, target: Target, skip: tuple[str, ...], vetted: frozenset[str],
                       stock: StockEventTriggers | None) -> None:
@@ -661,7 +687,9 @@ class RestoreCache:
     while at most one restored database's disk is in use per process.
     """
 
-    def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, tools: pgbin.Tools = pgbin.ANY_TOOLS) -> None:
+    def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, tools: pgbin.Tools = pgbin.ANY_TOOLS,
+                 progress: Any = None) -> None:
+        self.progress = progress
         self.provider = provider
         self.store = store
         self.jobs = jobs
@@ -677,7 +705,7 @@ class RestoreCache:
             return self._current
         self.close()
         restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.tools,
-                                  locale_fallback, timeout)
+                                  locale_fallback, timeout, self.progress)
         try:
             self._current = restored.__enter__()
         except Exception as exc:
