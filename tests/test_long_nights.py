@@ -151,3 +151,14 @@ def test_on_a_terminal_the_restore_is_one_live_line(slow_folder, farm, tmp_path,
     text = out.decode(errors="replace")
     assert re.search(r"\r\x1b\[Krestoring slow-\S+: restore data, ", text), text[-3000:]
     assert text.count("\r\x1b[K") >= 3, "the line is rewritten in place, not repeated"
+
+
+def test_the_readmes_progress_line_is_what_a_restore_prints():
+    from backupcheck.restore.progress import Sample, line
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Large databases and long nights"):]
+    shown = re.search(r"^\[gw0\] (restoring .*)$", section, re.M)
+    assert shown, "the README lost its example line"
+    printed = line("shop-20261207T020000Z", Sample("restore data", int(3.41 * 1024**3), int(9.80 * 1024**3)), 252)
+    assert shown.group(1) == printed
