@@ -108,7 +108,7 @@ def bare(factory: ClusterFactory, inst: pgbin.Installation, dumps: list[Path], l
 
 
 def pytest_run(args: list[str], scratch: Path) -> tuple[float, str]:
-    cmd = [str(PYTEST), "suites", "--backup-config", str(scratch / "empty.toml"), "--history", "off", *args]
+    cmd = [*PYTEST, "suites", "--backup-config", str(scratch / "empty.toml"), "--history", "off", *args]
     t0 = time.monotonic()
     code, out = run_child(cmd, ROOT)
     seconds = time.monotonic() - t0
@@ -123,7 +123,7 @@ def xdist_floor(scratch: Path) -> float:
     folder.mkdir(exist_ok=True)
     (folder / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
     t0 = time.monotonic()
-    code, out = run_child([str(PYTEST), "-q", "-n", "2", "-p", "no:cacheprovider", str(folder)], folder)
+    code, out = run_child([*PYTEST, "-q", "-n", "2", "-p", "no:cacheprovider", str(folder)], folder)
     if code != 0:
         sys.exit(f"pytest -n 2 over one empty test failed (exit {code}):\n{out[-1000:]}")
     return time.monotonic() - t0

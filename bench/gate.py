@@ -29,7 +29,7 @@ def pytest_run(backups: Path, scratch: Path, name: str, extra: list[str]) -> tup
     config = scratch / "empty.toml"
     config.touch()
     reports = scratch / f"reports-{name}"
-    pytest = [str(PYTEST)] if PYTEST.exists() else [sys.executable, "-m", "pytest"]
+    pytest = list(PYTEST)
     cmd = [*pytest, "suites", "--backups", str(backups), "--backup-config", str(config), "--reports-dir",
            str(reports), "--history", "off", *extra]
     out: list[tuple[int, str]] = []

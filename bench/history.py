@@ -80,7 +80,7 @@ def make_dumps(folder: Path, newest: datetime) -> None:
 def suite(folder: Path, spec: str, scratch: Path, now: datetime) -> tuple[float, float, str]:
     cfg = scratch / "empty.toml"
     cfg.touch()
-    cmd = [str(PYTEST), "suites", "--backups", str(folder), "--backup-config", str(cfg), "--reports-dir",
+    cmd = [*PYTEST, "suites", "--backups", str(folder), "--backup-config", str(cfg), "--reports-dir",
            str(scratch / "reports"), "--history", spec, "--now", now.isoformat(), "-n", "2", "-q"]
     t0 = time.monotonic()
     code, out = run_child(cmd, ROOT)

@@ -28,7 +28,7 @@ from backupcheck.servers.pgbin import Installation
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
-PYTEST = ROOT / ".venv" / "bin" / "pytest"
+PYTEST = (sys.executable, "-m", "pytest")  # pytest under the interpreter that runs the benchmark
 REUSE_FOR = timedelta(hours=20)
 # Calibrated on PostgreSQL 15 with sampledb: an empty database, then bytes per unit of scale and per pad byte.
 EMPTY_DB, PER_SCALE, PER_PAD = 8 * 1024**2, 3_020_000, 5_230
@@ -208,7 +208,7 @@ def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None) -> Pyt
     config = scratch / "empty.toml"
     config.touch()
     reports = scratch / f"reports-{name}"
-    pytest = [str(PYTEST)] if PYTEST.exists() else [sys.executable, "-m", "pytest"]
+    pytest = list(PYTEST)
     cmd = [*pytest, "suites", "--backups", str(backups), "--backup-config", str(config), "--reports-dir", str(reports)]
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)

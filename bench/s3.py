@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTEST = ROOT / ".venv" / "bin" / "pytest"
+PYTEST = (sys.executable, "-m", "pytest")
 
 
 def free_port() -> int:
@@ -31,7 +31,7 @@ def suites(config: Path, reports: Path, *args: str) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in MB of the pytest process, and pytest's last line."""
     t0 = time.monotonic()
     # GNU time reports this one process's peak RSS (getrusage of children would keep earlier peaks).
-    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB %M", str(PYTEST), str(ROOT / "suites"),
+    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB %M", *PYTEST, str(ROOT / "suites"),
                            "--backup-config", str(config), "--reports-dir", str(reports), "-p", "no:cacheprovider",
                            *args], cwd=ROOT, capture_output=True, text=True)
     seconds = time.monotonic() - t0
