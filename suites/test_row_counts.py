@@ -29,11 +29,15 @@ def row_counts(restored, record_tables):
     return counts
 
 
+def _costs(db) -> str:
+    return ("\n\nlarge tables:\n" + "\n".join(db.costs)) if db.costs else ""
+
+
 @pytest.mark.needs_restore
 @pytest.mark.when_configured("critical_tables")
 def test_critical_tables_meet_their_minimum_rows(backup, restored, row_counts, series_settings, attach):
     """Every critical table exists, is non-empty and holds at least its configured minimum of rows."""
-    attach("row counts", _table(row_counts))
+    attach("row counts", _table(row_counts) + _costs(restored.require()))
     findings = restoring.critical_tables(backup.key, row_counts, series_settings, backup.series,
                                          restored.require().expected_tables())
     judge(findings)
@@ -49,6 +53,6 @@ def test_no_table_lost_more_rows_than_allowed_since_previous_backup(backup, rest
     db = restored.require_data()
     row_counts = db.row_counts()
     record_tables(db.leaf_counts())
-    attach("row counts", _table(row_counts, before))
+    attach("row counts", _table(row_counts, before) + _costs(db))
     findings = restoring.row_drops(backup.key, backup.series, previous_key, row_counts, before, series_settings)
     judge(findings)

@@ -162,3 +162,20 @@ def test_the_readmes_progress_line_is_what_a_restore_prints():
     assert shown, "the README lost its example line"
     printed = line("shop-20261207T020000Z", Sample("restore data", int(3.41 * 1024**3), int(9.80 * 1024**3)), 252)
     assert shown.group(1) == printed
+
+
+def test_counting_a_large_table_says_what_it_cost(farm, restore, tmp_path, monkeypatch):
+    """Exact counts stay exact; a table over the size threshold (here every table) says what its count took."""
+    from backupcheck.discovery import discover
+    from backupcheck.restore import database
+
+    monkeypatch.setattr(database, "COSTLY_TABLE", 0)
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "b"
+    farmlib.stamp(farm.dump(farm.states[-1], folder / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    [backup] = discover([folder]).backups()
+    db = restore(backup, tmp_path / "run")
+    counts = db.row_counts()
+    assert counts["public.orders"] and all(v is not None for v in counts.values())
+    assert any(c.startswith("public.orders (") and "counted exactly" in c and " s" in c for c in db.costs), db.costs
+    assert len(db.costs) == len(counts)

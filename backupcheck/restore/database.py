@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import time
@@ -31,6 +32,11 @@ from .targets import DsnTarget, Inventory, Target
 
 log = logging.getLogger(__name__)
 
+
+# Exact counts run on this many connections at once (the server's cores do the scanning); a table of this size
+# or more says what counting it cost.
+COUNTERS = max(2, min(os.cpu_count() or 2, 8))
+COSTLY_TABLE = 256 * 1024**2
 
 # What pg_restore and the statement runner say when restore_timeout ends their sessions.
 _STOPPED = re.compile(r"terminating connection due to administrator command|no connection to the server|"
@@ -175,6 +181,7 @@ class RestoredBackup:
         self.copies: list[str] = []
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
         self.owners: frozenset[str] = frozenset()  # roles made for this restore that may own the dump's objects
+        self.costs: list[str] = []  # what counting each large table took
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -567,6 +574,7 @@ class RestoredBackup:
         def count(key: str) -> tuple[str, int | None]:
             db, schema, table = self.locate(key)
             columns = dated.get((db, schema, table), [])
+            started = time.monotonic()
             try:
                 conn = conns.get(db)
                 q = sql.SQL("select count(*){} from {}.{}").format(
@@ -576,6 +584,11 @@ class RestoredBackup:
                 prefix = "" if db == self.main_db else f"{db}/"
                 for column, value in zip(columns, row[1:], strict=True):
                     newest[f"{prefix}{schema}.{table}.{column}"] = value
+                nbytes = size.get((db, schema, table), 0)
+                if nbytes >= COSTLY_TABLE:
+                    self.costs.append(f"{key} ({nbytes / 1024**2:,.0f} MiB): counted exactly"
+                                      f"{' with the newest ' + ', '.join(columns) if columns else ''} in "
+                                      f"{time.monotonic() - started:.2f} s")
                 return key, row[0]  # type: ignore[index]
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 return key, None
@@ -586,9 +599,9 @@ class RestoredBackup:
             except psycopg.Error as exc:  # a timeout, a broken table: not "missing"
                 raise QueryFailed(f"counting the rows of {key} failed: {str(exc).strip().splitlines()[0]}") from None
 
-        # Largest first: two connections then finish together, not one scanning the biggest table last.
+        # Largest first: the connections then finish together, not one scanning the biggest table last.
         ordered = sorted(wanted, key=lambda k: -size.get(self.locate(k), 0))
-        with ThreadConnections(self._connect) as conns, ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadConnections(self._connect) as conns, ThreadPoolExecutor(max_workers=COUNTERS) as pool:
             done = dict(pool.map(count, ordered))
         counts = {k: done[k] for k in wanted}
         if keys is None:
