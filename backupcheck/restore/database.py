@@ -182,6 +182,7 @@ class RestoredBackup:
         self.inventory = Inventory(frozenset(), frozenset(), frozenset())
         self.owners: frozenset[str] = frozenset()  # roles made for this restore that may own the dump's objects
         self.costs: list[str] = []  # what counting each large table took
+        self._sessions: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -419,12 +420,13 @@ class RestoredBackup:
         self.skipped += [f"ownership not restored: {r}" for r in refused[:20]]
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._close_sessions()
         target, self.target = self.target, None
         if target is not None and self.copies:
             from psycopg import sql
 
             try:  # on a shared server (dsn) nothing else would drop them
-                with target.connect(target.admin_db) as conn:
+                with target.admin() as conn:
                     for name in self.copies:
                         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             except Exception:
@@ -480,8 +482,8 @@ class RestoredBackup:
         # From PostgreSQL 15 a copy is WAL-logged block by block unless told to copy the files (after one
         # checkpoint): 2-3 times faster for a database of a gigabyte, and nothing here needs the WAL.
         strategy = sql.SQL(" STRATEGY = FILE_COPY") if self.target.server_major() >= 15 else sql.SQL("")
-        with self.target.connect(self.target.admin_db) as conn:
-            # a template must have no other session: checks' connections are closed after each query
+        self._close_sessions()  # a template must have no other session: the checks' own reconnect when asked
+        with self.target.admin() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
                                                                          sql.Identifier(self.main_db))
                          + owner + strategy)
@@ -511,6 +513,28 @@ class RestoredBackup:
         assert self.target is not None
         return self.target.user_connect(db)
 
+    @contextlib.contextmanager
+    def _session(self, db: str) -> Iterator[Any]:
+        """The checks' own connection to ``db``, kept for every question of this restore (each new connection
+        costs the server a process); a new one after a failure."""
+        conn = self._sessions.get(db)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._sessions[db] = self._connect(db)
+        try:
+            yield conn
+        except BaseException:
+            self._sessions.pop(db, None)
+            conn.close()
+            raise
+
+    def _close_sessions(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for conn in sessions.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 (a server gone meanwhile)
+                pass
+
     def expected_tables(self) -> list[str]:
         seen: list[str] = []
         for ev in self.evidence:
@@ -529,7 +553,7 @@ class RestoredBackup:
             by_db.setdefault(self.locate(key)[0], []).append(key)
         for db, keys in by_db.items():
             try:
-                with self._connect(db) as conn:
+                with self._session(db) as conn:
                     for key in keys:
                         _, schema, table = self.locate(key)
                         row = conn.execute(
@@ -560,7 +584,7 @@ class RestoredBackup:
         if keys is None:
             for db in dict.fromkeys(self.locate(k)[0] for k in wanted):
                 try:
-                    with self._connect(db) as conn:
+                    with self._session(db) as conn:
                         for schema, table, column in dated_columns(conn, DATED):
                             dated.setdefault((db, schema, table), []).append(column)
                         for schema, table, nbytes, partitioned in table_sizes(conn):
@@ -628,7 +652,7 @@ class RestoredBackup:
 
     def validated_constraints(self, db: str) -> set[tuple[str, str, str]]:
         """(schema, table, constraint) of every foreign key the server holds as validated."""
-        with self._connect(db) as conn:
+        with self._session(db) as conn:
             rows = conn.execute(
                 "select n.nspname, t.relname, c.conname from pg_constraint c "
                 "join pg_class t on t.oid = c.conrelid join pg_namespace n on n.oid = t.relnamespace "
@@ -654,7 +678,7 @@ class RestoredBackup:
             "select count(*) over (), {shown} from {child} c where {not_null} "
             "and not exists (select 1 from {parent} p where {match}) limit {n}"
         ).format(shown=shown, child=child, not_null=not_null, parent=parent, match=match, n=sql.Literal(sample))
-        with self._connect(db) as conn:
+        with self._session(db) as conn:
             rows = conn.execute(q).fetchall()
         count = rows[0][0] if rows else 0
         return Orphans(label, count, tuple(str(r[1]) for r in rows))

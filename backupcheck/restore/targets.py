@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +78,31 @@ class Target:
         self.tool_path = ""
         self._restorer_password = secrets.token_urlsafe(18)
         self.stopped = threading.Event()  # set when the restore ran out of its time (restore_timeout)
+        self._admin: Any = None
+        self._admin_lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def admin(self) -> Iterator[Any]:
+        """The server's one admin connection, reused by every step of a restore (a new one after a failure):
+        each connection costs the server a process start."""
+        with self._admin_lock:
+            conn = self._admin
+            if conn is None or conn.closed or conn.broken:
+                conn = self._admin = self.connect(self.admin_db)
+            try:
+                yield conn
+            except BaseException:
+                self.close_admin()
+                raise
+
+    def close_admin(self) -> None:
+        with self._admin_lock:
+            conn, self._admin = self._admin, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 (a connection already gone)
+                pass
 
     def free_space(self) -> tuple[int, str] | None:
         """(bytes free, where) on the disk the server's data is on, where this machine can see it."""
@@ -86,7 +113,7 @@ class Target:
         databases is terminated, which ends pg_restore and the statement running."""
         self.stopped.set()
         try:
-            with self.connect(self.admin_db) as conn:
+            with self.connect(self.admin_db) as conn:  # its own: the restore's thread may hold the shared one
                 conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
                              "where datname = any(%s) and pid <> pg_backend_pid()", (databases,))
         except Exception as exc:  # noqa: BLE001 (a server gone meanwhile: the restore ends on its own)
@@ -122,7 +149,7 @@ class Target:
         """
         from psycopg import sql
 
-        with self.connect(self.admin_db) as conn:
+        with self.admin() as conn:
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (RESTORER,)).fetchone()
             # A role of that name left by an earlier restore in a shared server gets these attributes anew.
             conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEROLE CREATEDB BYPASSRLS NOREPLICATION "
@@ -151,7 +178,7 @@ class Target:
         if not self.contained or not names:
             return []
         made = []
-        with self.connect(self.admin_db) as conn:
+        with self.admin() as conn:
             have = {r[0] for r in conn.execute("select rolname from pg_roles")}
             for name in names:
                 if name not in have and not name.startswith("pg_") and name.lower() != "public" and name != RESTORER:
@@ -168,7 +195,7 @@ class Target:
 
         if not self.contained or not names:
             return
-        with self.connect(self.admin_db) as conn:
+        with self.admin() as conn:
             conn.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names),
                                                           sql.Identifier(RESTORER)))
 
@@ -250,7 +277,7 @@ class Target:
         return Inventory(frozenset(roles), frozenset(exts), frozenset(spaces), frozenset(locales | {"C", "POSIX"}))
 
     def _read_server_version(self) -> None:
-        with self.connect(self.admin_db) as conn:
+        with self.admin() as conn:
             self.server_version = str(conn.execute("show server_version").fetchone()[0]).split()[0]
 
     # -- restoring ---------------------------------------------------------------------------
@@ -282,7 +309,7 @@ class Target:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        pass
+        self.close_admin()
 
 
 # How the server names an object the dump names, as text it made itself (quoted as needed): what the ALTER …
@@ -418,6 +445,7 @@ class LocalTarget(Target):
             except Exception as exc:  # noqa: BLE001 (the cluster is thrown away instead)
                 log.warning("resetting %s after a restore failed (%s): a new server for the next backup",
                             self.cluster.home, exc)
+        self.close_admin()
         if not self.reusable:
             self.cluster.__exit__(et, ev, tb)
 
@@ -426,7 +454,7 @@ class LocalTarget(Target):
 
 def _globals(target: Target) -> tuple[set[str], set[str]]:
     """The roles and databases of a server, to put it back to them."""
-    with target.connect(target.admin_db) as conn:
+    with target.admin() as conn:
         return ({r[0] for r in conn.execute("select rolname from pg_roles")},
                 {r[0] for r in conn.execute("select datname from pg_database")})
 
@@ -436,7 +464,7 @@ def _reset(target: Target, roles: set[str], dbs: set[str]) -> None:
     reused LocalTarget)."""
     from psycopg import sql
 
-    with target.connect(target.admin_db) as conn:
+    with target.admin() as conn:
         for (db,) in conn.execute("select datname from pg_database").fetchall():
             if db not in dbs:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
@@ -446,6 +474,9 @@ def _reset(target: Target, roles: set[str], dbs: set[str]) -> None:
         if added:
             names = sql.SQL(", ").join(sql.Identifier(r) for r in added)
             for db in sorted(dbs - {"template0"}):
+                if db == target.admin_db:
+                    conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(names))
+                    continue
                 with target.connect(db) as other:
                     other.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(names))
             conn.execute(sql.SQL("DROP ROLE {}").format(names))
@@ -514,6 +545,7 @@ class ContainerTarget(Target):
         stop the container)."""
         if not self.wanted_again:
             self.dirty = True
+            self.close_admin()
             return
         try:
             _reset(self, self._roles, self._dbs)
@@ -521,6 +553,8 @@ class ContainerTarget(Target):
             # The container cannot be trusted to be clean: the provider replaces it.
             log.warning("cleaning container %s after a restore failed: %s", self.server.image, exc)
             self.dirty = True
+        finally:
+            self.close_admin()
 
     dirty = False
 
@@ -578,12 +612,13 @@ class DsnTarget(Target):
 
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close_admin()
         if not self._created:
             return
         from psycopg import sql
 
         try:
-            with self.connect(self.admin_db) as conn:
+            with self.admin() as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.dbname)))
         except Exception as exc:
             log.warning("dropping database %s on %s failed: %s", self.dbname, describe_dsn(self.params), exc)
