@@ -8,6 +8,7 @@ compat      that expectation against a server: mismatches and their fixes, befor
 targets     a server to restore into (local cluster, container, a given DSN) and how each runs the tools
 providers   which target a backup gets, by major version and what is installed
 database    the restored database handle (RestoredBackup): connections, counts, orphans, the restore cache
+progress    what a running restore is doing (phase, bytes, time left), said while it runs
 
 A physical recovery (a base backup and its WAL) joins as one more module beside ``plain`` and ``archive``.
 """
