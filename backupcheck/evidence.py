@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -126,6 +127,7 @@ class EvidenceStore:
         self._memo: dict[str, ArtifactEvidence] = {}
         self._materialized: dict[str, Path] = {}
         self._lock = threading.Lock()
+        self.downloads: dict[str, float] = {}  # url -> seconds its download took in this process
 
     # -- remote objects become local files ----------------------------------------------------------
 
@@ -148,10 +150,13 @@ class EvidenceStore:
     def _localize(self, a: Artifact) -> Artifact:
         if self.remote is None:
             return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no access to its source configured")
+        started = time.monotonic()
         try:
             got = self.remote.fetch(a.url, a.size, a.mtime, a.etag)
         except RemoteError as exc:
             return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
+        if got.downloaded:
+            self.downloads[a.url] = time.monotonic() - started
         sidecars = []
         for algorithm, digest in got.declared:
             # A checksum from the object's metadata is checked like a sidecar file of that algorithm.

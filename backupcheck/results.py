@@ -97,6 +97,9 @@ SCHEMA: dict[str, Any] = {
                                     "errors": {"type": "integer", "minimum": 0},
                                     "aborted": {"type": "string"},
                                     "skipped": {"type": "array", "items": {"type": "string"}},
+                                    # seconds per step: download, server and database, the restore's phases
+                                    "phases": {"type": "object",
+                                               "additionalProperties": {"type": "number", "minimum": 0}},
                                 },
                             },
                         ],

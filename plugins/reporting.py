@@ -63,6 +63,7 @@ def record_restore(node: pytest.Item, restored: object) -> None:
         "profile": getattr(profile, "name", ""), "profile_reason": getattr(restored, "profile_reason", ""),
         "harmful_errors": len(result.harmful), "errors": len(result.errors), "aborted": result.aborted,
         "skipped": [str(x) for x in getattr(restored, "skipped", [])],
+        "phases": restored.phase_times() if hasattr(restored, "phase_times") else {},
     }
     node.user_properties.append(("restore", summary))  # for results.json, on the controller
     logged = node.config.stash.setdefault(_LOGGED, set())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from backupcheck.model import Listing
 from backupcheck.pgarchive import ArchiveError, read_archive
 from backupcheck.plan import drift
 from backupcheck.restore import providers
-from backupcheck.restore.progress import Reporter
+from backupcheck.restore.progress import Reporter, download_line
 from backupcheck.restore.providers import Decision, Provider, ProviderError
 from backupcheck.servers import containers
 from backupcheck.servers.cluster import ClusterFactory, RunDir, ServerStartError, fast_base
@@ -303,19 +304,24 @@ def remote_access(settings: Settings, config: pytest.Config | None = None):  # t
 
 
 def _progress(config: pytest.Config):  # type: ignore[no-untyped-def]
-    """Progress of long downloads on the terminal, in steps of 10% (xdist workers have no terminal)."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or hasattr(config, "workerinput"):
+    """Downloads said like restores (the same reporter, lines and interval): a download that takes longer than
+    the reporter's first interval gets a line; none with -q."""
+    reporter = config.stash.get(PROGRESS, None)
+    if reporter is None:
         return None
-    shown: dict[str, int] = {}
+    started: dict[str, float] = {}
+    due: dict[str, float] = {}  # url -> seconds into its download when the next line is due, once one was said
 
     def report(url: str, done: int, total: int) -> None:
-        if total < 64 * 1024**2:
-            return
-        step = done * 10 // total
-        if shown.get(url, -1) < step:
-            shown[url] = step
-            reporter.write_line(f"backupcheck: downloading {url}: {done / 1024**2:,.0f} of {total / 1024**2:,.0f} MiB")
+        now = time.monotonic()
+        elapsed = now - started.setdefault(url, now)
+        if done >= total:
+            started.pop(url, None)
+            if due.pop(url, None) is not None:
+                reporter.done()
+        elif elapsed >= due.get(url, reporter.first):
+            reporter.say(download_line(url, done, total, elapsed))
+            due[url] = elapsed + reporter.every
 
     return report
 

@@ -179,3 +179,40 @@ def test_counting_a_large_table_says_what_it_cost(farm, restore, tmp_path, monke
     assert counts["public.orders"] and all(v is not None for v in counts.values())
     assert any(c.startswith("public.orders (") and "counted exactly" in c and " s" in c for c in db.costs), db.costs
     assert len(db.costs) == len(counts)
+
+
+def test_the_report_shows_where_a_restores_time_went_and_the_next_night_knows_how_long_it_takes(
+        slow_folder, run_suites, tmp_path, monkeypatch):
+    """Phase times per backup in results.json and the HTML report; a second run of the series says the time
+    left from the first one's restore (the dump has no manifest, so only the history knows)."""
+    import json
+
+    monkeypatch.setenv("BACKUPCHECK_PROGRESS_SECONDS", "1")
+    history = tmp_path / "history.sqlite"
+    first = run_suites("--backups", str(slow_folder), "-m", "restore", "--history", str(history))
+    assert first.ret == 0, first.stdout[-3000:]
+    assert "left (from earlier restores)" not in first.stdout, "no earlier restore to go by"
+    [backup] = json.loads((first.reports / "results.json").read_text())["backups"]
+    phases = backup["restore"]["phases"]
+    assert list(phases)[0] == "server and database", phases
+    assert phases.get("restore data", 0) >= 3, phases  # 20 rows of half a second each
+    assert abs(sum(phases.values()) - phases["server and database"] - backup["restore"]["seconds"]) < 1.5, phases
+    html = (first.reports / "report.html").read_text()
+    assert re.search(r'<small class="steps">server and database [\d.]+ s · [^<]*restore data [\d.]+ s[^<]*'
+                     r'· checks [\d.]+ s</small>', html), "the report shows the phases"
+    second = run_suites("--backups", str(slow_folder), "-m", "restore", "--history", str(history))
+    assert second.ret == 0, second.stdout[-3000:]
+    said = [ln for ln in second.stdout.splitlines() if ln.startswith("restoring slow-")]
+    assert any(re.search(r", about \d+s left \(from earlier restores\)$", ln) for ln in said), said
+
+
+def test_the_time_left_from_earlier_restores():
+    from backupcheck.restore.progress import Sample, expected_seconds, line
+
+    assert expected_seconds([], 10) is None
+    assert expected_seconds([(100, 10.0), (200, 20.0), (0, 5.0)], 300) == pytest.approx(30.0)
+    s = Sample("restore data", 5 * 1024**2, None)
+    assert line("k", s, 10, expected=70).endswith(", 10s, about 1m00s left (from earlier restores)")
+    assert line("k", s, 80, expected=70).endswith(", 1m20s, longer than earlier restores (about 1m10s)")
+    with_total = Sample("restore data", 5 * 1024**2, 10 * 1024**2)
+    assert line("k", with_total, 10, expected=70).endswith("about 10s left"), "the manifest's size comes first"

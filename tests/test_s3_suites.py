@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .conftest import FAKE_SECRET
@@ -110,14 +111,20 @@ def test_a_checksum_in_object_metadata_is_verified(run_suites, bucket, s3_endpoi
     assert "metadata.sha256" in run.messages[f"test_sidecar_checksums_match[{key(dumps[1])}]"]
 
 
-def test_long_downloads_show_progress(run_suites, bucket, s3_endpoint, tmp_path):
+def test_long_downloads_show_progress_like_restores(run_suites, bucket, s3_endpoint, tmp_path, monkeypatch):
     import os
 
     name, writer = bucket
     writer.put_object(Bucket=name, Key="database/big_20250101_020000.bin", Body=os.urandom(70 * 1024**2))
-    run = run_suites("-k", "complete_and_readable", "-s", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
-    lines = [ln for ln in run.stdout.splitlines() if "backupcheck: downloading s3://" in ln]
-    assert len(lines) >= 5 and lines[-1].endswith("70 of 70 MiB"), lines
+    monkeypatch.setenv("BACKUPCHECK_PROGRESS_SECONDS", "0.01")  # a line at every block: moto serves fast
+    run = run_suites("-k", "complete_and_readable", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("downloading s3://")]
+    assert len(lines) >= 5, run.stdout[-3000:]
+    assert re.match(rf"downloading s3://{name}/database/big_20250101_020000.bin: [\d.]+ MiB of 70.0 MiB "
+                    r"\(\d+%\), \d+s", lines[-1]), lines[-3:]
+    quiet = run_suites("-k", "complete_and_readable", "-q",
+                       config=s3_config(name, s3_endpoint, tmp_path / "cache2"))
+    assert "downloading s3://" not in quiet.stdout
 
 
 def test_a_bucket_of_config_files_has_nothing_to_restore_and_fails_nothing(run_suites, bucket, s3_endpoint,

@@ -149,12 +149,16 @@ class RestoredBackup:
 
     def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
                  profile: Profile | None = None, tolerated: tuple[str, ...] = (), tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 locale_fallback: str = "", timeout: float | None = None, progress: Any = None) -> None:
+                 locale_fallback: str = "", timeout: float | None = None, progress: Any = None,
+                 expected_seconds: float | None = None) -> None:
         """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable); ``timeout``:
         seconds the restore may take before it is stopped (restore_timeout); ``progress``: a ``Reporter`` that is
-        told what the restore is doing while it runs."""
+        told what the restore is doing while it runs; ``expected_seconds``: how long earlier restores of the
+        series suggest it takes (for the time left, where the manifest gives no size)."""
         self.timeout = timeout
         self.progress = progress
+        self.expected_seconds = expected_seconds
+        self.phases: dict[str, float] = {}  # seconds per step: server and database, then the restore's phases
         self.backup = backup
         self.provider = provider
         self.store = store
@@ -189,7 +193,9 @@ class RestoredBackup:
     def __enter__(self) -> RestoredBackup:
         try:
             self._prepare()
+            t0 = time.monotonic()
             self._acquire()
+            self.phases["server and database"] = round(time.monotonic() - t0, 3)
             self._restore()
         except BaseException:
             self.__exit__(None, None, None)
@@ -294,6 +300,12 @@ class RestoredBackup:
                 "and grantees are not on this server, so its ownership, grants and policies naming them restore "
                 "as they were")
 
+    def phase_times(self) -> dict[str, float]:
+        """Seconds per step of this backup's restore, in order: the download (where this process fetched it),
+        the server and database, then the phases the restore was seen in (sampled every second)."""
+        downloaded = sum(self.store.downloads.get(a.url, 0.0) for a in self.backup.artifacts if a.url)
+        return ({"download": round(downloaded, 3)} if downloaded else {}) | self.phases
+
     def space_needed(self) -> tuple[int, str]:
         """(bytes the restored database will take, how that is known): its manifest's database size where one
         reads, else at least the dumps' own size (an estimate: a restore is rarely smaller than its dump)."""
@@ -354,24 +366,34 @@ class RestoredBackup:
 
     @contextlib.contextmanager
     def _watched(self, target: Target) -> Iterator[None]:
-        """Say what the restore is doing while it runs (``progress``), from a connection of its own."""
-        if self.progress is None:
-            yield
-            return
+        """Look at the restore while it runs, from a connection of its own opened at the first look (a restore
+        shorter than a second opens none): the time spent in each phase (``phases``), and what it is doing said
+        through ``progress`` when there is one."""
         size, basis = self.space_needed()
         total = size if "manifest" in basis else None
+        conn: Any = None
+
+        def look() -> progress.Sample:
+            nonlocal conn
+            if conn is None:
+                conn = target.connect(target.admin_db)
+            return progress.sample(conn, sorted({self.main_db, *self.result.databases}), total)
+
+        reporter = self.progress
+        watch = progress.Watch(look, reporter.say if reporter else None, self.backup.key,
+                               reporter.every if reporter else 60.0, reporter.first if reporter else 60.0,
+                               self.expected_seconds)
         try:
-            admin = target.connect(target.admin_db)
-        except Exception:  # noqa: BLE001 (no look at the server: the restore runs unwatched, as before)
-            yield
-            return
-        look = lambda: progress.sample(admin, sorted({self.main_db, *self.result.databases}), total)  # noqa: E731
-        try:
-            with progress.Watch(look, self.progress.say, self.backup.key, self.progress.every, self.progress.first):
+            with watch:
                 yield
         finally:
-            self.progress.done()
-            admin.close()
+            seen = watch.phases or {"restore": time.monotonic() - watch.started}  # too short for a look
+            self.phases.update({k: round(v, 3) for k, v in seen.items()})
+            if reporter is not None:
+                reporter.done()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     def _restore_each(self, target: Target, skip: tuple[str, ...], vetted: frozenset[str],
                       stock: StockEventTriggers | None) -> None:
@@ -725,8 +747,10 @@ class RestoreCache:
     """
 
     def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 progress: Any = None) -> None:
+                 progress: Any = None, expected: Callable[[Backup], float | None] | None = None) -> None:
+        """``expected``: how long a backup's restore should take, from earlier restores of its series."""
         self.progress = progress
+        self.expected = expected
         self.provider = provider
         self.store = store
         self.jobs = jobs
@@ -741,8 +765,14 @@ class RestoreCache:
         if self._current is not None and self._current.backup.key == backup.key:
             return self._current
         self.close()
+        expected = None
+        if self.expected is not None and self.progress is not None:
+            try:
+                expected = self.expected(backup)
+            except Exception:  # noqa: BLE001 (a history that cannot be read: no time left from it)
+                log.warning("reading earlier restore times for %s failed", backup.key, exc_info=True)
         restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.tools,
-                                  locale_fallback, timeout, self.progress)
+                                  locale_fallback, timeout, self.progress, expected)
         try:
             self._current = restored.__enter__()
         except Exception as exc:
