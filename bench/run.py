@@ -27,7 +27,7 @@ from backupcheck.servers.cluster import Cluster, ClusterFactory, RunDir, fast_ba
 from backupcheck.servers.pgbin import Installation
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "data"
+DATA = Path(os.environ.get("BACKUPCHECK_BENCH_DATA") or ROOT / "bench" / "data")  # generated datasets
 PYTEST = (sys.executable, "-m", "pytest")  # pytest under the interpreter that runs the benchmark
 REUSE_FOR = timedelta(hours=20)
 # Calibrated on PostgreSQL 15 with sampledb: an empty database, then bytes per unit of scale and per pad byte.
@@ -203,13 +203,15 @@ def run_child(cmd: list[str], cwd: Path) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None) -> PytestRun:
-    """The product: every family of suites over the folder holding the dump, as a user runs it."""
+def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None, extra: tuple[str, ...] = ()) -> PytestRun:
+    """The product: every family of suites over the folder holding the dump, as a user runs it (``extra``: more
+    options)."""
     config = scratch / "empty.toml"
     config.touch()
     reports = scratch / f"reports-{name}"
     pytest = list(PYTEST)
-    cmd = [*pytest, "suites", "--backups", str(backups), "--backup-config", str(config), "--reports-dir", str(reports)]
+    cmd = [*pytest, "suites", "--backups", str(backups), "--backup-config", str(config), "--reports-dir", str(reports),
+           *extra]
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(mode=0o711)
