@@ -128,6 +128,8 @@ class EvidenceStore:
         self._materialized: dict[str, Path] = {}
         self._lock = threading.Lock()
         self.downloads: dict[str, float] = {}  # url -> seconds its download took in this process
+        self.ahead: dict[str, float] = {}  # url -> seconds a download ahead took (while another backup was checked)
+        self._prefetching: list[threading.Thread] = []
 
     # -- remote objects become local files ----------------------------------------------------------
 
@@ -146,6 +148,42 @@ class EvidenceStore:
         with self._lock:
             self._local[backup.key] = local
         return local
+
+    def localized(self, key: str) -> bool:
+        """Whether this process has made the backup's objects local files."""
+        with self._lock:
+            return key in self._local
+
+    def prefetch(self, backup: Backup) -> None:
+        """Download the backup's remote objects in a thread of its own, while this process checks another backup:
+        the checks of this one find them in the download cache. A failure here is no finding (the checks fetch
+        again and say what fails)."""
+        remote = [a for a in backup.artifacts if a.is_remote]
+        if self.remote is None or not remote:
+            return
+
+        def fetch() -> None:
+            for a in remote:
+                started = time.monotonic()
+                try:
+                    got = self.remote.fetch(a.url, a.size, a.mtime, a.etag)
+                except Exception:  # noqa: BLE001 (said by the check that fetches it again)
+                    continue
+                if got.downloaded:
+                    self.ahead[a.url] = time.monotonic() - started
+
+        thread = threading.Thread(target=fetch, name=f"backupcheck-prefetch-{backup.key}", daemon=True)
+        self._prefetching.append(thread)
+        thread.start()
+
+    def close(self) -> None:
+        """The run is ending: downloads ahead stop (their part files removed) before the folders go."""
+        stop = getattr(self.remote, "close", None)
+        if self._prefetching and stop is not None:
+            stop()
+        for thread in self._prefetching:
+            thread.join(timeout=30)
+        self._prefetching.clear()
 
     def _localize(self, a: Artifact) -> Artifact:
         if self.remote is None:

@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from backupcheck import demo, listing_io, sources
 from backupcheck import plan as planning
 from backupcheck.discovery import discover
 from backupcheck.history import HistoryError, open_store
-from backupcheck.model import Listing
+from backupcheck.model import Backup, Listing
 from backupcheck.pgarchive import ArchiveError, read_archive
 from backupcheck.plan import drift
 from backupcheck.restore import providers
@@ -93,6 +94,9 @@ def _demo_settings(config: pytest.Config, demo_dir: Path) -> None:
 
 
 PROGRESS = pytest.StashKey[Reporter | None]()
+EVIDENCE = pytest.StashKey[Any]()  # the process's EvidenceStore, once the first test made it
+_AHEAD = pytest.StashKey[dict[str, Backup | None]]()  # backup key -> the backup this process checks next
+_AHEAD_DONE = pytest.StashKey[set[str]]()
 _PROGRESS_FD = pytest.StashKey[int]()
 
 
@@ -324,6 +328,38 @@ def _progress(config: pytest.Config):  # type: ignore[no-untyped-def]
             due[url] = elapsed + reporter.every
 
     return report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):  # type: ignore[no-untyped-def]
+    yield
+    download_ahead(item)
+
+
+def download_ahead(item: pytest.Item) -> None:
+    """Once a backup's bytes are fetched, download the next backup's remote objects in the background, so the
+    download overlaps this backup's restore and checks. One process checking every backup in order only: an xdist worker
+    does not know which backup it is sent next."""
+    config = item.config
+    store = config.stash.get(EVIDENCE, None)
+    if store is None or store.remote is None or hasattr(config, "workerinput") or \
+            config.getoption("numprocesses", None):
+        return
+    backup = getattr(getattr(item, "callspec", None), "params", {}).get("backup")
+    done = config.stash.setdefault(_AHEAD_DONE, set())
+    if not isinstance(backup, Backup) or backup.key in done or not store.localized(backup.key):
+        return  # only once this backup's own bytes were needed: checks that need none download nothing ahead
+    done.add(backup.key)
+    if _AHEAD not in config.stash:
+        order: list[Backup] = []
+        for it in item.session.items:
+            b = getattr(getattr(it, "callspec", None), "params", {}).get("backup")
+            if isinstance(b, Backup) and (not order or order[-1].key != b.key):
+                order.append(b)
+        config.stash[_AHEAD] = {b.key: (order[i + 1] if i + 1 < len(order) else None) for i, b in enumerate(order)}
+    following = config.stash[_AHEAD].get(backup.key)
+    if following is not None and following.key not in done:
+        store.prefetch(following)
 
 
 def list_remote(settings: Settings):  # type: ignore[no-untyped-def]

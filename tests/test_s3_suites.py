@@ -137,3 +137,26 @@ def test_a_bucket_of_config_files_has_nothing_to_restore_and_fails_nothing(run_s
     restore = {k: v for k, v in run.outcomes.items() if k.startswith("test_restores_without_harmful_errors[")}
     assert restore and set(restore.values()) == {"skipped"}
     assert "nothing to restore" in run.messages[next(iter(restore))]
+
+
+def test_the_next_backup_downloads_while_this_one_is_restored(run_suites, bucket, s3_endpoint, clean_dir, tmp_path):
+    """One process checks the backups in order: once the first one's bytes are fetched, the second's download
+    runs beside its restore; every object is still fetched once, and the report says which came ahead."""
+    name, writer = bucket
+    newest = sorted((clean_dir / "custom").glob("*.dump"))[-1]
+    stamp = newest.name.split("_", 1)[1]
+    for series in ("alpha", "beta", "gamma"):
+        writer.put_object(Bucket=name, Key=f"database/{series}_{stamp}", Body=newest.read_bytes())
+    cache = tmp_path / "cache"
+    run = run_suites("-m", "integrity or restore", config=s3_config(name, s3_endpoint, cache))
+    assert run.failed() == set(), run.stdout[-3000:]
+    assert len(fetch_times(cache)) == 3, "each object downloaded once"
+    backups = {b["series"]: b for b in json.loads((run.reports / "results.json").read_text())["backups"]}
+    phases = {s: (b["restore"] or {}).get("phases", {}) for s, b in backups.items()}
+    assert "download" in phases["alpha"] and "download ahead" not in phases["alpha"], phases
+    for series in ("beta", "gamma"):
+        assert "download ahead" in phases[series] and "download" not in phases[series], phases
+    spread = run_suites("-m", "integrity or restore", "-n", "2", config=s3_config(name, s3_endpoint, tmp_path / "c2"))
+    assert spread.failed() == set(), spread.stdout[-3000:]
+    assert not any("download ahead" in ((b["restore"] or {}).get("phases") or {}) for b in
+                   json.loads((spread.reports / "results.json").read_text())["backups"]), "a worker downloads nothing ahead"

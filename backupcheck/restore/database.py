@@ -301,10 +301,14 @@ class RestoredBackup:
                 "as they were")
 
     def phase_times(self) -> dict[str, float]:
-        """Seconds per step of this backup's restore, in order: the download (where this process fetched it),
+        """Seconds per step of this backup's restore, in order: the download (where this process fetched it;
+        "download ahead" where it did so while checking the backup before, time that adds to no other step),
         the server and database, then the phases the restore was seen in (sampled every second)."""
-        downloaded = sum(self.store.downloads.get(a.url, 0.0) for a in self.backup.artifacts if a.url)
-        return ({"download": round(downloaded, 3)} if downloaded else {}) | self.phases
+        urls = [a.url for a in self.backup.artifacts if a.url]
+        downloaded = sum(self.store.downloads.get(u, 0.0) for u in urls)
+        ahead = sum(self.store.ahead.get(u, 0.0) for u in urls)
+        return ({"download ahead": round(ahead, 3)} if ahead else {}) | \
+            ({"download": round(downloaded, 3)} if downloaded else {}) | self.phases
 
     def space_needed(self) -> tuple[int, str]:
         """(bytes the restored database will take, how that is known): its manifest's database size where one

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -187,6 +188,7 @@ class DownloadCache:
     def __init__(self, root: Path, reserve: int = 512 * 1024**2) -> None:
         self.root = root
         self.reserve = reserve
+        self.stop = threading.Event()  # set when the run ends: a download still running is given up
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)  # downloaded backups: for the checking user only
 
@@ -233,6 +235,8 @@ class DownloadCache:
         hit = self.cached(obj)
         if hit is not None:
             return hit
+        if self.stop.is_set():
+            raise S3Error(f"downloading {obj.url}: not started, the run is ending")
         entry = self._entry(obj)
         shutil.rmtree(entry, ignore_errors=True)
         entry.mkdir(parents=True)
@@ -271,6 +275,8 @@ class DownloadCache:
             with os.fdopen(fd, "wb") as out:
                 body = response["Body"]
                 for block in iter(lambda: body.read(_CHUNK), b""):
+                    if self.stop.is_set():
+                        raise S3Error(f"downloading {obj.url}: given up, the run is ending")
                     out.write(block)
                     digest.update(block)
                     done += len(block)
@@ -312,10 +318,16 @@ class RemoteAccess:
         return self._clients[options]
 
     def fetch(self, url: str, size: int, modified: datetime, etag: str) -> Fetched:
+        """The object in the cache; a download ahead (in a thread of its own, see EvidenceStore.prefetch) says no
+        progress: the lines on the terminal are the backup being checked."""
         obj = remote_object(url, size, modified, etag)
-        report = self.progress
+        report = self.progress if threading.current_thread() is threading.main_thread() else None
         return self.cache.fetch(self.client_for(url), obj,
                                 progress=(lambda done, total: report(url, done, total)) if report else None)
+
+    def close(self) -> None:
+        """The run is ending: a download ahead that is still running stops and removes its part file."""
+        self.cache.stop.set()
 
     def fetch_small(self, url: str, target: Path, limit: int = 1 << 20) -> None:
         """A sidecar object (a checksum line), read whole."""
