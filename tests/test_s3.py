@@ -151,3 +151,48 @@ def test_third_party_endpoints_get_the_checksum_settings_they_need(aws_env):
     assert relaxed.meta.config.request_checksum_calculation == "when_required"
     assert relaxed.meta.config.response_checksum_validation == "when_required"
     assert plain.meta.config.request_checksum_calculation != "when_required"
+
+
+class Flaky:
+    """A client whose first answer for each of some ranges is cut off midway (a connection lost)."""
+
+    def __init__(self, client, cut: set[str]) -> None:  # type: ignore[no-untyped-def]
+        self.client, self.cut, self.ranges = client, set(cut), []
+
+    def get_object(self, **params):  # type: ignore[no-untyped-def]
+        answer = self.client.get_object(**params)
+        self.ranges.append(params.get("Range"))
+        if params.get("Range") in self.cut:
+            self.cut.discard(params["Range"])
+            body = answer["Body"].read()
+            answer["Body"] = __import__("io").BytesIO(body[: len(body) // 2])  # the rest never comes
+        return answer
+
+
+def test_a_large_object_downloads_in_ranges_hashed_in_order(bucket, reader, tmp_path):
+    name, writer = bucket
+    body = os.urandom(3_000_000 + 123)
+    writer.put_object(Bucket=name, Key="database/big.dump", Body=body, Metadata={"sha256": "ab" * 32})
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    client = Flaky(reader, {"bytes=524288-786431"})
+    cache = DownloadCache(tmp_path / "cache", parts_from=1_000_000, part_size=262_144, parts_at_once=4)
+    seen: list[int] = []
+    got = cache.fetch(client, obj, progress=lambda done, total: seen.append(done))
+    assert got.path.read_bytes() == body and got.downloaded == len(body)
+    assert got.sha256 == hashlib.sha256(body).hexdigest()
+    assert got.declared == (("sha256", "ab" * 32),), "the object's metadata is read from its first range"
+    assert len([r for r in client.ranges if r]) == 12 + 1, "12 ranges, the one cut off fetched again"
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] == len(body), "progress in order, to the end"
+    assert not list((tmp_path / "cache").rglob(".part-*"))
+    assert cache.fetch(client, obj).downloaded == 0
+
+
+def test_a_large_object_that_changes_while_it_downloads_is_refused(bucket, reader, tmp_path):
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/big.dump", Body=os.urandom(2_000_000))
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+    writer.put_object(Bucket=name, Key="database/big.dump", Body=os.urandom(2_000_000))
+    cache = DownloadCache(tmp_path / "cache", parts_from=1_000_000, part_size=262_144)
+    with pytest.raises(S3Error, match="changed after it was listed"):
+        cache.fetch(reader, obj)
+    assert not list((tmp_path / "cache").rglob(".part-*")), "no part file left"

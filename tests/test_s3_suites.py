@@ -119,7 +119,7 @@ def test_long_downloads_show_progress_like_restores(run_suites, bucket, s3_endpo
     monkeypatch.setenv("BACKUPCHECK_PROGRESS_SECONDS", "0.01")  # a line at every block: moto serves fast
     run = run_suites("-k", "complete_and_readable", config=s3_config(name, s3_endpoint, tmp_path / "cache"))
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("downloading s3://")]
-    assert len(lines) >= 5, run.stdout[-3000:]
+    assert len(lines) >= 3, run.stdout[-3000:]  # in ranges of 16 MiB: a line as each one is hashed
     assert re.match(rf"downloading s3://{name}/database/big_20250101_020000.bin: [\d.]+ MiB of 70.0 MiB "
                     r"\(\d+%\), \d+s", lines[-1]), lines[-3:]
     quiet = run_suites("-k", "complete_and_readable", "-q",
