@@ -216,3 +216,35 @@ def test_the_time_left_from_earlier_restores():
     assert line("k", s, 80, expected=70).endswith(", 1m20s, longer than earlier restores (about 1m10s)")
     with_total = Sample("restore data", 5 * 1024**2, 10 * 1024**2)
     assert line("k", with_total, 10, expected=70).endswith("about 10s left"), "the manifest's size comes first"
+
+
+def test_anti_joins_run_side_by_side_and_each_names_its_key(farm, restore, tmp_path):
+    """Three keys the restore could not validate (NOT VALID, with orphans): three anti-joins on connections of
+    their own, each finding naming its key and what it found; a key whose table is gone is said, not raised."""
+    from backupcheck.checks.restoring import foreign_key_orphans
+    from backupcheck.discovery import discover
+
+    db = farm.clone(farm.states[-1], f"three_keys_{uuid.uuid4().hex[:8]}")
+    farm.sql(db, """
+        create table public.notes (id int primary key, user_id int, order_id int, product_id int);
+        insert into public.notes values (1, -1, -2, -3), (2, -4, -5, -6);
+        alter table public.notes add constraint notes_user_fk foreign key (user_id) references public.users(id) not valid;
+        alter table public.notes add constraint notes_order_fk foreign key (order_id) references public.orders(id) not valid;
+        alter table public.notes add constraint notes_product_fk foreign key (product_id) references public.products(id)
+            not valid;
+    """)
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "b"
+    farmlib.stamp(farm.dump(db, folder / f"keys_{when:%Y%m%d_%H%M%S}.dump"), when)
+    [backup] = discover([folder]).backups()
+    restored = restore(backup, tmp_path / "run")
+    opened: list[str] = []
+    connect = restored._connect
+    restored._connect = lambda name: (opened.append(name), connect(name))[1]
+    findings, notes = foreign_key_orphans(restored)
+    named = sorted(f.what for f in findings)
+    assert named == [f"foreign key notes_{k}_fk has orphaned rows (declared NOT VALID)" for k in
+                     ("order", "product", "user")], named
+    assert all("2 orphan row(s)" in f.found for f in findings), [f.found for f in findings]
+    assert len(opened) >= 2, "the anti-joins ran on connections of their own, side by side"
+    assert sum("checked with an anti-join: 2 orphan(s)" in n for n in notes) == 3, notes

@@ -104,6 +104,7 @@ class Orphans:
     relation: str
     count: int
     samples: tuple[str, ...]
+    seconds: float = 0.0  # what the anti-join took
 
 
 def _split_key(key: str) -> tuple[str | None, str, str]:
@@ -689,25 +690,53 @@ class RestoredBackup:
     def orphans(self, table: str, columns: tuple[str, ...], ref_table: str, ref_columns: tuple[str, ...],
                 label: str, sample: int = 5) -> Orphans:
         """Rows of ``table`` whose key has no match in ``ref_table`` (MATCH SIMPLE: NULL keys are not orphans)."""
+        [found] = self.orphans_all([(table, columns, ref_table, ref_columns, label)], sample)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def orphans_all(self, asked: list[tuple[str, tuple[str, ...], str, tuple[str, ...], str]],
+                    sample: int = 5) -> list[Orphans | Exception]:
+        """The anti-joins of ``asked`` ((table, columns, ref_table, ref_columns, label) each) on as many
+        connections as the cores (2 to 8), in the order asked; an anti-join that cannot run gives its error."""
+        import psycopg
         from psycopg import sql
 
-        db, schema, name = self.locate(table)
-        _, rschema, rname = self.locate(ref_table)
-        child = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        parent = sql.SQL("{}.{}").format(sql.Identifier(rschema), sql.Identifier(rname))
-        not_null = sql.SQL(" and ").join(sql.SQL("c.{} is not null").format(sql.Identifier(c)) for c in columns)
-        match = sql.SQL(" and ").join(
-            sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c)) for c, r in zip(columns, ref_columns, strict=True)
-        )
-        shown = sql.SQL(" || ', ' || ").join(sql.SQL("c.{}::text").format(sql.Identifier(c)) for c in columns)
-        q = sql.SQL(
-            "select count(*) over (), {shown} from {child} c where {not_null} "
-            "and not exists (select 1 from {parent} p where {match}) limit {n}"
-        ).format(shown=shown, child=child, not_null=not_null, parent=parent, match=match, n=sql.Literal(sample))
-        with self._session(db) as conn:
-            rows = conn.execute(q).fetchall()
-        count = rows[0][0] if rows else 0
-        return Orphans(label, count, tuple(str(r[1]) for r in rows))
+        def one(item: tuple[str, tuple[str, ...], str, tuple[str, ...], str],
+                conns: ThreadConnections | None = None) -> Orphans | Exception:
+            table, columns, ref_table, ref_columns, label = item
+            try:
+                db, schema, name = self.locate(table)
+                _, rschema, rname = self.locate(ref_table)
+            except Exception as exc:  # noqa: BLE001 (a name that does not parse: said by the check)
+                return exc
+            child = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+            parent = sql.SQL("{}.{}").format(sql.Identifier(rschema), sql.Identifier(rname))
+            not_null = sql.SQL(" and ").join(sql.SQL("c.{} is not null").format(sql.Identifier(c)) for c in columns)
+            match = sql.SQL(" and ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c))
+                                          for c, r in zip(columns, ref_columns, strict=True))
+            shown = sql.SQL(" || ', ' || ").join(sql.SQL("c.{}::text").format(sql.Identifier(c)) for c in columns)
+            q = sql.SQL(
+                "select count(*) over (), {shown} from {child} c where {not_null} "
+                "and not exists (select 1 from {parent} p where {match}) limit {n}"
+            ).format(shown=shown, child=child, not_null=not_null, parent=parent, match=match, n=sql.Literal(sample))
+            started = time.monotonic()
+            try:
+                if conns is None:  # one question: the checks' own connection, no new one
+                    with self._session(db) as conn:
+                        rows = conn.execute(q).fetchall()
+                else:
+                    rows = conns.get(db).execute(q).fetchall()
+            except psycopg.Error as exc:
+                return exc
+            count = rows[0][0] if rows else 0
+            return Orphans(label, count, tuple(str(r[1]) for r in rows), time.monotonic() - started)
+
+        if len(asked) <= 1:
+            return [one(item) for item in asked]
+        with ThreadConnections(self._connect) as conns, \
+                ThreadPoolExecutor(max_workers=min(COUNTERS, len(asked))) as pool:
+            return list(pool.map(lambda item: one(item, conns), asked))
 
 
 def _size(n: float) -> str:
