@@ -135,7 +135,7 @@ def test_not_enough_disk_is_refused_before_downloading(bucket, reader, tmp_path)
     writer.put_object(Bucket=name, Key="database/big.sql", Body=b"x" * 1000)
     [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
     cache = DownloadCache(tmp_path / "cache", reserve=10**18)
-    with pytest.raises(S3Error, match="bytes needed"):
+    with pytest.raises(S3Error, match="bytes needed, only .* free in .*--cache-dir, config: cache_dir"):
         cache.fetch(reader, obj)
 
 

@@ -247,7 +247,7 @@ class DownloadCache:
         free = shutil.disk_usage(entry).free
         if free < obj.size + self.reserve:
             raise S3Error(f"downloading {obj.url}: {obj.size:,} bytes needed, only {free:,} free in {self.root} "
-                          "(set work_dir to a larger disk)")
+                          "(give a folder on a larger disk with --cache-dir, config: cache_dir)")
         last: BaseException | None = None
         for _attempt in range(attempts):
             try:
