@@ -196,3 +196,39 @@ def test_a_large_object_that_changes_while_it_downloads_is_refused(bucket, reade
     with pytest.raises(S3Error, match="changed after it was listed"):
         cache.fetch(reader, obj)
     assert not list((tmp_path / "cache").rglob(".part-*")), "no part file left"
+
+
+def test_a_range_refused_while_another_is_still_coming_ends_the_download(bucket, reader, tmp_path):
+    """The second range is refused at once while the first is still on its way: the download fails with the
+    refusal (it does not wait for a range that gave up), and no part file stays."""
+    import threading
+    import time
+
+    from botocore.exceptions import ClientError
+
+    name, writer = bucket
+    writer.put_object(Bucket=name, Key="database/big.dump", Body=os.urandom(600_000))
+    [obj] = list_objects(reader, S3Location.parse(f"s3://{name}/database/"))
+
+    class Refusing:
+        def get_object(self, **params):  # type: ignore[no-untyped-def]
+            if params["Range"] == "bytes=0-262143":
+                time.sleep(0.5)
+                return reader.get_object(**params)
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "GetObject")
+
+    cache = DownloadCache(tmp_path / "cache", parts_from=100_000, part_size=262_144)
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            cache.fetch(Refusing(), obj)
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append(exc)
+
+    runner = threading.Thread(target=fetch, daemon=True)
+    runner.start()
+    runner.join(timeout=20)
+    assert not runner.is_alive(), "the download waits for a range that gave up"
+    assert outcome and isinstance(outcome[0], S3Error), outcome
+    assert not list((tmp_path / "cache").rglob(".part-*"))

@@ -358,7 +358,7 @@ class DownloadCache:
                     for i in range(len(ranges)):
                         pool.submit(fetch, i)
                     for i, (start, end) in enumerate(ranges):
-                        while not landed[i].wait(0.5):
+                        while not landed[i].wait(0.5) and not failed:  # a range that failed stops the rest
                             if self.stop.is_set():
                                 raise S3Error(f"downloading {obj.url}: given up, the run is ending")
                         if failed:
