@@ -513,12 +513,15 @@ def test_every_producer_restores_or_fails_with_one_sentence_and_its_fix(source, 
     assert all(v == "passed" for k, v in run.outcomes.items() if k.startswith("test_restoring_server_fits_the_dump"))
 
 
-def test_the_errors_of_parallel_restore_workers_writing_at_once_are_all_read():
-    """pg_restore -j 2: two workers' errors tangled on one line, the second message later without its prefix."""
+@pytest.mark.parametrize("prefixes", ["pg_restore:pg_restore:  error: error: ", "pg_restore: error: pg_restore: error: ",
+                                      "pg_restore: pg_restore: error: error: "])
+def test_the_errors_of_parallel_restore_workers_writing_at_once_are_all_read(prefixes):
+    """pg_restore -j 2: two workers' errors tangled on one line (the prefixes interleaved one way or another), the
+    second message later without its prefix."""
     from backupcheck.restore.errors import SECURITY, parse_pg_restore_errors
 
     tangled = (
-        'pg_restore:pg_restore:  error: error: could not execute query: ERROR:  permission denied to create event '
+        prefixes + 'could not execute query: ERROR:  permission denied to create event '
         'trigger "audit_ddl"\nHINT:  Must be superuser to create an event trigger.\nCommand was: CREATE EVENT '
         "TRIGGER audit_ddl ON ddl_command_end\n   EXECUTE FUNCTION public.audit_ddl();\n\n\n"
         'could not execute query: ERROR:  relation "public.orders" does not exist\nCommand was: CREATE INDEX o ON '

@@ -219,18 +219,20 @@ def _split_desc(rest: str) -> tuple[str, str]:
     return "", rest
 
 
-_PREFIXES = re.compile(r"^(?:pg_restore:\s*){2,}(?:error:\s*)*|^pg_restore:\s*(?:error:\s*){2,}")
+_PREFIX_RUN = re.compile(r"^(?:(?:pg_restore|error):\s*)+")
 _BARE_ERROR = re.compile(r"^(?:could not execute query:|COPY failed for table )")
 
 
 def _untangled(stderr: str) -> list[str]:
-    """pg_restore's lines with the tangles of parallel workers writing at once taken out: ``pg_restore:pg_restore:
-    error: error: could not execute query: …`` is one error's start, and the other worker's message follows later
-    on a line of its own without the prefix (seen with -j 2 and two failing event triggers)."""
+    """pg_restore's lines with the tangles of parallel workers writing at once taken out: a line that starts with
+    two workers' prefixes, in whatever interleaving (``pg_restore:pg_restore:  error: error: …``, ``pg_restore:
+    error: pg_restore: error: …``), is one error's start, and the other worker's message follows later on a line
+    of its own without the prefix (seen with -j 2 and two failing event triggers)."""
     lines = []
     for raw in stderr.splitlines():
-        if _PREFIXES.match(raw):
-            raw = "pg_restore: error: " + _PREFIXES.sub("", raw)
+        run = _PREFIX_RUN.match(raw)
+        if run and (run.group(0).count("pg_restore:") > 1 or run.group(0).count("error:") > 1):
+            raw = ("pg_restore: error: " if "error:" in run.group(0) else "pg_restore: ") + raw[run.end():]
         elif _BARE_ERROR.match(raw):
             raw = "pg_restore: error: " + raw
         lines.append(raw)
