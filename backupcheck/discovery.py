@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from .model import Artifact, Backup, Listing, Series, utc
 from .pgarchive import ArchiveError, read_archive
 from .sniff import head_bytes, open_decompressed, sniff, tar_holds_dump
+from .sources import basebackup
 from .sources.base import Listed, Place, container_path
 from .timestamps import find_timestamp, split_role, strip_extensions
 
@@ -116,6 +117,11 @@ def _artifact(path: Path, role: str = "") -> Artifact:
     size = st.st_size
     if path.is_dir():
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        physical = basebackup.read(path)
+        if physical is not None:
+            return Artifact(path=path, size=size, mtime=utc(st.st_mtime), format="basebackup",
+                            compression=physical.compression, role=role, note=physical.describe(),
+                            wal_archive=basebackup.find_archive(path))
     fmt, layers, note = sniff(path)
     if fmt == "tarball" and tar_holds_dump(path, layers) is not False:
         fmt = "dump-tarball"  # unpacked, verified and restored as the dump inside it
@@ -175,6 +181,12 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             if (path / "toc.dat").is_file():
                 candidates.append(_file_candidate(path, root))
                 continue
+            physical = basebackup.read(path)
+            if physical is not None:
+                candidates.append(_base_backup_candidate(path, root, physical))
+                continue
+            if basebackup.is_wal_archive(path):
+                continue  # a WAL archive: read with the base backups beside it, not a backup of its own
             stamp = find_timestamp(entry.name)
             if stamp:
                 # A timestamped folder is one backup: every file below it is one of its artifacts.
@@ -199,6 +211,17 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             if _described(entry.name, names):
                 continue  # a checksum or manifest of another file: read with it
             candidates.append(_file_candidate(path, root))
+
+
+def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBackup) -> _Candidate:
+    """A base backup is one backup of the series named after the folder that holds it, taken when its
+    backup_label says it started (its name may say nothing)."""
+    if physical.started is not None:
+        return _Candidate(path, folder, folder.name, "", physical.started, "header")
+    stamp = find_timestamp(path.name)
+    if stamp:
+        return _Candidate(path, folder, folder.name, "", stamp.when, "name", zoned=stamp.zoned)
+    return _Candidate(path, folder, folder.name, "", utc(path.stat().st_mtime), "mtime")
 
 
 def _file_candidate(path: Path, folder: Path) -> _Candidate:
@@ -266,6 +289,8 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
             candidates.append(_file_candidate(source, source.parent))
         elif (source / "toc.dat").is_file():
             candidates.append(_file_candidate(source, source.parent))
+        elif (physical := basebackup.read(source)) is not None:
+            candidates.append(_base_backup_candidate(source, source.parent, physical))
         else:
             _walk(source, candidates, listing.problems, skip)
 

@@ -17,6 +17,7 @@ class Family:
     module: str = ""  # its engine module (default backupcheck.checks.NAME): its SETTINGS are the keys it owns
     newest_only: bool = False  # its tests look at the newest backup of each series only
     settings: tuple[Any, ...] = ()  # a team's family may declare its schema.Setting entries here instead
+    physical_only: bool = False  # its tests look at physical series and base backups only
 
     def schema(self) -> tuple[Any, ...]:
         """The series settings this family owns (``schema.Setting``), declared next to its checks."""
@@ -48,6 +49,8 @@ for _family in (
     Family("retention", "the backups kept match the retention policy", False, "backupcheck.checks.trends"),
     Family("invariants", "the series' own SQL invariants hold", True),
     Family("manifest", "the backup is the database its manifest describes, in bytes and once restored", False),
+    Family("physical", "base backups recover, the WAL archive is whole and fresh, recovered pages are intact",
+           False, physical_only=True),
     Family("gate", "before a migration: a backup to roll back to, and the migration rehearsed on its copy", True,
            newest_only=True),
 ):

@@ -16,7 +16,7 @@ class Artifact:
     path: Path
     size: int
     mtime: datetime
-    format: str = "unknown"  # custom, directory, tar, plain, dumpall, json, tarball, dump-tarball, git-bundle, empty, unknown
+    format: str = "unknown"  # custom, directory, tar, plain, dumpall, basebackup, json, tarball, dump-tarball, git-bundle, empty, unknown
     compression: tuple[str, ...] = ()  # outermost first, e.g. ("gzip",)
     role: str = ""  # schema, data, roles, config or "" for a whole dump
     sidecars: tuple[Path, ...] = ()
@@ -28,6 +28,7 @@ class Artifact:
     manifest: Path | None = None  # PATH.manifest.json beside it (backupcheck dump), downloaded when remote
     manifest_url: str = ""
     sha256: str = ""  # of the bytes as downloaded, for a remote object (computed while it was fetched)
+    wal_archive: Path | None = None  # a base backup's WAL archive (found beside it, or configured)
 
     @property
     def is_remote(self) -> bool:
@@ -84,10 +85,16 @@ class Backup:
         return sum(a.size * (20 if a.format in ARCHIVE_FORMATS or a.compression else 2) for a in self.dumps)
 
     @property
+    def base_backup(self) -> Artifact | None:
+        """The physical base backup (pg_basebackup's folder) this backup is, if it is one."""
+        return next((a for a in self.artifacts if a.format == "basebackup"), None)
+
+    @property
     def restorable(self) -> bool:
         """Holds a dump, or artifacts that may hold one: objects not downloaded yet, files not decrypted yet,
         tarballs not unpacked yet (their bytes will tell)."""
-        return bool(self.dumps) or any(a.is_remote or a.format in ("gpg", "dump-tarball") for a in self.artifacts)
+        return bool(self.dumps) or any(a.is_remote or a.format in ("gpg", "dump-tarball", "basebackup")
+                                       for a in self.artifacts)
 
     def holds_no_database(self, local: Backup) -> bool:
         """Once its bytes are here (``local``: downloaded, decrypted, unpacked), whether this backup turned out to

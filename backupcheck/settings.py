@@ -157,6 +157,10 @@ class SeriesSettings:
     restore_timeout: timedelta | None = None  # a restore still running after this is stopped, with a finding
     require_manifest: bool = False  # every backup must have a manifest (backupcheck dump)
     manifest_tolerance: float = 0.01  # rows against a manifest taken after the dump, not in its snapshot
+    wal_archive: str = ""  # a physical series' WAL archive folder, where it is not beside the base backups
+    recovery_window: timedelta | None = None  # how far back point-in-time recovery is promised
+    recover_to: str = ""  # a moment or "name:POINT" to recover base backups to (else the archive's end)
+    amcheck_budget: timedelta = timedelta(minutes=10)  # the time pg_amcheck may take on one recovered backup
     extra: tuple[tuple[str, Any], ...] = ()  # settings of a team's own families, by key
 
     def option(self, key: str, default: Any = None) -> Any:
@@ -227,6 +231,14 @@ def table_markdown() -> str:
             out += ["", f"Keys of `[{kind.scheme}]` and of a `sources = [{{ url = \"{kind.example}\", … }}]` table:", "",
                     *head, *markdown_rows(kind.settings())]
     return "\n".join(out) + "\n"
+
+
+def _recover_to(value: Any) -> str:
+    if value is None:
+        return ""
+    from .checks.physical import parse_target
+
+    return parse_target(value, "recover_to")
 
 
 def parse_now(value: Any, key: str) -> datetime:
@@ -316,6 +328,7 @@ class Settings:
     dsn: str = ""  # for the dsn provider; may hold a password, so it is never shown as is
     profiles: dict[str, Any] = field(default_factory=dict)  # name -> Profile
     now: datetime | None = None  # the moment ages are measured from (default: when the run starts)
+    recover_to: str = ""  # --recover-to: where physical backups are recovered to, for series that set none
     history: str = "off"  # off, a SQLite file, or a postgresql:// DSN (built runs default to the user's data folder)
     metrics_file: Path | None = None  # a node_exporter textfile
     notify: Any = None  # backupcheck.metrics.Notify
@@ -524,6 +537,7 @@ def build(cli: dict[str, Any], file_data: dict[str, Any], config_file: Path | No
         gpg_passphrase_env=str(file_data.get("gpg_passphrase_env", "BACKUPCHECK_GPG_PASSPHRASE")),
         pg_bin_only=bool(pick("pg_bin_only", False)), pg_provider=provider, container_image=image, ryuk=ryuk_raw, dsn=dsn, profiles=profiles,
         now=now,
+        recover_to=_recover_to(pick("recover_to", None)),
     )
 
 

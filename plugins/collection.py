@@ -97,13 +97,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError("backupcheck: the suites were collected without their run set-up")
     settings = metafunc.config.stash[SETTINGS]
     marker = metafunc.definition.get_closest_marker("when_configured")
+    family = _family_of_path(str(metafunc.definition.path))
+    physical = family in REGISTRY and REGISTRY[family].physical_only
     if wants_series:
         series = list(state.listing.series)
+        if physical:
+            series = [s for s in series if any(b.base_backup is not None for b in s.backups)]
         if marker:
             series = [s for s in series if _configured(getattr(settings.for_series(s.name), marker.args[0]))]
         metafunc.parametrize("series", series, ids=[safe_id(s.name) for s in series])
         return
-    family = _family_of_path(str(metafunc.definition.path))
     if family in REGISTRY and REGISTRY[family].newest_only:
         backups = gated(metafunc.config, state.listing) if family == "gate" else [s.newest for s in state.listing.series]
         if metafunc.definition.get_closest_marker("rehearsal") and not settings.gate.rehearses:
@@ -115,6 +118,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backups = state.listing.backups()
     if marker:
         backups = [b for b in backups if _configured(getattr(settings.for_series(b.series), marker.args[0]))]
+    if physical:
+        backups = [b for b in backups if b.base_backup is not None]
     if "invariant" in metafunc.fixturenames:  # one test per backup and invariant of its series
         pairs = [(b, inv) for b in backups for inv in settings.for_series(b.series).invariants]
         metafunc.parametrize(("backup", "invariant"), pairs, ids=[f"{b.key}-{safe_id(i.name)}" for b, i in pairs])

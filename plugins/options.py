@@ -36,6 +36,9 @@ HELP_DSN = ("An existing server for --pg-provider dsn, as 'host=... user=... dbn
 HELP_IMAGE = "Container image, {major} replaced by the dump's PostgreSQL major (default postgres:{major}; config: container.image)."
 HELP_RYUK = "Ryuk, testcontainers' cleanup helper: on (default) or off where its image cannot be had (config: container.ryuk)."
 HELP_PG_BIN_ONLY = "Use only the --pg-bin folders, not the PostgreSQL installations found elsewhere (config: pg_bin_only)."
+HELP_RECOVER_TO = ("Recover physical base backups to this moment ('2026-12-06 14:05Z') or restore point "
+                   "('name:before-migration') instead of the end of their WAL archive (config: recover_to; a "
+                   "series' own recover_to wins).")
 HELP_NOW = ("The moment ages and freshness are measured from, in ISO 8601 with an offset (default: when the run "
             "starts; config: now), to reproduce a verdict of another day.")
 HELP_HISTORY = ("Where runs are remembered, for trends, streaks and evidence: a SQLite file (default: "
@@ -80,6 +83,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reports-dir", dest="bc_reports_dir", default=None, metavar="DIR", help=HELP_REPORTS)
     group.addoption("--series", action="append", dest="bc_series", default=None, metavar="NAME", help=HELP_SERIES)
     group.addoption("--now", dest="bc_now", default=None, metavar="MOMENT", help=HELP_NOW)
+    group.addoption("--recover-to", dest="bc_recover_to", default=None, metavar="TARGET", help=HELP_RECOVER_TO)
     group.addoption("--cache-dir", dest="bc_cache_dir", default=None, metavar="DIR", help=HELP_CACHE)
     group.addoption("--history", dest="bc_history", default=None, metavar="PATH|DSN|off", help=HELP_HISTORY)
     group.addoption("--metrics-file", dest="bc_metrics_file", default=None, metavar="FILE", help=HELP_METRICS)
@@ -224,6 +228,7 @@ def resolve(config: pytest.Config) -> Settings:
         "container_image": config.getoption("bc_image"),
         "ryuk": config.getoption("bc_ryuk"),
         "now": config.getoption("bc_now"),
+        "recover_to": config.getoption("bc_recover_to"),
         "history": _history_option(config.getoption("bc_history"), cwd),
         "metrics_file": absolute("bc_metrics_file"),
         "plan_out": absolute("bc_plan_out"),

@@ -779,8 +779,11 @@ class RestoreCache:
     """
 
     def __init__(self, provider: Provider, store: EvidenceStore, jobs: int, tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 progress: Any = None, expected: Callable[[Backup], float | None] | None = None) -> None:
-        """``expected``: how long a backup's restore should take, from earlier restores of its series."""
+                 progress: Any = None, expected: Callable[[Backup], float | None] | None = None,
+                 physical: Callable[[Backup], dict[str, Any]] | None = None) -> None:
+        """``expected``: how long a backup's restore should take, from earlier restores of its series;
+        ``physical``: what a base backup's recovery is asked (``RecoveredBackup``'s target and wal_archive)."""
+        self.physical = physical
         self.progress = progress
         self.expected = expected
         self.provider = provider
@@ -803,8 +806,14 @@ class RestoreCache:
                 expected = self.expected(backup)
             except Exception:  # noqa: BLE001 (a history that cannot be read: no time left from it)
                 log.warning("reading earlier restore times for %s failed", backup.key, exc_info=True)
-        restored = RestoredBackup(backup, self.provider, self.store, self.jobs, profile, tolerated, self.tools,
-                                  locale_fallback, timeout, self.progress, expected)
+        kind: type[RestoredBackup] = RestoredBackup
+        extra: dict[str, Any] = {}
+        if backup.base_backup is not None:  # a physical backup is recovered, then asked the same questions
+            from .recovery import RecoveredBackup
+
+            kind, extra = RecoveredBackup, (self.physical(backup) if self.physical is not None else {})
+        restored = kind(backup, self.provider, self.store, self.jobs, profile, tolerated, self.tools,
+                        locale_fallback, timeout, self.progress, expected, **extra)
         try:
             self._current = restored.__enter__()
         except Exception as exc:

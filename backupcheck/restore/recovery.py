@@ -1,0 +1,511 @@
+"""A physical backup restored the only way it can be: recovered. The base backup is unpacked into a disposable data
+directory, the WAL it needs is staged beside it from the archive, and a server of the backup's own major version
+replays it (to the end of the archive, or to a target time or restore point) and is promoted; then the restored
+databases answer every family's questions as a dump's restore does.
+
+The backup's own settings never run: its postgresql.conf, postgresql.auto.conf, pg_hba.conf and pg_ident.conf are
+replaced (no archive_command, no preload library, no listening address: a private socket only), its event triggers
+are disabled before any command of ours, and the server runs as its own OS account, reading WAL only from a
+staging folder of its own (the archive is never written to).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..model import Backup
+from ..servers import pgbin
+from ..servers.cluster import Cluster, ServerStartError, _pdeathsig, server_user
+from ..sources import basebackup
+from ..sources.basebackup import BaseBackup
+from ..sniff import open_decompressed
+from .database import NoServer, RestoreRefused, RestoredBackup, table_sizes
+from .errors import HARMFUL, RestoreError
+from .providers import LocalProvider
+from .targets import LocalTarget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where recovery stops: the end of the archive (neither set), a time, or a named restore point."""
+
+    time: datetime | None = None
+    name: str = ""
+
+    def describe(self) -> str:
+        if self.time is not None:
+            return f"recovery to {self.time:%Y-%m-%d %H:%M:%S} UTC"
+        if self.name:
+            return f"recovery to the restore point {self.name!r}"
+        return "recovery to the end of the WAL archive"
+
+
+def installation_for(major: int, tools: pgbin.Tools) -> pgbin.Installation:
+    """A server of exactly ``major``: a physical backup recovers on its own major version only."""
+    found = [i for i in tools.installations() if i.major == major]
+    if found:
+        return max(found, key=lambda i: i.minor)
+    have = ", ".join(i.describe() for i in tools.installations()) or "none"
+    raise pgbin.NoSuitableBinaries(
+        f"a PostgreSQL {major} base backup recovers only on a PostgreSQL {major} server; installed here: {have}. "
+        f"Fix: install PostgreSQL {major} (e.g. apt-get install postgresql-{major}) or point --pg-bin "
+        "(config: pg_bin) at its bin folder")
+
+
+# --- the data directory -------------------------------------------------------------------------------------
+
+
+def _extract(tar_path: Path, layers: tuple[str, ...], into: Path) -> None:
+    """A tar of the backup, unpacked with the ``data`` filter: no absolute path, no link or file outside ``into``,
+    no device (a hostile tar cannot write anywhere else)."""
+    into.mkdir(parents=True, exist_ok=True)
+    with open_decompressed(tar_path, layers) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        tar.extractall(into, filter="data")
+
+
+def unpack(bb: BaseBackup, datadir: Path, spaces: Path) -> None:
+    """The base backup as a data directory at ``datadir``; its tablespaces under ``spaces``/OID, mapped there."""
+    if bb.layout == "tar":
+        _extract(bb.tars[0], bb.compression, datadir)
+        for tar in bb.tars[1:]:
+            _extract(tar, bb.compression, spaces / tar.name.split(".", 1)[0])
+        if bb.wal_tar is not None:
+            _extract(bb.wal_tar, bb.compression, datadir / "pg_wal")
+        if bb.tablespaces:
+            (datadir / "tablespace_map").write_text("".join(f"{oid} {spaces / oid}\n" for oid in bb.tablespaces))
+        (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+        return
+    outside = [p for p in bb.path.rglob("*") if p.is_symlink()]
+    if outside:
+        raise RestoreRefused(f"not recovered: {bb.path} holds symbolic links ({', '.join(str(p) for p in outside[:3])})"
+                             " that point outside the backup; take the backup in tar format (pg_basebackup -Ft), "
+                             "which carries tablespaces as files")
+    shutil.copytree(bb.path, datadir, symlinks=True)
+    (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+
+
+def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget) -> None:
+    """Replace every setting the backup carries with ours, and ask for recovery."""
+    for name in ("postgresql.auto.conf", "pg_ident.conf"):
+        (datadir / name).write_text("")
+    for name in ("standby.signal", "recovery.conf", "postmaster.pid", "postmaster.opts"):
+        (datadir / name).unlink(missing_ok=True)
+    (datadir / "pg_hba.conf").write_text("local all all trust\n")
+    settings = {
+        "listen_addresses": "''", "port": "5432", "unix_socket_directories": f"'{sockdir}'",
+        "unix_socket_permissions": "0700", "archive_mode": "off", "archive_command": "''",
+        "restore_command": f"'cp \"{stage}/%f\" \"%p\"'", "recovery_target_action": "'promote'",
+        "recovery_target_timeline": "'latest'", "hot_standby": "off", "shared_preload_libraries": "''",
+        "session_preload_libraries": "''", "local_preload_libraries": "''", "wal_level": "replica",
+        "max_wal_senders": "0", "max_replication_slots": "0", "fsync": "off", "synchronous_commit": "off",
+        "autovacuum": "off", "jit": "off", "logging_collector": "off", "shared_buffers": "'256MB'",
+        "max_connections": "30", "dynamic_shared_memory_type": "mmap", "max_wal_size": "'4GB'",
+        "log_checkpoints": "off", "primary_conninfo": "''",
+    }
+    if target.time is not None:
+        settings["recovery_target_time"] = f"'{target.time:%Y-%m-%d %H:%M:%S}+00'"
+    elif target.name:
+        settings["recovery_target_name"] = "'" + target.name.replace("'", "''") + "'"
+    (datadir / "postgresql.conf").write_text(
+        "# written by backupcheck: none of the backup's own settings is used\n"
+        + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    (datadir / "recovery.signal").write_text("")
+
+
+def stage_wal(archive: basebackup.WalArchive | None, start: str, stage: Path) -> int:
+    """Copy (and decompress) the archive's segments from ``start`` on, and its timeline histories, into the
+    server's own staging folder; the number of segments staged."""
+    stage.mkdir(parents=True, exist_ok=True)
+    if archive is None:
+        return 0
+    first = archive.number(start) if start else 0
+    staged = 0
+    for seg in archive.segments:
+        if seg.number < first or seg.partial:
+            continue
+        with open_decompressed(seg.path, seg.compression) as src, open(stage / seg.name, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        staged += 1
+    for name in archive.histories:
+        with open_decompressed(archive.path / name, ("gzip",) if name.endswith(".gz") else ()) as src, \
+                open(stage / name.removesuffix(".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return staged
+
+
+def bootstrap_role(datadir: Path) -> str:
+    """The name of the cluster's bootstrap superuser (OID 10), read from pg_authid's heap file (PostgreSQL 12+,
+    where oid is its first column): not every cluster calls it postgres (Supabase: supabase_admin)."""
+    path = datadir / "global" / "1260"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "postgres"
+    live, dead = [], []
+    for page in range(0, len(data) - 8191, 8192):
+        lower = struct.unpack_from("<H", data, page + 12)[0]
+        for at in range(page + 24, page + min(lower, 8192), 4):
+            raw = struct.unpack_from("<I", data, at)[0]
+            off, flags = raw & 0x7FFF, (raw >> 15) & 3
+            if flags != 1 or off < 24 or off + 96 > 8192:
+                continue
+            tup = page + off
+            hoff = data[tup + 22]
+            infomask = struct.unpack_from("<H", data, tup + 20)[0]
+            oid = struct.unpack_from("<I", data, tup + hoff)[0]
+            if oid == 10:
+                name = data[tup + hoff + 4: tup + hoff + 68].split(b"\0", 1)[0].decode(errors="replace")
+                (live if infomask & 0x0800 else dead).append(name)  # HEAP_XMAX_INVALID: not deleted
+    found = live or dead
+    return found[-1] if found and re.fullmatch(r"[\w$.-]{1,63}", found[-1]) else "postgres"
+
+
+class RecoveredCluster(Cluster):
+    """A server started on a recovered base backup; it is up once recovery ended and it was promoted."""
+
+    def __init__(self, installation: pgbin.Installation, bb: BaseBackup, archive: basebackup.WalArchive | None,
+                 home: Path, target: RecoveryTarget, timeout: float | None, remove: Any = None) -> None:
+        super().__init__(installation, bb.path, home, remove)
+        self.bb, self.archive, self.target, self.timeout = bb, archive, target, timeout
+        self.stage = home / "wal"
+        self.superuser = "postgres"
+        self.phases: dict[str, float] = {}
+        self.staged = 0
+        self.final_log = ""
+
+    def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
+        return {"host": str(self.sockdir), "port": 5432, "user": self.superuser, "dbname": dbname,
+                "options": "-c session_preload_libraries= -c local_preload_libraries="}
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "PGUSER": self.superuser,
+                "PGOPTIONS": "-c session_preload_libraries= -c local_preload_libraries="}
+
+    def _start(self) -> None:
+        user = server_user()
+        t0 = time.monotonic()
+        self.home.mkdir(parents=True)
+        os.chmod(self.home, 0o700)
+        unpack(self.bb, self.datadir, self.home / "tablespaces")
+        t1 = time.monotonic()
+        self.staged = stage_wal(self.archive, self.bb.start_segment, self.stage)
+        self.sockdir.mkdir(mode=0o700)
+        configure(self.datadir, self.sockdir, self.stage, self.target)
+        self.superuser = bootstrap_role(self.datadir)
+        if user:
+            for root, dirs, files in os.walk(self.home):
+                os.chown(root, *user)
+                for name in dirs + files:
+                    os.chown(os.path.join(root, name), *user, follow_symlinks=False)
+        os.chmod(self.datadir, 0o700)
+        t2 = time.monotonic()
+        self.phases = {"unpack base backup": round(t1 - t0, 3), "stage WAL": round(t2 - t1, 3)}
+        with open(self.logfile, "wb") as logf:
+            self.process = subprocess.Popen(
+                [self.installation.tool("postgres"), "-D", str(self.datadir)],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                user=user[0] if user else None, group=user[1] if user else None,
+                extra_groups=[] if user else None, preexec_fn=_pdeathsig, start_new_session=True, cwd=str(self.home),
+            )
+        try:
+            self._wait_ready(timeout=self.timeout or 24 * 3600.0)
+        except ServerStartError:
+            self.final_log = self.log_text()  # read before the folder goes
+            raise
+        self.phases["WAL replay and promotion"] = round(time.monotonic() - t2, 3)
+
+    def log_text(self) -> str:
+        if self.final_log:
+            return self.final_log
+        try:
+            return self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class RecoveredTarget(LocalTarget):
+    """The recovered server: the databases are the backup's own, asked as its superuser; thrown away after."""
+
+    kind = "local"
+    contained = False
+    wanted_again = False
+
+    @property
+    def label(self) -> str:
+        return f"recovered cluster, {self.installation.describe()}"
+
+    @property
+    def containment(self) -> str:
+        return ("the backup's own settings replaced (no archive_command, no preload library, a private socket only); "
+                f"event triggers disabled; server as OS account {self.cluster.os_user}")
+
+    def free_space(self) -> tuple[int, str] | None:
+        return shutil.disk_usage(self.cluster.home.parent).free, str(self.cluster.home.parent)
+
+    def __enter__(self) -> RecoveredTarget:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close_admin()
+        self.cluster.__exit__(et, ev, tb)
+
+
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+_FATAL = re.compile(r"(?:FATAL|PANIC):\s+(.*)")
+
+
+def _recovery_errors(log_text: str, archive: basebackup.WalArchive | None, target: RecoveryTarget,
+                     key: str) -> list[RestoreError]:
+    """What the server's log says went wrong, and the archive's segments recovery never reached."""
+    errors = []
+    for m in _FATAL.finditer(log_text):
+        if "the database system is" in m.group(1) or "terminating connection" in m.group(1):
+            continue
+        errors.append(RestoreError(HARMFUL, m.group(1).strip(), "", "everything after the failure", key))
+    restored = _RESTORED.findall(log_text)
+    if archive is not None and target.time is None and not target.name and restored:
+        last = max(restored, key=archive.number)
+        later = [s for s in archive.segments if s.number > archive.number(last) + 1 and not s.partial]
+        if later and not any(s.number == archive.number(last) + 1 for s in archive.segments):
+            missing = archive.name_of(int(last[:8], 16), archive.number(last) + 1)
+            errors.append(RestoreError(
+                HARMFUL, f"recovery stopped after WAL segment {last}: the next one, {missing}, is not in the archive "
+                f"{archive.path}, so the {len(later)} segment(s) after it (to {later[-1].name}, archived "
+                f"{later[-1].modified:%Y-%m-%d %H:%M} UTC) were never replayed", "",
+                f"every change after {_segment_time(archive, last)}", key))
+    return errors
+
+
+def _segment_time(archive: basebackup.WalArchive, name: str) -> str:
+    seg = next((s for s in archive.segments if s.name == name), None)
+    return f"{seg.modified:%Y-%m-%d %H:%M} UTC" if seg else name
+
+
+class RecoveredBackup(RestoredBackup):
+    """A base backup recovered into a disposable server, then asked what a restored dump is asked."""
+
+    def __init__(self, *args: Any, target: RecoveryTarget | None = None, wal_archive: Path | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recovery_target = target or RecoveryTarget()
+        self.wal_path = wal_archive
+        self.bb: BaseBackup | None = None
+        self.archive: basebackup.WalArchive | None = None
+        self._tables: list[str] | None = None
+        self.replayed = 0
+
+    def _prepare(self) -> None:
+        artifact = self.backup.base_backup
+        bb = basebackup.read(artifact.path) if artifact is not None else None
+        if artifact is None or bb is None:
+            raise RestoreRefused(f"{self.backup.key} holds no base backup to recover")
+        self.bb = bb
+        path = self.wal_path or artifact.wal_archive
+        self.archive = basebackup.read_archive(path) if path is not None else None
+        self.profile_reason = "a physical backup: the cluster as it was"
+
+    def need_major(self) -> int | None:
+        return self.bb.major if self.bb else None
+
+    def wanted_extensions(self) -> frozenset[str]:
+        return frozenset()
+
+    def _space_needed(self) -> tuple[int, str]:
+        assert self.bb is not None
+        size = self.backup.size * (4 if self.bb.compression else 1)
+        wal = sum(s.path.stat().st_size for s in self.archive.segments) if self.archive else 0
+        return size + wal, "the base backup's size, unpacked, and its WAL (an estimate)"
+
+    def _acquire(self) -> None:
+        assert self.bb is not None
+        if not isinstance(self.provider, LocalProvider):
+            raise NoServer(f"a physical backup is recovered on this machine's PostgreSQL {self.bb.major} only "
+                           f"(--pg-provider {self.provider.kind} cannot recover it): use --pg-provider local",
+                           self.compat)
+        try:
+            inst = installation_for(self.bb.major, self.tools)
+        except pgbin.NoSuitableBinaries as exc:
+            self.compat.mismatches.append(str(exc))
+            raise NoServer(str(exc), self.compat) from None
+        factory = self.provider.factory
+        need, basis = self.space_needed()
+        home = factory.place(need) / f"recovery-{os.getpid()}-{id(self) & 0xFFFF:x}"
+        cluster = RecoveredCluster(inst, self.bb, self.archive, home, self.recovery_target, self.timeout,
+                                   factory.remove_later)
+        self.target = RecoveredTarget(cluster)
+        self.target_label = self.target.label
+        self.compat.compared += [f"{self.bb.describe()} -> {inst.describe()} (its own major version)",
+                                 self.recovery_target.describe()]
+        self._preflight()
+
+    def _restore(self) -> None:
+        target = self.target
+        assert isinstance(target, RecoveredTarget) and self.bb is not None
+        cluster = target.cluster
+        assert isinstance(cluster, RecoveredCluster)
+        t0 = time.monotonic()
+        self.result.tool = (f"{target.label}; {self.recovery_target.describe()}, WAL from "
+                            f"{self.archive.path if self.archive else 'the backup alone'}; {target.containment}")
+        try:
+            cluster.__enter__()
+        except ServerStartError as exc:
+            self.phases.update(cluster.phases)
+            self.result.aborted = f"{self.backup.key}: recovery did not bring the server up"
+            errors = _recovery_errors(cluster.log_text(), self.archive, self.recovery_target, self.bb.path.name)
+            if not errors:
+                errors = [RestoreError(HARMFUL, str(exc).splitlines()[0], "", "everything", self.bb.path.name)]
+            self.result.errors += errors
+            self.result.seconds = time.monotonic() - t0
+            return
+        except (RestoreRefused, OSError, tarfile.TarError, EOFError) as exc:
+            self.result.aborted = f"{self.backup.key}: the base backup could not be unpacked: {exc}"
+            self.result.seconds = time.monotonic() - t0
+            return
+        self.phases.update(cluster.phases)
+        self.replayed = len(set(_RESTORED.findall(cluster.log_text())))
+        self.result.errors += _recovery_errors(cluster.log_text(), self.archive, self.recovery_target,
+                                               self.bb.path.name)
+        with target.admin() as conn:
+            target.server_version = str(conn.execute("show server_version").fetchone()[0]).split()[0]
+            dbs = [r[0] for r in conn.execute(
+                "select datname from pg_database where datallowconn and not datistemplate order by datname")]
+        self._disable_event_triggers(dbs)
+        own = [d for d in dbs if d != "postgres"]
+        self.main_db = own[0] if len(own) == 1 else "postgres"
+        self.result.databases = [self.main_db, *(d for d in dbs if d != self.main_db)]
+        self.result.seconds = time.monotonic() - t0
+
+    def _disable_event_triggers(self, dbs: list[str]) -> None:
+        """Before any command of ours (an extension for amcheck, a copy): a command on an event trigger fires none."""
+        from psycopg import sql
+
+        assert self.target is not None
+        for db in dbs:
+            with self.target.connect(db) as conn:
+                names = [r[0] for r in conn.execute("select evtname from pg_event_trigger where evtenabled <> 'D'")]
+                for name in names:
+                    conn.execute(sql.SQL("ALTER EVENT TRIGGER {} DISABLE").format(sql.Identifier(name)))
+                if names:
+                    self.skipped.append(f"event trigger(s) of {db} disabled before any check: {', '.join(names)}")
+
+    def expected_tables(self) -> list[str]:
+        """The recovered cluster's own tables (a physical backup carries no list of them to compare with)."""
+        if self._tables is None:
+            found: list[str] = []
+            if self.target is not None and not self.result.aborted:
+                for db in self.result.databases:
+                    prefix = "" if db == self.main_db else f"{db}/"
+                    with self._session(db) as conn:
+                        found += [f"{prefix}{schema}.{table}" for schema, table, _size, _part in table_sizes(conn)]
+            self._tables = found
+        return list(self._tables)
+
+    def missing_tables(self) -> list[str]:
+        return []
+
+
+def amcheck(target: RecoveredTarget, databases: list[str], budget: float) -> tuple[list[str], str]:
+    """pg_amcheck over every database (heap and B-tree indexes, the amcheck extension installed where missing):
+    (one line per corruption or failure, what was covered)."""
+    cluster = target.cluster
+    tool = cluster.installation.tool("pg_amcheck")
+    if not Path(tool).exists():
+        return [f"pg_amcheck is not part of {cluster.installation.describe()} (PostgreSQL 14+ ships it)"], "nothing"
+    args = [tool, "--install-missing", "--no-strict-names", "-j", "2", "--all"]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, env=cluster.env(), timeout=budget)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return _amcheck_lines(out), f"stopped after its time budget of {budget:.0f} s (amcheck_budget): not all covered"
+    problems = _amcheck_lines(proc.stdout + proc.stderr)
+    if proc.returncode not in (0, 2) and not problems:
+        problems = [f"pg_amcheck failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[:500]}"]
+    return problems, f"every table and B-tree index of {len(databases)} database(s)"
+
+
+def _amcheck_lines(text: str) -> list[str]:
+    out, current = [], ""
+    for line in text.splitlines():
+        if re.match(r"^(heap table|btree index|toast table|pg_amcheck: error)", line):
+            if current:
+                out.append(current)
+            current = line.strip()
+        elif current and line.startswith("    "):
+            current += " " + line.strip()
+    if current:
+        out.append(current)
+    return out
+
+
+def checksum_failures(target: RecoveredTarget) -> tuple[bool, list[str]]:
+    """(whether data checksums are on, "database: N" for each database whose pages failed their checksum)."""
+    with target.admin() as conn:
+        on = conn.execute("show data_checksums").fetchone()[0] == "on"
+        rows = conn.execute("select coalesce(datname, '(shared)'), checksum_failures from pg_stat_database "
+                            "where coalesce(checksum_failures, 0) > 0").fetchall()
+    return on, [f"{r[0]}: {r[1]} page(s) failed their checksum" for r in rows]
+
+
+def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | None) -> tuple[list[str], list[str]]:
+    """pg_verifybackup of the backup's own major version: every file against backup_manifest's checksums, and the
+    WAL the backup needs present and parseable (from the backup, else from an uncompressed archive beside it).
+    (problems, notes). A tar backup is unpacked into ``scratch`` first (pg_verifybackup reads tars from 18 on)."""
+    if bb.manifest is None:
+        return [], ["no backup_manifest (pg_basebackup 13+ writes one): its files cannot be checked against "
+                    "checksums; the recovery is the proof"]
+    try:
+        inst = installation_for(bb.major, tools)
+    except pgbin.NoSuitableBinaries as exc:
+        return [f"{bb.path.name}: not verified: {exc}"], []
+    tool = inst.tool("pg_verifybackup")
+    if not Path(tool).exists():
+        return [], [f"{inst.describe()} has no pg_verifybackup: not verified before the recovery"]
+    notes: list[str] = []
+    folder = bb.path
+    try:
+        if bb.layout == "tar":
+            folder = scratch / "verify"
+            shutil.rmtree(folder, ignore_errors=True)
+            _extract(bb.tars[0], bb.compression, folder)
+            if bb.wal_tar is not None:
+                _extract(bb.wal_tar, bb.compression, folder / "pg_wal")
+            shutil.copyfile(bb.manifest, folder / "backup_manifest")
+        args = [tool, "--quiet"]
+        has_wal = any(basebackup.SEGMENT_NAME.match(p.name) for p in (folder / "pg_wal").glob("*"))
+        if not has_wal:
+            plain_archive = archive is not None and any(
+                basebackup.SEGMENT_NAME.match(p.name) and not p.suffix for p in archive.iterdir())
+            if plain_archive:
+                args += ["--wal-directory", str(archive)]
+                notes.append(f"the WAL it needs was read from the archive {archive}")
+            else:
+                args.append("--no-parse-wal")
+                notes.append("its WAL was not parsed: not in the backup (-X none) and no uncompressed archive beside it")
+        if bb.tablespaces:
+            args += ["--ignore", "pg_tblspc"]
+            notes.append("tablespaces not verified (their files are in their own tars)")
+        proc = subprocess.run([*args, str(folder)], capture_output=True, text=True, timeout=6 * 3600)
+    except (OSError, tarfile.TarError, EOFError, subprocess.SubprocessError) as exc:
+        return [f"{bb.path.name}: cannot be read for verification: {exc}"], notes
+    finally:
+        if folder != bb.path:
+            shutil.rmtree(folder, ignore_errors=True)
+    if proc.returncode == 0:
+        return [], notes or ["every file matches backup_manifest and the WAL it needs parses (pg_verifybackup)"]
+    lines = [ln.removeprefix("pg_verifybackup: ").removeprefix("error: ").strip()
+             for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    return [f"{bb.path.name}: pg_verifybackup: {ln}" for ln in lines[:20]], notes

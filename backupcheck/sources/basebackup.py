@@ -1,0 +1,343 @@
+"""Physical backups, found by content: ``pg_basebackup`` outputs (plain or tar, gzip/lz4/zstd) and WAL archives.
+
+A base backup is a folder holding a data directory (``PG_VERSION`` and ``backup_label``) or the tar files
+pg_basebackup writes (``base.tar`` whose first member is ``backup_label``), whatever the folder is called. A WAL
+archive is a folder of files named as WAL segments whose first page is a WAL segment's long header. Nothing here
+starts a server or runs a tool: it reads bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import tarfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ..sniff import compression_of, open_decompressed
+
+# A WAL page's magic number names the major version that wrote it (src/include/access/xlog_internal.h).
+WAL_MAGIC = {0xD093: 9, 0xD097: 10, 0xD098: 11, 0xD101: 12, 0xD106: 13, 0xD10D: 14, 0xD110: 15, 0xD113: 16,
+             0xD116: 17, 0xD118: 18}
+XLP_LONG_HEADER = 0x0002
+SEGMENT_NAME = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})((?:\.partial)?)(\.gz|\.zst|\.lz4|\.xz|\.bz2)?$")
+HISTORY_NAME = re.compile(r"^[0-9A-F]{8}\.history(\.gz)?$")
+BACKUP_NAME = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup(\.gz)?$")
+_LABEL_FILE = re.compile(r"\(file ([0-9A-F]{24})\)")
+_BASE_TAR = re.compile(r"^base\.tar(\.gz|\.lz4|\.zst)?$")
+_TABLESPACE_TAR = re.compile(r"^(\d+)\.tar(\.gz|\.lz4|\.zst)?$")
+_WAL_TAR = re.compile(r"^pg_wal\.tar(\.gz|\.lz4|\.zst)?$")
+
+
+class PhysicalError(Exception):
+    """A physical backup or WAL archive that cannot be read as one; the message names the file."""
+
+
+def parse_label(text: str) -> dict[str, str]:
+    """``backup_label`` (or an archived ``.backup`` file): ``KEY: value`` per line."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def label_time(value: str) -> datetime | None:
+    """``2026-12-07 14:34:42 UTC`` (or another zone abbreviation PostgreSQL writes) as UTC."""
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\s+(\S+))?", value or "")
+    if not m:
+        return None
+    when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    zone = m.group(2) or "UTC"
+    if re.fullmatch(r"[+-]\d\d(:?\d\d)?", zone):
+        sign = 1 if zone[0] == "+" else -1
+        hours, minutes = int(zone[1:3]), int(zone[-2:]) if len(zone) > 3 else 0
+        return (when - sign * timedelta(hours=hours, minutes=minutes)).replace(tzinfo=UTC)
+    return when.replace(tzinfo=UTC)  # GMT, UTC; another abbreviation is read as UTC (said by the start time)
+
+
+def lsn(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    """What a base backup says of itself, read without a server."""
+
+    path: Path
+    layout: str  # plain or tar
+    major: int
+    label: dict[str, str]
+    compression: tuple[str, ...] = ()  # of its tar files
+    tars: tuple[Path, ...] = ()  # base.tar*, then tablespaces' OID.tar*
+    wal_tar: Path | None = None  # pg_wal.tar* (-X stream in tar format)
+    manifest: Path | None = None  # backup_manifest (13+)
+    tablespaces: tuple[str, ...] = ()  # OIDs
+
+    @property
+    def started(self) -> datetime | None:
+        return label_time(self.label.get("START TIME", ""))
+
+    @property
+    def start_segment(self) -> str:
+        m = _LABEL_FILE.search(self.label.get("START WAL LOCATION", ""))
+        return m.group(1) if m else ""
+
+    @property
+    def timeline(self) -> int:
+        try:
+            return int(self.label.get("START TIMELINE", "1"))
+        except ValueError:
+            return 1
+
+    @property
+    def wal_inside(self) -> bool:
+        """The WAL from start to end of the backup is part of it (``-X fetch`` or ``-X stream``)."""
+        if self.wal_tar is not None:
+            return True
+        if self.layout == "plain":
+            return any(SEGMENT_NAME.match(p.name) for p in (self.path / "pg_wal").glob("*"))
+        return False  # -X fetch in tar format puts pg_wal into base.tar: said by the tar's members (see read)
+
+    def end_lsn(self) -> int | None:
+        """Where the backup became consistent: its manifest's last WAL range's end."""
+        if self.manifest is None:
+            return None
+        try:
+            with open(self.manifest, "rb") as f:
+                doc = json.loads(f.read(256 * 1024 * 1024))
+            return max(lsn(r["End-LSN"]) for r in doc.get("WAL-Ranges", []))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def describe(self) -> str:
+        layers = "+".join(self.compression)
+        return f"pg_basebackup {self.layout}{' in ' + layers if layers else ''}, PostgreSQL {self.major}"
+
+
+def _tar_layers(path: Path) -> tuple[str, ...]:
+    with open(path, "rb") as f:
+        kind = compression_of(f.read(8))
+    return (kind,) if kind else ()
+
+
+def _read_tar_head(path: Path, layers: tuple[str, ...], budget: int = 4096) -> tuple[dict[str, bytes], bool]:
+    """backup_label and PG_VERSION from the start of a base.tar, and whether it holds WAL segments under pg_wal/
+    (``-X fetch`` writes them at its end: only the first ``budget`` members are looked at, then it is not said)."""
+    found: dict[str, bytes] = {}
+    wal = False
+    with open_decompressed(path, layers) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for i, member in enumerate(tar):
+            name = member.name.removeprefix("./")
+            if name in ("backup_label", "PG_VERSION", "tablespace_map") and member.isfile() and member.size < 65536:
+                handle = tar.extractfile(member)
+                found[name] = handle.read() if handle is not None else b""
+            elif name.startswith("pg_wal/") and SEGMENT_NAME.match(name[7:]):
+                wal = True
+            if i >= budget or (i > 64 and "backup_label" not in found):
+                break
+    return found, wal
+
+
+def read(folder: Path) -> BaseBackup | None:
+    """The base backup ``folder`` holds, or None when it holds none (a pg_dump folder, anything else)."""
+    try:
+        if not folder.is_dir():
+            return None
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return None
+    manifest = folder / "backup_manifest" if "backup_manifest" in names else None
+    if "PG_VERSION" in names and "backup_label" in names:
+        try:
+            major = int((folder / "PG_VERSION").read_text().strip().split(".")[0])
+            label = parse_label((folder / "backup_label").read_text(errors="replace"))
+        except (OSError, ValueError):
+            return None
+        spaces = tuple(sorted(p.name for p in (folder / "pg_tblspc").glob("*")))
+        return BaseBackup(folder, "plain", major, label, manifest=manifest, tablespaces=spaces)
+    base = next((folder / n for n in sorted(names) if _BASE_TAR.match(n)), None)
+    if base is None:
+        return None
+    try:
+        layers = _tar_layers(base)
+        head, _ = _read_tar_head(base, layers)
+    except (OSError, tarfile.TarError, EOFError, ValueError):
+        return None
+    if "backup_label" not in head or "PG_VERSION" not in head:
+        return None
+    try:
+        major = int(head["PG_VERSION"].decode().strip().split(".")[0])
+    except ValueError:
+        return None
+    spaces = tuple(sorted(m.group(1) for n in names if (m := _TABLESPACE_TAR.match(n))))
+    tars = (base, *(folder / n for n in sorted(names) if _TABLESPACE_TAR.match(n)))
+    wal = next((folder / n for n in sorted(names) if _WAL_TAR.match(n)), None)
+    return BaseBackup(folder, "tar", major, parse_label(head["backup_label"].decode(errors="replace")), layers,
+                      tars, wal, manifest, spaces)
+
+
+def tar_has_wal(backup: BaseBackup) -> bool:
+    """Whether base.tar carries the WAL the backup needs (``-X fetch``): read to its end."""
+    if backup.layout != "tar":
+        return backup.wal_inside
+    with open_decompressed(backup.tars[0], backup.compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        return any(m.name.removeprefix("./").startswith("pg_wal/") and SEGMENT_NAME.match(m.name.rsplit("/", 1)[-1])
+                   for m in tar)
+
+
+# --- WAL archives ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str  # the 24 hex digits
+    path: Path
+    timeline: int
+    number: int  # segment number within the WAL, across log files
+    modified: datetime  # when the archive received it
+    compression: tuple[str, ...] = ()
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Segments missing between two that are in the archive."""
+
+    first_missing: str
+    count: int
+    after: Segment  # the last segment before the gap
+    resumes: Segment  # the first after it
+
+
+@dataclass
+class WalArchive:
+    path: Path
+    segment_size: int
+    major: int | None
+    segments: list[Segment] = field(default_factory=list)
+    stops: dict[str, datetime] = field(default_factory=dict)  # start segment of a base backup -> its STOP TIME
+    histories: list[str] = field(default_factory=list)
+
+    def per_log(self) -> int:
+        return 0x100000000 // self.segment_size
+
+    def number(self, name: str) -> int:
+        return int(name[8:16], 16) * self.per_log() + int(name[16:24], 16)
+
+    def name_of(self, timeline: int, number: int) -> str:
+        return f"{timeline:08X}{number // self.per_log():08X}{number % self.per_log():08X}"
+
+    @property
+    def newest(self) -> Segment | None:
+        whole = [s for s in self.segments if not s.partial]
+        return max(whole, key=lambda s: (s.number, s.timeline)) if whole else None
+
+    def gaps(self, start: str | None = None) -> list[Gap]:
+        """Runs of segment numbers with no segment on any timeline, from ``start`` (a segment name: the oldest
+        base backup's first) to the newest segment."""
+        by_number: dict[int, Segment] = {}
+        for s in self.segments:
+            if not s.partial and (s.number not in by_number or s.timeline > by_number[s.number].timeline):
+                by_number[s.number] = s
+        if not by_number:
+            return []
+        numbers = sorted(by_number)
+        first = self.number(start) if start else numbers[0]
+        numbers = [n for n in numbers if n >= first]
+        gaps: list[Gap] = []
+        if numbers and numbers[0] > first:  # the backup's own first segment is not there
+            return [Gap(self.name_of(by_number[numbers[0]].timeline, first), numbers[0] - first,
+                        by_number[numbers[0]], by_number[numbers[0]])]
+        for before, after in zip(numbers, numbers[1:], strict=False):
+            if after > before + 1:
+                missing = self.name_of(by_number[after].timeline, before + 1)
+                gaps.append(Gap(missing, after - before - 1, by_number[before], by_number[after]))
+        return gaps
+
+
+def segment_header(path: Path, layers: tuple[str, ...] = ()) -> tuple[int, int] | None:
+    """(major, segment size) from a WAL segment's first page, or None when it is not one."""
+    try:
+        with open_decompressed(path, layers) as f:
+            head = f.read(40)
+    except Exception:  # noqa: BLE001 (an unreadable file is no segment)
+        return None
+    if len(head) < 40:
+        return None
+    magic, info = struct.unpack_from("<HH", head, 0)
+    if magic not in WAL_MAGIC or not info & XLP_LONG_HEADER:
+        return None
+    seg_size = struct.unpack_from("<I", head, 32)[0]
+    if seg_size < 1 << 20 or seg_size > 1 << 30 or seg_size & (seg_size - 1):
+        return None
+    return WAL_MAGIC[magic], seg_size
+
+
+def _layers_of(name: str) -> tuple[str, ...]:
+    return {".gz": ("gzip",), ".zst": ("zstd",), ".lz4": ("lz4",), ".xz": ("xz",), ".bz2": ("bz2",)}.get(
+        Path(name).suffix, ())
+
+
+def is_wal_archive(folder: Path) -> bool:
+    """A folder whose files are WAL segments (and the history and backup files an archive holds), the first
+    segment's header proving it: an archive found by what it holds, whatever it is called."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+    except OSError:
+        return False
+    segments = sorted(e.name for e in entries if SEGMENT_NAME.match(e.name))
+    if not segments:
+        return False
+    others = [e for e in entries if not (SEGMENT_NAME.match(e.name) or HISTORY_NAME.match(e.name)
+                                          or BACKUP_NAME.match(e.name))]
+    if len(others) > len(segments):
+        return False
+    return segment_header(folder / segments[0], _layers_of(segments[0])) is not None
+
+
+def read_archive(folder: Path) -> WalArchive:
+    """Every segment of the archive (named, not read: the first one's header gives the size), the stop times of
+    the base backups it recorded, its timeline histories."""
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    first = next((e for e in entries if SEGMENT_NAME.match(e.name)), None)
+    header = segment_header(Path(first.path), _layers_of(first.name)) if first else None
+    archive = WalArchive(folder, header[1] if header else 16 << 20, header[0] if header else None)
+    for e in entries:
+        m = SEGMENT_NAME.match(e.name)
+        if m:
+            st = e.stat()
+            archive.segments.append(Segment(
+                e.name[:24], Path(e.path), int(m.group(1), 16), archive.number(e.name[:24]),
+                datetime.fromtimestamp(st.st_mtime, UTC), _layers_of(e.name), bool(m.group(4))))
+        elif BACKUP_NAME.match(e.name):
+            try:
+                with open_decompressed(Path(e.path), _layers_of(e.name)) as f:
+                    label = parse_label(f.read(65536).decode(errors="replace"))
+            except Exception:  # noqa: BLE001 (an unreadable .backup file only loses a stop time)
+                continue
+            stop = label_time(label.get("STOP TIME", ""))
+            if stop is not None:
+                archive.stops[e.name[:24]] = stop
+        elif HISTORY_NAME.match(e.name):
+            archive.histories.append(e.name)
+    return archive
+
+
+def find_archive(backup_folder: Path) -> Path | None:
+    """The WAL archive beside a base backup: a sibling folder, or one beside the folder that holds the base
+    backups (``backups/base/<each>`` with ``backups/wal``), found by content."""
+    for place in (backup_folder.parent, backup_folder.parent.parent):
+        try:
+            siblings = sorted(p for p in place.iterdir() if p.is_dir() and p != backup_folder)
+        except OSError:
+            continue
+        for p in siblings:
+            if not p.name.startswith(".") and is_wal_archive(p):
+                return p
+    return None
