@@ -372,7 +372,7 @@ class Settings:
         return own if own is not None else self.restore
 
 
-_TOP_KEYS = {"sources", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series",
+_TOP_KEYS = {"sources", "recover_to", "restore", "restore_jobs", "pg_bin", "work_dir", "reports_dir", "defaults", "series",
              "cache_dir", "gpg_passphrase_env", "pg_provider", "container", "dsn", "profiles",
              "pg_bin_only", "now", "history", "metrics_file", "notify", "streak_runs", "plan_out", "plan", "shard", "gate"}
 _NOTIFY_KEYS = {"url_env", "on", "timeout"}

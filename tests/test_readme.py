@@ -101,4 +101,9 @@ def test_every_key_of_the_example_config_is_declared():
     data = tomllib.loads(block.group(1))
     declared = series_schema()
     assert set(data["series"]["shop"]) <= set(declared)
-    assert set(declared) - set(data["series"]["shop"]) - set(data["defaults"]) <= {"encryption", "kms_key_id", "tables"}
+    physical = re.search(r"## Physical backups and PITR.*?```toml\n(.*?)```", README, re.S)
+    assert physical, "the physical backups section lost its example"
+    pitr = tomllib.loads(physical.group(1))["series"]["shop"]
+    assert set(pitr) <= set(declared)
+    assert set(declared) - set(data["series"]["shop"]) - set(data["defaults"]) - set(pitr) <= {
+        "encryption", "kms_key_id", "tables"}

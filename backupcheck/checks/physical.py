@@ -116,18 +116,33 @@ def wal_freshness(series: Series, archive: WalArchive | None, rpo: timedelta | N
             Finding(CHECK, series.name, "the WAL archive holds no segment", "archived WAL segments", "none",
                     where=str(archive.path))]
     limit = rpo or DEFAULT_RPO
-    newest = archive.newest
+    newest = reachable_newest(series, archive) or archive.newest
     age = now - newest.modified
     if age <= limit:
         return []
     base = series.newest.taken_at
+    broken = newest is not archive.newest
+    what = ("a gap in the WAL archive: the newest moment recovery can reach is old" if broken else
+            "the WAL archive stopped: the newest moment recovery can reach is old")
     return [Finding(
-        CHECK, series.name, "the WAL archive stopped: the newest moment recovery can reach is old",
+        CHECK, series.name, what,
         f"a segment archived within the RPO ({duration_text(limit)}{'' if rpo else ', the default'})",
-        f"the newest segment {newest.name} was archived {duration_text(age)} ago ({newest.modified:%Y-%m-%d %H:%M} "
-        f"UTC), while the newest base backup is from {base:%Y-%m-%d %H:%M} UTC",
-        hint="archive_command is failing or archiving was turned off: see pg_stat_archiver on the server "
-             "(failed_count, last_failed_wal)", where=str(archive.path))]
+        f"the newest segment {'recovery reaches (the chain breaks after it) ' if broken else ''}{newest.name} was "
+        f"archived {duration_text(age)} ago ({newest.modified:%Y-%m-%d %H:%M} UTC), while the newest base backup "
+        f"is from {base:%Y-%m-%d %H:%M} UTC",
+        hint=("take a new base backup now: no chain of WAL reaches the present from the ones there are" if broken else
+              "archive_command is failing or archiving was turned off: see pg_stat_archiver on the server "
+              "(failed_count, last_failed_wal)"), where=str(archive.path))]
+
+
+def reachable_newest(series: Series, archive: WalArchive) -> basebackup.Segment | None:
+    """The newest segment an unbroken chain from the newest base backup reaches (None: no base backup to start
+    from)."""
+    starts = _starts(series)
+    if not starts:
+        return None
+    gaps = archive.gaps(starts[-1][1])
+    return gaps[0].after if gaps else archive.newest
 
 
 def window_kept(series: Series, archive: WalArchive | None, window: timedelta, now: datetime) -> list[Finding]:

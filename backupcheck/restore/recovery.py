@@ -25,13 +25,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..model import Backup
 from ..servers import pgbin
 from ..servers.cluster import Cluster, ServerStartError, _pdeathsig, server_user
+from ..sniff import open_decompressed
 from ..sources import basebackup
 from ..sources.basebackup import BaseBackup
-from ..sniff import open_decompressed
-from .database import NoServer, RestoreRefused, RestoredBackup, table_sizes
+from .database import NoServer, RestoredBackup, RestoreRefused, table_sizes
 from .errors import HARMFUL, RestoreError
 from .providers import LocalProvider
 from .targets import LocalTarget

@@ -1,0 +1,330 @@
+"""Physical backups for real: a server archiving its WAL with archive_command, real pg_basebackup (plain and tar),
+recovered by a real server of the same major version, faults planted in copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from backupcheck.discovery import discover
+from backupcheck.evidence import EvidenceStore
+from backupcheck.restore import recovery
+from backupcheck.restore.database import RestoreCache
+from backupcheck.restore.providers import LocalProvider
+from backupcheck.restore.recovery import RecoveryTarget
+from backupcheck.servers import pgbin
+from backupcheck.servers.cluster import ClusterFactory, server_user
+from backupcheck.sources import basebackup
+
+
+@dataclass
+class Primary:
+    """A server with data checksums that archives every WAL segment into ``archive``."""
+
+    inst: pgbin.Installation
+    home: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def archive(self) -> Path:
+        return self.home / "backups" / "wal-of-shop"  # any name: found by what it holds
+
+    @property
+    def base(self) -> Path:
+        return self.home / "backups" / "shop"
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        user = server_user()
+        return subprocess.run(list(args), capture_output=True, text=True, check=True, cwd=str(self.home),
+                              user=user[0] if user else None, group=user[1] if user else None,
+                              extra_groups=[] if user else None)
+
+    def start(self) -> None:
+        user = server_user()
+        self.base.mkdir(parents=True)
+        self.archive.mkdir()
+        if user:
+            for p in (self.home, self.home / "backups", self.base, self.archive):
+                os.chown(p, *user)
+        self.run(self.inst.tool("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-k", "--no-sync")
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(f"listen_addresses = ''\nunix_socket_directories = '{self.home}'\nwal_level = replica\n"
+                       f"archive_mode = on\narchive_command = 'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'\n"
+                       "fsync = off\n")
+        with open(self.home / "server.log", "wb") as logf:
+            self.process = subprocess.Popen(
+                [self.inst.tool("postgres"), "-D", str(self.data)], stdout=logf, stderr=subprocess.STDOUT,
+                user=user[0] if user else None, group=user[1] if user else None,
+                extra_groups=[] if user else None, start_new_session=True)
+        for _ in range(300):
+            try:
+                self.sql("select 1")
+                return
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        raise RuntimeError((self.home / "server.log").read_text())
+
+    def sql(self, statement: str, db: str = "postgres") -> list[tuple]:
+        with psycopg.connect(host=str(self.home), user="postgres", dbname=db, autocommit=True) as conn:
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
+
+    def switch(self) -> None:
+        """Close the current segment and wait until the archive has it."""
+        name = self.sql("select pg_walfile_name(pg_switch_wal())")[0][0]
+        for _ in range(200):
+            if (self.archive / name).exists():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} was not archived")
+
+    def base_backup(self, name: str, *options: str) -> Path:
+        target = self.base / name
+        self.run(self.inst.tool("pg_basebackup"), "-h", str(self.home), "-U", "postgres", "-D", str(target),
+                 "-c", "fast", *options)
+        return target
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@dataclass
+class Shop:
+    primary: Primary
+    backups: Path
+    rows_at: dict[str, int]  # moment name -> rows of shop.orders then
+    moment: datetime  # between batch two and three (PITR target)
+
+
+@pytest.fixture(scope="module")
+def shop(pg_run: ClusterFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    """Two base backups (plain with -X fetch, tar+gzip with -X stream), three batches of orders, the archive
+    switched after each; a static table no WAL touches after the backups; an event trigger that fails any DDL."""
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / "primary"
+    home.mkdir()
+    primary = Primary(inst, home)
+    try:
+        primary.start()
+        primary.sql("create database shop")
+        primary.sql("create table orders (id int primary key, created_at timestamptz default now()); "
+                    "create table static (id int primary key, note text); "
+                    "insert into static select g, repeat('x', 50) from generate_series(1, 200) g; "
+                    "insert into orders(id) select generate_series(1, 1000)", "shop")
+        primary.sql("create function refuse() returns event_trigger language plpgsql as "
+                    "$$ begin raise exception 'an event trigger of the backup ran'; end $$; "
+                    "create event trigger refuse on ddl_command_start execute function refuse()", "shop")
+        primary.sql("checkpoint")
+        primary.switch()
+        primary.base_backup("nightly-a", "-X", "fetch")
+        primary.sql("insert into orders(id) select generate_series(1001, 1500)", "shop")
+        primary.switch()
+        time.sleep(1.1)  # backups are told apart by their start time, to the second
+        primary.base_backup("nightly-b", "-Ft", "-z", "-X", "stream")
+        primary.sql("insert into orders(id) select generate_series(1501, 2000)", "shop")
+        primary.switch()
+        time.sleep(1.1)
+        moment = primary.sql("select clock_timestamp()")[0][0].astimezone(UTC)
+        time.sleep(1.1)
+        primary.sql("insert into orders(id) select generate_series(2001, 2300)", "shop")
+        primary.switch()
+        primary.stop()
+        yield Shop(primary, home / "backups", {"end": 2300, "moment": 2000}, moment)
+    finally:
+        primary.stop()
+
+
+def copy_of(shop: Shop, tmp_path: Path) -> Path:
+    target = tmp_path / "backups"
+    shutil.copytree(shop.backups, target, symlinks=True)
+    return target
+
+
+def recover(pg_run: ClusterFactory, folder: Path, key_part: str = "", **kwargs):  # type: ignore[no-untyped-def]
+    listing = discover([folder])
+    backups = [b for b in listing.backups() if b.base_backup is not None]
+    backup = next(b for b in backups if key_part in b.base_backup.path.name) if key_part else backups[-1]
+    rundir = pg_run.rundir / f"ev-{time.monotonic_ns()}"
+    rundir.mkdir()
+    store = EvidenceStore(rundir)
+    cache = RestoreCache(LocalProvider(pg_run), store, 2, physical=lambda b: kwargs)
+    return cache, cache.get(backup)
+
+
+def test_base_backups_and_their_archive_are_found_by_content(shop: Shop) -> None:
+    listing = discover([shop.backups])
+    assert [s.name for s in listing.series] == ["shop"]
+    backups = listing.series[0].backups
+    assert [b.base_backup.path.name for b in backups] == ["nightly-a", "nightly-b"]
+    assert {b.format_summary() for b in backups} == {
+        "basebackup", "basebackup in gzip"}
+    assert all(b.base_backup.wal_archive == shop.primary.archive for b in backups)
+    assert all(b.time_source == "header" for b in backups)  # backup_label's START TIME, not a name
+
+
+@pytest.mark.parametrize("which", ["nightly-a", "nightly-b"])
+def test_recovery_replays_the_archive_to_its_end(pg_run: ClusterFactory, shop: Shop, which: str) -> None:
+    cache, db = recover(pg_run, shop.backups, which)
+    try:
+        assert not db.result.errors and not db.result.aborted, db.result.report()
+        assert db.main_db == "shop"
+        assert db.row_counts()["public.orders"] == shop.rows_at["end"]
+        assert db.replayed >= 2
+        assert {"unpack base backup", "stage WAL", "WAL replay and promotion"} <= set(db.phases)
+        with db.target.admin() as conn:  # containment: none of the source's own settings
+            assert conn.execute("show archive_mode").fetchone()[0] == "off"
+            assert conn.execute("show listen_addresses").fetchone()[0] == ""
+    finally:
+        cache.close(last=True)
+
+
+def test_recovery_to_a_moment_keeps_what_came_before_it_only(pg_run: ClusterFactory, shop: Shop) -> None:
+    cache, db = recover(pg_run, shop.backups, "nightly-b", target=RecoveryTarget(shop.moment))
+    try:
+        assert not db.result.errors, db.result.report()
+        assert db.row_counts()["public.orders"] == shop.rows_at["moment"]
+    finally:
+        cache.close(last=True)
+
+
+def test_a_moment_the_archive_does_not_reach_fails_the_restore(pg_run: ClusterFactory, shop: Shop) -> None:
+    later = datetime.now(UTC) + timedelta(days=2)
+    cache, db = recover(pg_run, shop.backups, "nightly-b", target=RecoveryTarget(later))
+    try:
+        assert db.result.aborted
+        assert any("recovery ended before configured recovery target was reached" in e.message
+                   for e in db.result.errors), db.result.report()
+    finally:
+        cache.close(last=True)
+
+
+def _suite_now(shop: Shop) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+
+
+def test_every_family_passes_on_a_clean_physical_series(run_suites, shop: Shop, tmp_path: Path) -> None:
+    folder = copy_of(shop, tmp_path)
+    run = run_suites("--backups", str(folder), "--restore", "all", "--now", _suite_now(shop),
+                     config='[series.shop]\ncritical_tables = { "public.orders" = 2300 }\nrecovery_window = "1m"\n'
+                            'rpo = "26h"\n')
+    failed = run.failed() - {n for n in run.failed() if n.startswith("test_backup_size_is_within")}
+    assert not failed, {n: run.messages[n] for n in failed}
+    ids = set(run.outcomes)
+    for name in ("test_wal_archive_has_no_gap[shop]", "test_newest_wal_is_within_rpo[shop]",
+                 "test_recovery_window_is_kept[shop]"):
+        assert run.outcomes[name] == "passed", name
+    pages = [n for n in ids if n.startswith("test_recovered_pages_are_intact")]
+    assert pages and all(run.outcomes[n] == "passed" for n in pages)
+    assert all(run.outcomes[n] == "passed" for n in ids if n.startswith("test_critical_tables_meet"))
+    assert all(run.outcomes[n] == "passed" for n in ids if n.startswith("test_restores_without_harmful_errors"))
+    assert not any(n.startswith("test_wal") for n in ids if "[" in n and "-" in n.split("[", 1)[1])
+
+
+def test_a_missing_segment_is_named_with_the_window_it_cost(run_suites, shop: Shop, tmp_path: Path) -> None:
+    folder = copy_of(shop, tmp_path)
+    archive = folder / shop.primary.archive.name
+    wal = basebackup.read_archive(archive)
+    newest_start = basebackup.read(folder / "shop" / "nightly-b").start_segment
+    # a segment after the newest base backup's start: every base backup's chain to the present is broken
+    candidates = [s for s in wal.segments if s.number > wal.number(newest_start) and s.number < wal.newest.number]
+    missing = candidates[0]
+    missing.path.unlink()
+    old = (datetime.now(UTC) - timedelta(days=2)).timestamp()
+    for s in wal.segments:
+        if s.number < missing.number and s.path.exists():
+            os.utime(s.path, (old, old))
+    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), config='[series.shop]\nrpo = "26h"\n')
+    gap = run.messages["test_wal_archive_has_no_gap[shop]"]
+    assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "failed"
+    assert f"segment {missing.name} is missing" in gap and "Unrecoverable window" in gap
+    restore = [n for n in run.outcomes if n.startswith("test_restores_without_harmful_errors")]
+    assert restore and run.outcomes[restore[0]] == "failed"
+    assert missing.name in run.messages[restore[0]]
+    assert run.outcomes["test_newest_wal_is_within_rpo[shop]"] == "failed"
+
+
+def test_an_archive_that_stopped_while_base_backups_go_on_fails_freshness(run_suites, shop: Shop,
+                                                                          tmp_path: Path) -> None:
+    folder = copy_of(shop, tmp_path)
+    old = (datetime.now(UTC) - timedelta(days=3)).timestamp()
+    for f in (folder / shop.primary.archive.name).iterdir():
+        os.utime(f, (old, old))
+    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), "-m", "physical or freshness",
+                     config='[series.shop]\nrpo = "26h"\n')
+    assert run.outcomes["test_newest_backup_is_within_rpo[shop]"] == "passed"  # the base backups are fresh
+    assert run.outcomes["test_newest_wal_is_within_rpo[shop]"] == "failed"
+    assert "the WAL archive stopped" in run.messages["test_newest_wal_is_within_rpo[shop]"]
+    assert "3d" in run.messages["test_newest_wal_is_within_rpo[shop]"]
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_flipped_byte_in_a_table_page_is_caught_naming_it(run_suites, pg_run: ClusterFactory, shop: Shop,
+                                                             tmp_path: Path) -> None:
+    folder = copy_of(shop, tmp_path)
+    backup = folder / "shop" / "nightly-a"
+    shutil.rmtree(folder / "shop" / "nightly-b")
+    # the static table's file, as the backup's own catalog names it (asked of a recovered copy)
+    cache, db = recover(pg_run, folder)
+    try:
+        with db.connect_checks() as conn:
+            relfile = conn.execute("select pg_relation_filepath('public.static')").fetchone()[0]
+    finally:
+        cache.close(last=True)
+    _flip(backup / relfile, 8192 - 300)  # inside a tuple of the first page, far from its header
+    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), "-m", "integrity or physical or restore")
+    name = next(n for n in run.outcomes if n.startswith("test_every_artifact_is_complete_and_readable"))
+    assert run.outcomes[name] == "failed"
+    assert relfile in run.messages[name] and "checksum" in run.messages[name]
+    # Without the manifest, the recovered cluster's own checks see it, naming the table
+    (backup / "backup_manifest").unlink()
+    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), "-m", "integrity or physical or restore")
+    pages = next(n for n in run.outcomes if n.startswith("test_recovered_pages_are_intact"))
+    assert run.outcomes[pages] == "failed", run.messages[pages]
+    assert "static" in run.messages[pages]
+
+
+def test_the_backups_own_settings_never_run(pg_run: ClusterFactory, shop: Shop, tmp_path: Path) -> None:
+    folder = copy_of(shop, tmp_path)
+    marker = tmp_path / "ran"
+    backup = folder / "shop" / "nightly-a"
+    shutil.rmtree(folder / "shop" / "nightly-b")
+    (backup / "postgresql.auto.conf").write_text(
+        f"archive_mode = on\narchive_command = 'touch {marker}'\nshared_preload_libraries = 'no_such_library'\n"
+        "listen_addresses = '*'\n")
+    cache, db = recover(pg_run, folder)
+    try:
+        assert not db.result.errors, db.result.report()
+        with db.target.admin() as conn:
+            conn.execute("select pg_switch_wal()")
+            assert conn.execute("show archive_mode").fetchone()[0] == "off"
+            assert conn.execute("show archive_command").fetchone()[0] in ("", "(disabled)")
+            assert conn.execute("show shared_preload_libraries").fetchone()[0] == ""
+        assert any("event trigger" in s for s in db.skipped)
+        problems, _ = recovery.amcheck(db.target, db.result.databases, 300)  # CREATE EXTENSION: fires DDL triggers
+        assert not problems, problems
+    finally:
+        cache.close(last=True)
+    assert not marker.exists()
