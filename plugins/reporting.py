@@ -15,6 +15,7 @@ import pytest
 
 from backupcheck import __version__ as ours
 from backupcheck import results
+from backupcheck.model import Listing
 from backupcheck.reports import added, writer
 from backupcheck.reports.render import (
     gate_comment,
@@ -255,7 +256,7 @@ def build_results(config: pytest.Config, exitstatus: int) -> dict:
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "now": (settings.now or started).isoformat(timespec="seconds"), "demo": bool(settings.demo),
             "provider": {"kind": state.decision.kind, "reason": state.decision.reason},
-            "containment": CONTAINMENT.get(state.decision.kind, ""),
+            "containment": _containment(state.decision.kind, state.listing),
             "sources": [str(x) for x in settings.sources],
             "versions": {"backupcheck": ours, "pytest": pytest.__version__, "python": platform.python_version()},
             "exit_status": int(exitstatus),
@@ -281,6 +282,19 @@ def gate_row(rehearsal: dict, outcomes: dict) -> dict:
     """A rehearsal as results.json keeps it, with the gate's verdict and the restore's seconds beside it."""
     restore = (outcomes.get(rehearsal["backup"]) or {}).get("restore") or {}
     return {**rehearsal, "restore_seconds": restore.get("seconds")}
+
+
+def _containment(kind: str, listing: Listing) -> str:
+    """How the run kept the backups' code from the host: the provider's way for dumps, recovery's for base
+    backups (a recovered cluster has no other role than its own to ask with)."""
+    dumps = CONTAINMENT.get(kind, "")
+    if not any(b.base_backup is not None for b in listing.backups()):
+        return dumps
+    physical = ("base backups: recovered with their own settings replaced (no archive_command, no preload "
+                "library, a private socket only), event triggers disabled, server as its own OS account")
+    if all(b.base_backup is not None for b in listing.backups()):
+        return physical
+    return f"dumps: {dumps}; {physical}"
 
 
 def profile_lines(document: dict) -> list[str]:

@@ -27,3 +27,13 @@ def test_the_large_benchmark_runs_small(tmp_path):
         assert float(row.group(5).replace(",", "")) > 0, "the disk the restore used is measured"
         assert re.search(rf"^  {name}\s+whole / bare\s+[\d.]+\s+target <= 1.08: (MET|NOT MET)$", out, re.M)
     assert not list(Path(tmp_path).glob("backupcheck-run-*")), "nothing left behind"
+
+
+def test_the_physical_benchmark_runs_small(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "physical.py"), "--size", "30mb", "--wal-seconds", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(r"^bare recovery [\d.]+ s; backupcheck recovery [\d.]+ s \(errors: no errors\)$", out, re.M), out
+    assert re.search(r"^phases: .*WAL replay and promotion [\d.]+ s$", out, re.M), out
+    assert re.search(r"^whole / bare [\d.]+$", out, re.M), out
