@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -13,7 +14,7 @@ from zoneinfo import ZoneInfo
 from .model import Artifact, Backup, Listing, Series, utc
 from .pgarchive import ArchiveError, read_archive
 from .sniff import head_bytes, open_decompressed, sniff, tar_holds_dump
-from .sources import basebackup
+from .sources import basebackup, pgbackrest
 from .sources.base import Listed, Place, container_path
 from .timestamps import find_timestamp, split_role, strip_extensions
 
@@ -52,6 +53,7 @@ class _Candidate:
     remote_sidecars: tuple[str, ...] = ()
     zoned: bool = False  # the time came from a name that states its offset
     remote_manifest: str = ""
+    artifact: Artifact | None = None  # known already (a pgBackRest backup, described by its binary)
 
 
 def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidate]:
@@ -187,6 +189,9 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
                 continue
             if basebackup.is_wal_archive(path):
                 continue  # a WAL archive: read with the base backups beside it, not a backup of its own
+            if pgbackrest.is_repository(path):
+                candidates += _repository_candidates(path, problems)
+                continue
             stamp = find_timestamp(entry.name)
             if stamp:
                 # A timestamped folder is one backup: every file below it is one of its artifacts.
@@ -222,6 +227,20 @@ def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBa
     if stamp:
         return _Candidate(path, folder, folder.name, "", stamp.when, "name", zoned=stamp.zoned)
     return _Candidate(path, folder, folder.name, "", utc(path.stat().st_mtime), "mtime")
+
+
+def _repository_candidates(repo: Path, problems: list[str]) -> list[_Candidate]:
+    """Each backup of each stanza of a pgBackRest repository, as its binary lists them: the stanza is the series."""
+    try:
+        found = pgbackrest.backups(repo)
+    except (pgbackrest.PgBackRestError, OSError, subprocess.SubprocessError) as exc:
+        problems.append(f"{repo}: a pgBackRest repository that cannot be listed: {exc}")
+        return []
+    out = []
+    for b in found:
+        artifact = Artifact(path=b.path, size=b.size, mtime=b.stopped, format="pgbackrest", note=b.describe())
+        out.append(_Candidate(b.path, repo, b.stanza, "", b.started, "header", artifact=artifact))
+    return out
 
 
 def _file_candidate(path: Path, folder: Path) -> _Candidate:
@@ -291,6 +310,8 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
             candidates.append(_file_candidate(source, source.parent))
         elif (physical := basebackup.read(source)) is not None:
             candidates.append(_base_backup_candidate(source, source.parent, physical))
+        elif pgbackrest.is_repository(source):
+            candidates += _repository_candidates(source, listing.problems)
         else:
             _walk(source, candidates, listing.problems, skip)
 
@@ -308,7 +329,7 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
         name = stem or Path(folder).name or "backup"
         if len(folders_for_name[name]) > 1:
             name = f"{Path(folder).name}-{name}"
-        artifacts = tuple(_artifact(c.path, c.role) if c.remote is None else _remote_artifact(c)
+        artifacts = tuple(c.artifact or (_artifact(c.path, c.role) if c.remote is None else _remote_artifact(c))
                           for c in sorted(members, key=lambda c: str(c.path)))
         taken = when if when is not None else utc(0)
         source = members[0].source

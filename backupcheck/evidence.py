@@ -348,6 +348,8 @@ class EvidenceStore:
                 self._verify_bundle(a, ev)
             elif a.format == "basebackup":
                 self._verify_base_backup(a, ev)
+            elif a.format == "pgbackrest":
+                self._verify_repository(a, ev)
             else:
                 ev.problems.append(f"{a.name}: format not recognised ({a.note or 'unknown content'})")
         except UnreadableError as exc:
@@ -443,6 +445,20 @@ class EvidenceStore:
         problems, notes = recovery.verify(bb, self.tools, self.rundir, a.wal_archive)
         ev.problems += problems
         ev.checksum_ok += notes
+        ev.data_read = True
+
+    def _verify_repository(self, a: Artifact, ev: ArtifactEvidence) -> None:
+        """``pgbackrest verify`` of the backup's stanza: every file of its backups and WAL against its checksums."""
+        from .sources import pgbackrest
+
+        repo, stanza = a.path.parent.parent.parent, a.path.parent.name
+        try:
+            problems = pgbackrest.verify(repo, stanza)
+        except pgbackrest.PgBackRestError as exc:
+            problems = [str(exc)]
+        ev.problems += [f"stanza {stanza}: {p}" for p in problems]
+        if not problems:
+            ev.checksum_ok.append(f"pgbackrest verify: every file of stanza {stanza} matches its checksum")
         ev.data_read = True
 
     def _verify_bundle(self, a: Artifact, ev: ArtifactEvidence) -> None:

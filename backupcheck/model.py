@@ -49,6 +49,7 @@ class Artifact:
         return f"{self.format}{' in ' + layers if layers else ''}"
 
 
+PHYSICAL_FORMATS = frozenset({"basebackup", "pgbackrest"})
 DUMP_FORMATS = frozenset({"custom", "directory", "tar", "plain", "dumpall"})
 ARCHIVE_FORMATS = frozenset({"custom", "directory", "tar"})
 
@@ -87,13 +88,13 @@ class Backup:
     @property
     def base_backup(self) -> Artifact | None:
         """The physical base backup (pg_basebackup's folder) this backup is, if it is one."""
-        return next((a for a in self.artifacts if a.format == "basebackup"), None)
+        return next((a for a in self.artifacts if a.format in PHYSICAL_FORMATS), None)
 
     @property
     def restorable(self) -> bool:
         """Holds a dump, or artifacts that may hold one: objects not downloaded yet, files not decrypted yet,
         tarballs not unpacked yet (their bytes will tell)."""
-        return bool(self.dumps) or any(a.is_remote or a.format in ("gpg", "dump-tarball", "basebackup")
+        return bool(self.dumps) or any(a.is_remote or a.format in ("gpg", "dump-tarball", *PHYSICAL_FORMATS)
                                        for a in self.artifacts)
 
     def holds_no_database(self, local: Backup) -> bool:

@@ -7,18 +7,15 @@ import pytest
 from backupcheck.checks import physical
 from backupcheck.plugins.verdict import judge
 from backupcheck.restore import recovery
-from backupcheck.sources import basebackup
+from backupcheck.sources.pgbackrest import PgBackRestError
 
 
 @pytest.fixture
 def wal_archive(series, settings):
-    path = physical.archive_of(series, settings.for_series(series.name).wal_archive)
-    if path is None:
-        return None
     try:
-        return basebackup.read_archive(path)
-    except OSError as exc:
-        pytest.fail(f"{series.name}: the WAL archive {path} cannot be read: {exc}", pytrace=False)
+        return physical.archive_of(series, settings.for_series(series.name).wal_archive)
+    except (OSError, PgBackRestError) as exc:
+        pytest.fail(f"{series.name}: its WAL archive cannot be read: {exc}", pytrace=False)
 
 
 def test_wal_archive_has_no_gap(series, wal_archive, now, attach):

@@ -33,6 +33,7 @@ class Primary:
     inst: pgbin.Installation
     home: Path
     process: subprocess.Popen[bytes] | None = None
+    archive_command: str = ""  # default: cp into ``archive``
 
     @property
     def data(self) -> Path:
@@ -46,9 +47,9 @@ class Primary:
     def base(self) -> Path:
         return self.home / "backups" / "shop"
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         user = server_user()
-        return subprocess.run(list(args), capture_output=True, text=True, check=True, cwd=str(self.home),
+        return subprocess.run(list(args), capture_output=True, text=True, check=check, cwd=str(self.home),
                               user=user[0] if user else None, group=user[1] if user else None,
                               extra_groups=[] if user else None)
 
@@ -62,8 +63,9 @@ class Primary:
         self.run(self.inst.tool("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-k", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"listen_addresses = ''\nunix_socket_directories = '{self.home}'\nwal_level = replica\n"
-                       f"archive_mode = on\narchive_command = 'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'\n"
-                       "fsync = off\n")
+                       "archive_mode = on\narchive_command = '"
+                       + (self.archive_command or f"test ! -f {self.archive}/%f && cp %p {self.archive}/%f")
+                       + "'\nfsync = off\n")
         with open(self.home / "server.log", "wb") as logf:
             self.process = subprocess.Popen(
                 [self.inst.tool("postgres"), "-D", str(self.data)], stdout=logf, stderr=subprocess.STDOUT,
@@ -328,3 +330,85 @@ def test_the_backups_own_settings_never_run(pg_run: ClusterFactory, shop: Shop, 
     finally:
         cache.close(last=True)
     assert not marker.exists()
+
+
+# --- pgBackRest: a stanza archived by archive-push, a full and an incremental backup -----------------------------
+
+
+@dataclass
+class Stanza:
+    repo: Path
+    rows: int
+
+
+@pytest.fixture(scope="module")
+def stanza(pg_run: ClusterFactory) -> Iterator[Stanza]:
+    if shutil.which("pgbackrest") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbackrest is not installed (.ci/run installs it)")
+        pytest.skip("pgbackrest is not installed here (apt-get install pgbackrest)")
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / "stanza"
+    home.mkdir()
+    primary = Primary(inst, home)
+    repo = home / "backups" / "nightly-repo"  # any name: a repository is found by what it holds
+    conf = home / "pgbackrest.conf"
+    conf.write_text(f"[global]\nrepo1-path={repo}\nlog-path={home}\nlock-path={home}\nlog-level-console=warn\n"
+                    f"log-level-file=off\nstart-fast=y\nrepo1-retention-full=9\n[shop]\npg1-path={primary.data}\n"
+                    f"pg1-socket-path={home}\npg1-user=postgres\n")
+    primary.archive_command = f"pgbackrest --config={conf} --stanza=shop archive-push %p"
+    try:
+        primary.start()
+        repo.mkdir()
+        user = server_user()
+        if user:
+            os.chown(repo, *user)
+        rest = ["pgbackrest", f"--config={conf}", "--stanza=shop"]
+        primary.run(*rest, "stanza-create")
+        primary.sql("create table orders (id int primary key, created_at timestamptz default now()); "
+                    "insert into orders(id) select generate_series(1, 1000)")
+        primary.run(*rest, "--type=full", "backup")
+        time.sleep(1.1)
+        primary.sql("insert into orders(id) select generate_series(1001, 1500)")
+        primary.run(*rest, "--type=incr", "backup")
+        primary.sql("insert into orders(id) select generate_series(1501, 1800)")
+        name = primary.sql("select pg_walfile_name(pg_switch_wal())")[0][0]
+        for _ in range(200):
+            if primary.run(*rest, "archive-get", name, str(home / "probe"), check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        primary.stop()
+        yield Stanza(repo, 1800)
+    finally:
+        primary.stop()
+
+
+def test_a_pgbackrest_stanza_is_a_series_of_its_backups(stanza: Stanza) -> None:
+    listing = discover([stanza.repo.parent])
+    assert not listing.problems
+    assert [s.name for s in listing.series] == ["shop"]
+    notes = [b.base_backup.note for b in listing.series[0].backups]
+    assert len(notes) == 2 and "full backup" in notes[0] and "incr backup" in notes[1], notes
+
+
+def test_the_newest_pgbackrest_backup_recovers_and_every_family_passes(run_suites, stanza: Stanza,
+                                                                        tmp_path: Path) -> None:
+    run = run_suites("--backups", str(stanza.repo.parent), "--now", (datetime.now(UTC) + timedelta(minutes=10)).isoformat(),
+                     config=f'[series.shop]\ncritical_tables = {{ "public.orders" = {stanza.rows} }}\n')
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet", "test_recovered_pages_are_intact",
+                   "test_every_artifact_is_complete_and_readable"):
+        assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), prefix
+    assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "passed"
+
+
+def test_pgbackrest_verify_errors_are_findings(run_suites, stanza: Stanza, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(stanza.repo, repo, symlinks=True)
+    full = sorted((repo / "backup" / "shop").glob("*F"))[0]
+    target = max((p for p in (full / "pg_data" / "base").rglob("*.gz")), key=lambda p: p.stat().st_size)
+    _flip(target, target.stat().st_size // 2)
+    run = run_suites("--backups", str(repo), "-m", "integrity")
+    failed = [n for n in run.failed() if n.startswith("test_every_artifact_is_complete_and_readable")]
+    assert failed, run.stdout[-3000:]
+    assert "invalid checksum" in run.messages[failed[0]] and target.name in run.messages[failed[0]]

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..model import Finding, Series
 from ..schema import ConfigError, Setting, parse_duration
-from ..sources import basebackup
+from ..sources import basebackup, pgbackrest
 from ..sources.basebackup import WalArchive
 from .freshness import duration_text
 
@@ -58,14 +58,18 @@ SETTINGS = (
 )
 
 
-def archive_of(series: Series, configured: str = "") -> Path | None:
-    """The series' WAL archive: configured, else found beside its newest base backup."""
+def archive_of(series: Series, configured: str = "") -> WalArchive | None:
+    """The series' WAL archive: a pgBackRest stanza's own, else configured, else found beside its newest base
+    backup. Raises OSError or PgBackRestError where it cannot be read."""
+    newest = next((b.base_backup for b in reversed(series.backups) if b.base_backup is not None), None)
+    if newest is not None and newest.format == "pgbackrest":
+        return pgbackrest.archive(newest.path.parent.parent.parent, newest.path.parent.name)
     if configured:
-        return Path(configured)
+        return basebackup.read_archive(Path(configured))
     for backup in reversed(series.backups):
         artifact = backup.base_backup
         if artifact is not None and artifact.wal_archive is not None:
-            return artifact.wal_archive
+            return basebackup.read_archive(artifact.wal_archive)
     return None
 
 
@@ -74,7 +78,7 @@ def _starts(series: Series) -> list[tuple[datetime, str, str]]:
     out = []
     for b in series.backups:
         a = b.base_backup
-        bb = basebackup.read(a.path) if a is not None else None
+        bb = basebackup.physical_of(a) if a is not None else None
         if bb is not None and bb.start_segment:
             out.append((b.taken_at, bb.start_segment, b.key))
     return out

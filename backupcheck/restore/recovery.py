@@ -28,14 +28,17 @@ from typing import Any
 from ..servers import pgbin
 from ..servers.cluster import Cluster, ServerStartError, _pdeathsig, server_user
 from ..sniff import open_decompressed
-from ..sources import basebackup
+from ..sources import basebackup, pgbackrest
 from ..sources.basebackup import BaseBackup
+from ..sources.pgbackrest import RestBackup
 from .database import NoServer, RestoredBackup, RestoreRefused, table_sizes
 from .errors import HARMFUL, RestoreError
 from .providers import LocalProvider
 from .targets import LocalTarget
 
 log = logging.getLogger(__name__)
+
+Physical = BaseBackup | RestBackup  # what a recovery starts from
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,12 @@ def _extract(tar_path: Path, layers: tuple[str, ...], into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
-def unpack(bb: BaseBackup, datadir: Path, spaces: Path) -> None:
+def unpack(bb: Physical, datadir: Path, spaces: Path) -> None:
     """The base backup as a data directory at ``datadir``; its tablespaces under ``spaces``/OID, mapped there."""
+    if isinstance(bb, RestBackup):  # a repository's backup: its own tool puts the files back
+        bb.restore_into(datadir)
+        (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+        return
     if bb.layout == "tar":
         _extract(bb.tars[0], bb.compression, datadir)
         for tar in bb.tars[1:]:
@@ -125,7 +132,7 @@ def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget)
     (datadir / "recovery.signal").write_text("")
 
 
-def stage_wal(archive: basebackup.WalArchive | None, start: str, stage: Path) -> int:
+def stage_wal(archive: basebackup.WalArchive | None, start: str, stage: Path, datadir: Path) -> int:
     """Copy (and decompress) the archive's segments from ``start`` on, and its timeline histories, into the
     server's own staging folder; the number of segments staged."""
     stage.mkdir(parents=True, exist_ok=True)
@@ -136,10 +143,16 @@ def stage_wal(archive: basebackup.WalArchive | None, start: str, stage: Path) ->
     for seg in archive.segments:
         if seg.number < first or seg.partial:
             continue
+        if archive.fetch is not None:
+            staged += archive.fetch(seg.name, stage / seg.name, datadir)
+            continue
         with open_decompressed(seg.path, seg.compression) as src, open(stage / seg.name, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         staged += 1
     for name in archive.histories:
+        if archive.fetch is not None:
+            archive.fetch(name, stage / name, datadir)
+            continue
         with open_decompressed(archive.path / name, ("gzip",) if name.endswith(".gz") else ()) as src, \
                 open(stage / name.removesuffix(".gz"), "wb") as dst:
             shutil.copyfileobj(src, dst)
@@ -176,7 +189,7 @@ def bootstrap_role(datadir: Path) -> str:
 class RecoveredCluster(Cluster):
     """A server started on a recovered base backup; it is up once recovery ended and it was promoted."""
 
-    def __init__(self, installation: pgbin.Installation, bb: BaseBackup, archive: basebackup.WalArchive | None,
+    def __init__(self, installation: pgbin.Installation, bb: Physical, archive: basebackup.WalArchive | None,
                  home: Path, target: RecoveryTarget, timeout: float | None, remove: Any = None) -> None:
         super().__init__(installation, bb.path, home, remove)
         self.bb, self.archive, self.target, self.timeout = bb, archive, target, timeout
@@ -201,7 +214,7 @@ class RecoveredCluster(Cluster):
         os.chmod(self.home, 0o700)
         unpack(self.bb, self.datadir, self.home / "tablespaces")
         t1 = time.monotonic()
-        self.staged = stage_wal(self.archive, self.bb.start_segment, self.stage)
+        self.staged = stage_wal(self.archive, self.bb.start_segment, self.stage, self.datadir)
         self.sockdir.mkdir(mode=0o700)
         configure(self.datadir, self.sockdir, self.stage, self.target)
         self.superuser = bootstrap_role(self.datadir)
@@ -302,19 +315,23 @@ class RecoveredBackup(RestoredBackup):
         super().__init__(*args, **kwargs)
         self.recovery_target = target or RecoveryTarget()
         self.wal_path = wal_archive
-        self.bb: BaseBackup | None = None
+        self.bb: Physical | None = None
         self.archive: basebackup.WalArchive | None = None
         self._tables: list[str] | None = None
         self.replayed = 0
 
     def _prepare(self) -> None:
         artifact = self.backup.base_backup
-        bb = basebackup.read(artifact.path) if artifact is not None else None
+        bb = basebackup.physical_of(artifact) if artifact is not None else None
         if artifact is None or bb is None:
-            raise RestoreRefused(f"{self.backup.key} holds no base backup to recover")
+            raise RestoreRefused(f"{self.backup.key} holds no base backup to recover"
+                                 + (f" ({artifact.path} no longer reads as one)" if artifact is not None else ""))
         self.bb = bb
-        path = self.wal_path or artifact.wal_archive
-        self.archive = basebackup.read_archive(path) if path is not None else None
+        if artifact.format == "pgbackrest":
+            self.archive = pgbackrest.archive(bb.repo, bb.stanza)
+        else:
+            path = self.wal_path or artifact.wal_archive
+            self.archive = basebackup.read_archive(path) if path is not None else None
         self.profile_reason = "a physical backup: the cluster as it was"
 
     def need_major(self) -> int | None:

@@ -13,9 +13,11 @@ import os
 import re
 import struct
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ..sniff import compression_of, open_decompressed
 
@@ -223,6 +225,8 @@ class WalArchive:
     segments: list[Segment] = field(default_factory=list)
     stops: dict[str, datetime] = field(default_factory=dict)  # start segment of a base backup -> its STOP TIME
     histories: list[str] = field(default_factory=list)
+    # (name, target, the restored data directory it is for): a repository's own way to get a file
+    fetch: Callable[[str, Path, Path], bool] | None = None
 
     def per_log(self) -> int:
         return 0x100000000 // self.segment_size
@@ -327,6 +331,17 @@ def read_archive(folder: Path) -> WalArchive:
         elif HISTORY_NAME.match(e.name):
             archive.histories.append(e.name)
     return archive
+
+
+def physical_of(artifact: Any) -> Any:
+    """What a physical artifact is (a ``BaseBackup``, or a pgBackRest backup read through its binary), or None."""
+    if artifact.format == "basebackup":
+        return read(artifact.path)
+    if artifact.format == "pgbackrest":
+        from . import pgbackrest
+
+        return pgbackrest.find(artifact.path)
+    return None
 
 
 def find_archive(backup_folder: Path) -> Path | None:
