@@ -412,3 +412,47 @@ def test_pgbackrest_verify_errors_are_findings(run_suites, stanza: Stanza, tmp_p
     failed = [n for n in run.failed() if n.startswith("test_every_artifact_is_complete_and_readable")]
     assert failed, run.stdout[-3000:]
     assert "invalid checksum" in run.messages[failed[0]] and target.name in run.messages[failed[0]]
+
+
+def _majors() -> list[int]:
+    return sorted({i.major for i in pgbin.installations()})
+
+
+@pytest.mark.parametrize("major", _majors())
+def test_each_major_here_recovers_its_own_base_backups(pg_run: ClusterFactory, major: int) -> None:
+    """A tar base backup (gzip, -X stream) of each major version installed, with a tablespace in it: its WAL archive
+    is recognised by the header of that version's segments, pg_verifybackup of that version passes, the server of
+    that version recovers it, the tablespace's rows in a folder of the recovery's own."""
+    inst = max((i for i in pgbin.installations() if i.major == major), key=lambda i: i.minor)
+    home = pg_run.rundir / f"major-{major}"
+    home.mkdir()
+    primary = Primary(inst, home)
+    try:
+        primary.start()
+        space = home / "space"
+        space.mkdir()
+        user = server_user()
+        if user:
+            os.chown(space, *user)
+        primary.sql(f"create tablespace fast location '{space}'")
+        primary.sql("create table t (id int primary key) tablespace fast; insert into t select generate_series(1, 500)")
+        primary.base_backup("b1", "-Ft", "-z", "-X", "stream")
+        primary.sql("insert into t select generate_series(501, 700)")
+        primary.switch()
+        primary.stop()
+        assert basebackup.read_archive(primary.archive).major == major
+        cache, db = recover(pg_run, primary.base)
+        try:
+            ev = db.store.inspect(db.backup.base_backup)
+            assert not ev.problems, ev.problems
+            assert not db.result.errors, db.result.report()
+            assert db.target.server_version.split(".")[0] == str(major)
+            assert db.row_counts()["public.t"] == 700
+            with db.target.admin() as conn:
+                location = conn.execute("select pg_tablespace_location(oid) from pg_tablespace "
+                                        "where spcname = 'fast'").fetchone()[0]
+            assert location.startswith(str(db.target.cluster.home)), location
+        finally:
+            cache.close(last=True)
+    finally:
+        primary.stop()
