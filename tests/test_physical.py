@@ -144,6 +144,7 @@ def shop(pg_run: ClusterFactory, tmp_path_factory: pytest.TempPathFactory) -> It
         time.sleep(1.1)
         moment = primary.sql("select clock_timestamp()")[0][0].astimezone(UTC)
         time.sleep(1.1)
+        primary.sql("select pg_create_restore_point('before-batch-4')")
         primary.sql("insert into orders(id) select generate_series(2001, 2300)", "shop")
         primary.switch()
         primary.stop()
@@ -203,6 +204,20 @@ def test_recovery_to_a_moment_keeps_what_came_before_it_only(pg_run: ClusterFact
         assert db.row_counts()["public.orders"] == shop.rows_at["moment"]
     finally:
         cache.close(last=True)
+
+
+@pytest.mark.parametrize("how", ["cli-moment", "config-restore-point"])
+def test_the_suites_recover_to_the_target_asked(run_suites, shop: Shop, tmp_path: Path, how: str) -> None:
+    """--recover-to a moment, or a series' recover_to naming a restore point: the rows after it are not there."""
+    counted = ('[[series.shop.invariants]]\nname = "orders"\nsql = "SELECT count(*) FROM public.orders"\n'
+               f'expect = {shop.rows_at["moment"]}\n')
+    args = ["--backups", str(copy_of(shop, tmp_path)), "-m", "restore or invariants", "--now", _suite_now(shop)]
+    if how == "cli-moment":
+        run = run_suites(*args, "--recover-to", f"{shop.moment:%Y-%m-%d %H:%M:%S}Z", config=counted)
+    else:
+        run = run_suites(*args, config='[series.shop]\nrecover_to = "name:before-batch-4"\n' + counted)
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    assert any(n.startswith("test_invariant_holds") and v == "passed" for n, v in run.outcomes.items())
 
 
 def test_a_moment_the_archive_does_not_reach_fails_the_restore(pg_run: ClusterFactory, shop: Shop) -> None:
@@ -456,3 +471,9 @@ def test_each_major_here_recovers_its_own_base_backups(pg_run: ClusterFactory, m
             cache.close(last=True)
     finally:
         primary.stop()
+
+
+def test_a_recovery_target_that_does_not_parse_is_a_usage_error(run_suites, tmp_path: Path) -> None:
+    run = run_suites("--backups", str(tmp_path), "--recover-to", "yesterday at noon")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR
+    assert "recover_to = 'yesterday at noon': expected a moment with its offset" in run.stdout

@@ -56,6 +56,17 @@ class RecoveryTarget:
         return "recovery to the end of the WAL archive"
 
 
+def options(series: Any, run_default: str = "") -> dict[str, Any]:
+    """What ``RecoveredBackup`` is asked for a series (its ``SeriesSettings``): the target (the series'
+    ``recover_to``, else the run's ``--recover-to``, else the archive's end) and a configured WAL archive."""
+    from ..checks.physical import target_time
+
+    text = series.recover_to or run_default
+    target = RecoveryTarget(name=text[5:]) if text.startswith("name:") else \
+        RecoveryTarget(target_time(text) if text else None)
+    return {"target": target, "wal_archive": Path(series.wal_archive) if series.wal_archive else None}
+
+
 def installation_for(major: int, tools: pgbin.Tools) -> pgbin.Installation:
     """A server of exactly ``major``: a physical backup recovers on its own major version only."""
     found = [i for i in tools.installations() if i.major == major]
@@ -440,7 +451,8 @@ def amcheck(target: RecoveredTarget, databases: list[str], budget: float) -> tup
     cluster = target.cluster
     tool = cluster.installation.tool("pg_amcheck")
     if not Path(tool).exists():
-        return [f"pg_amcheck is not part of {cluster.installation.describe()} (PostgreSQL 14+ ships it)"], "nothing"
+        return [], (f"nothing by pg_amcheck, which {cluster.installation.describe()} lacks (PostgreSQL 14+ ships "
+                    "it): data checksums only")
     args = [tool, "--install-missing", "--no-strict-names", "-j", "2", "--all"]
     try:
         proc = subprocess.run(args, capture_output=True, text=True, env=cluster.env(), timeout=budget)
