@@ -19,6 +19,7 @@ from backupcheck.discovery import discover
 from backupcheck.evidence import EvidenceStore
 from backupcheck.restore import recovery
 from backupcheck.restore.database import RestoreCache
+from backupcheck.restore.progress import Reporter
 from backupcheck.restore.providers import LocalProvider
 from backupcheck.restore.recovery import RecoveryTarget
 from backupcheck.servers import pgbin
@@ -159,14 +160,14 @@ def copy_of(shop: Shop, tmp_path: Path) -> Path:
     return target
 
 
-def recover(pg_run: ClusterFactory, folder: Path, key_part: str = "", **kwargs):  # type: ignore[no-untyped-def]
+def recover(pg_run: ClusterFactory, folder: Path, key_part: str = "", reporter=None, **kwargs):  # type: ignore[no-untyped-def]
     listing = discover([folder])
     backups = [b for b in listing.backups() if b.base_backup is not None]
     backup = next(b for b in backups if key_part in b.base_backup.path.name) if key_part else backups[-1]
     rundir = pg_run.rundir / f"ev-{time.monotonic_ns()}"
     rundir.mkdir()
     store = EvidenceStore(rundir)
-    cache = RestoreCache(LocalProvider(pg_run), store, 2, physical=lambda b: kwargs)
+    cache = RestoreCache(LocalProvider(pg_run), store, 2, progress=reporter, physical=lambda b: kwargs)
     return cache, cache.get(backup)
 
 
@@ -183,8 +184,12 @@ def test_base_backups_and_their_archive_are_found_by_content(shop: Shop) -> None
 
 @pytest.mark.parametrize("which", ["nightly-a", "nightly-b"])
 def test_recovery_replays_the_archive_to_its_end(pg_run: ClusterFactory, shop: Shop, which: str) -> None:
-    cache, db = recover(pg_run, shop.backups, which)
+    said: list[str] = []
+    cache, db = recover(pg_run, shop.backups, which, reporter=Reporter(said.append, 0.05, 0.02))
     try:
+        assert said and all(line.startswith(f"restoring {db.backup.key}: ") for line in said), said
+        assert {line.split(": ", 1)[1].split(",")[0] for line in said} & {"unpack base backup", "stage WAL",
+                                                                         "WAL replay"}, said
         assert not db.result.errors and not db.result.aborted, db.result.report()
         assert db.main_db == "shop"
         assert db.row_counts()["public.orders"] == shop.rows_at["end"]

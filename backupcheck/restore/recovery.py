@@ -31,6 +31,7 @@ from ..sniff import open_decompressed
 from ..sources import basebackup, pgbackrest
 from ..sources.basebackup import BaseBackup
 from ..sources.pgbackrest import RestBackup
+from . import progress
 from .database import NoServer, RestoredBackup, RestoreRefused, table_sizes
 from .errors import HARMFUL, RestoreError
 from .providers import LocalProvider
@@ -209,6 +210,16 @@ class RecoveredCluster(Cluster):
         self.phases: dict[str, float] = {}
         self.staged = 0
         self.final_log = ""
+        self.step = "start"  # what it is doing, for the progress lines
+
+    def sample(self) -> progress.Sample:
+        """What the recovery is doing: its step, and while WAL is replayed, the segments replayed of those staged
+        (as bytes: the progress line's figures)."""
+        size = self.archive.segment_size if self.archive is not None else 16 << 20
+        if self.step != "WAL replay":
+            return progress.Sample(self.step, 0, None)
+        done = len(set(_RESTORED.findall(self.log_text())))
+        return progress.Sample(self.step, done * size, self.staged * size or None)
 
     def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
         return {"host": str(self.sockdir), "port": 5432, "user": self.superuser, "dbname": dbname,
@@ -223,9 +234,12 @@ class RecoveredCluster(Cluster):
         t0 = time.monotonic()
         self.home.mkdir(parents=True)
         os.chmod(self.home, 0o700)
+        self.step = "unpack base backup"
         unpack(self.bb, self.datadir, self.home / "tablespaces")
+        self.step = "stage WAL"
         t1 = time.monotonic()
         self.staged = stage_wal(self.archive, self.bb.start_segment, self.stage, self.datadir)
+        self.step = "WAL replay"
         self.sockdir.mkdir(mode=0o700)
         configure(self.datadir, self.sockdir, self.stage, self.target)
         self.superuser = bootstrap_role(self.datadir)
@@ -387,8 +401,13 @@ class RecoveredBackup(RestoredBackup):
         t0 = time.monotonic()
         self.result.tool = (f"{target.label}; {self.recovery_target.describe()}, WAL from "
                             f"{self.archive.path if self.archive else 'the backup alone'}; {target.containment}")
+        reporter = self.progress
+        watch = progress.Watch(cluster.sample, reporter.say if reporter else None, self.backup.key,
+                               reporter.every if reporter else 60.0, reporter.first if reporter else 60.0,
+                               self.expected_seconds)
         try:
-            cluster.__enter__()
+            with watch:
+                cluster.__enter__()
         except ServerStartError as exc:
             self.phases.update(cluster.phases)
             self.result.aborted = f"{self.backup.key}: recovery did not bring the server up"
@@ -402,6 +421,9 @@ class RecoveredBackup(RestoredBackup):
             self.result.aborted = f"{self.backup.key}: the base backup could not be unpacked: {exc}"
             self.result.seconds = time.monotonic() - t0
             return
+        finally:
+            if reporter is not None:
+                reporter.done()
         self.phases.update(cluster.phases)
         self.replayed = len(set(_RESTORED.findall(cluster.log_text())))
         self.result.errors += _recovery_errors(cluster.log_text(), self.archive, self.recovery_target,
