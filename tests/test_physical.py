@@ -482,3 +482,64 @@ def test_a_recovery_target_that_does_not_parse_is_a_usage_error(run_suites, tmp_
     run = run_suites("--backups", str(tmp_path), "--recover-to", "yesterday at noon")
     assert run.ret == pytest.ExitCode.USAGE_ERROR
     assert "recover_to = 'yesterday at noon': expected a moment with its offset" in run.stdout
+
+
+def test_hostile_cut_and_linked_base_backups_fail_with_a_sentence(run_suites, shop: Shop, tmp_path: Path) -> None:
+    """A tar whose member climbs out of the data directory, a plain backup with a symbolic link to the host's files,
+    and a real tar backup cut in half: each a failed check with a sentence, nothing written outside, no traceback,
+    the sources unchanged."""
+    import gzip
+    import io
+    import tarfile
+
+    root = tmp_path / "backups"
+    label = (b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIME: 2026-12-07 10:00:00 UTC\n"
+             b"START TIMELINE: 1\n")
+    escape = root / "escape" / "b1"
+    escape.mkdir(parents=True)
+    buf = io.BytesIO()
+    outside = tmp_path / "escaped"
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("backup_label", label), ("PG_VERSION", b"15\n"),
+                           ("../" * 12 + str(outside).lstrip("/"), b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (escape / "base.tar.gz").write_bytes(gzip.compress(buf.getvalue()))
+    linked = root / "linked" / "b1"
+    linked.mkdir(parents=True)
+    (linked / "PG_VERSION").write_text("15\n")
+    (linked / "backup_label").write_bytes(label)
+    (linked / "pg_tblspc").mkdir()
+    (linked / "pg_tblspc" / "16400").symlink_to("/etc")
+    cut = root / "cut" / "b1"
+    shutil.copytree(shop.backups / "shop" / "nightly-b", cut)
+    whole = (cut / "base.tar.gz").read_bytes()
+    (cut / "base.tar.gz").write_bytes(whole[: len(whole) // 2])
+    before = {p: p.stat().st_mtime for p in root.rglob("*")}
+    run = run_suites("--backups", str(root), "-m", "integrity or restore")
+    assert "Traceback" not in run.stdout and "INTERNALERROR" not in run.stdout, run.stdout[-3000:]
+    restores = {n.split("[", 1)[1].split("-", 1)[0]: n for n in run.outcomes
+                if n.startswith("test_restores_without_harmful_errors")}
+    assert set(restores) == {"escape", "linked", "cut"}, run.outcomes
+    assert all(run.outcomes[n] == "failed" for n in restores.values()), {n: run.outcomes[n] for n in restores.values()}
+    assert "outside the destination" in run.messages[restores["escape"]]
+    assert "symbolic links" in run.messages[restores["linked"]]
+    integrity = next(n for n in run.outcomes if n.startswith("test_every_artifact_is_complete_and_readable[cut"))
+    assert run.outcomes[integrity] == "failed", run.messages[integrity]
+    assert not outside.exists()
+    assert {p: p.stat().st_mtime for p in root.rglob("*")} == before
+
+
+def test_a_repository_without_the_pgbackrest_binary_is_a_finding(run_suites, stanza: Stanza, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("python3",):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    run = run_suites("--backups", str(stanza.repo.parent), "-m", "integrity")
+    assert run.outcomes["test_every_source_holds_readable_backups"] == "failed"
+    assert "pgbackrest is not installed here" in run.messages["test_every_source_holds_readable_backups"]

@@ -8,7 +8,6 @@ starts a server or runs a tool: it reads bytes.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -97,26 +96,6 @@ class BaseBackup:
         except ValueError:
             return 1
 
-    @property
-    def wal_inside(self) -> bool:
-        """The WAL from start to end of the backup is part of it (``-X fetch`` or ``-X stream``)."""
-        if self.wal_tar is not None:
-            return True
-        if self.layout == "plain":
-            return any(SEGMENT_NAME.match(p.name) for p in (self.path / "pg_wal").glob("*"))
-        return False  # -X fetch in tar format puts pg_wal into base.tar: said by the tar's members (see read)
-
-    def end_lsn(self) -> int | None:
-        """Where the backup became consistent: its manifest's last WAL range's end."""
-        if self.manifest is None:
-            return None
-        try:
-            with open(self.manifest, "rb") as f:
-                doc = json.loads(f.read(256 * 1024 * 1024))
-            return max(lsn(r["End-LSN"]) for r in doc.get("WAL-Ranges", []))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
     def describe(self) -> str:
         layers = "+".join(self.compression)
         return f"pg_basebackup {self.layout}{' in ' + layers if layers else ''}, PostgreSQL {self.major}"
@@ -128,22 +107,24 @@ def _tar_layers(path: Path) -> tuple[str, ...]:
     return (kind,) if kind else ()
 
 
-def _read_tar_head(path: Path, layers: tuple[str, ...], budget: int = 4096) -> tuple[dict[str, bytes], bool]:
-    """backup_label and PG_VERSION from the start of a base.tar, and whether it holds WAL segments under pg_wal/
-    (``-X fetch`` writes them at its end: only the first ``budget`` members are looked at, then it is not said)."""
+def _read_tar_head(path: Path, layers: tuple[str, ...], budget: int = 4096) -> dict[str, bytes]:
+    """backup_label and PG_VERSION from the start of a base.tar (read no further than they are)."""
     found: dict[str, bytes] = {}
-    wal = False
-    with open_decompressed(path, layers) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for i, member in enumerate(tar):
-            name = member.name.removeprefix("./")
-            if name in ("backup_label", "PG_VERSION", "tablespace_map") and member.isfile() and member.size < 65536:
-                handle = tar.extractfile(member)
-                found[name] = handle.read() if handle is not None else b""
-            elif name.startswith("pg_wal/") and SEGMENT_NAME.match(name[7:]):
-                wal = True
-            if i >= budget or (i > 64 and "backup_label" not in found):
-                break
-    return found, wal
+    try:
+        with open_decompressed(path, layers) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for i, member in enumerate(tar):
+                name = member.name.removeprefix("./")
+                if name in ("backup_label", "PG_VERSION", "tablespace_map") and member.isfile() and \
+                        member.size < 65536:
+                    handle = tar.extractfile(member)
+                    found[name] = handle.read() if handle is not None else b""
+                if i >= budget or (i > 64 and "backup_label" not in found) or \
+                        ("backup_label" in found and "PG_VERSION" in found):
+                    break
+    except (OSError, tarfile.TarError, EOFError, ValueError):
+        if "backup_label" not in found:
+            raise  # damage further on is the integrity check's to find: the start says what the file is
+    return found
 
 
 def read(folder: Path) -> BaseBackup | None:
@@ -168,7 +149,7 @@ def read(folder: Path) -> BaseBackup | None:
         return None
     try:
         layers = _tar_layers(base)
-        head, _ = _read_tar_head(base, layers)
+        head = _read_tar_head(base, layers)
     except (OSError, tarfile.TarError, EOFError, ValueError):
         return None
     if "backup_label" not in head or "PG_VERSION" not in head:
@@ -182,15 +163,6 @@ def read(folder: Path) -> BaseBackup | None:
     wal = next((folder / n for n in sorted(names) if _WAL_TAR.match(n)), None)
     return BaseBackup(folder, "tar", major, parse_label(head["backup_label"].decode(errors="replace")), layers,
                       tars, wal, manifest, spaces)
-
-
-def tar_has_wal(backup: BaseBackup) -> bool:
-    """Whether base.tar carries the WAL the backup needs (``-X fetch``): read to its end."""
-    if backup.layout != "tar":
-        return backup.wal_inside
-    with open_decompressed(backup.tars[0], backup.compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        return any(m.name.removeprefix("./").startswith("pg_wal/") and SEGMENT_NAME.match(m.name.rsplit("/", 1)[-1])
-                   for m in tar)
 
 
 # --- WAL archives ---------------------------------------------------------------------------------------------
