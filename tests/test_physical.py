@@ -543,3 +543,29 @@ def test_a_repository_without_the_pgbackrest_binary_is_a_finding(run_suites, sta
     run = run_suites("--backups", str(stanza.repo.parent), "-m", "integrity")
     assert run.outcomes["test_every_source_holds_readable_backups"] == "failed"
     assert "pgbackrest is not installed here" in run.messages["test_every_source_holds_readable_backups"]
+
+
+def test_a_physical_backup_recovers_on_this_machine_whatever_the_provider(pg_run: ClusterFactory, shop: Shop) -> None:
+    """With --pg-provider dsn (a given server restores dumps), a base backup is still recovered in a disposable
+    data directory here, and the given server is left alone."""
+    from backupcheck.restore.providers import DsnProvider
+
+    with pg_run.cluster(pgbin.pick(None)) as given:
+        info = given.conninfo()
+        dsn = f"host={info['host']} port={info['port']} user={info['user']} dbname=postgres"
+        with psycopg.connect(dsn) as conn:
+            before = {r[0] for r in conn.execute("select datname from pg_database")}
+        listing = discover([shop.backups])
+        backup = listing.series[0].newest
+        rundir = pg_run.rundir / f"ev-{time.monotonic_ns()}"
+        rundir.mkdir()
+        cache = RestoreCache(DsnProvider(dsn), EvidenceStore(rundir), 2, physical=lambda b: {"factory": pg_run})
+        try:
+            db = cache.get(backup)
+            assert not db.result.errors, db.result.report()
+            assert db.row_counts()["public.orders"] == shop.rows_at["end"]
+            assert "recovered cluster" in db.target_label
+        finally:
+            cache.close(last=True)
+        with psycopg.connect(dsn) as conn:
+            assert {r[0] for r in conn.execute("select datname from pg_database")} == before

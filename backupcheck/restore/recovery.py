@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from ..servers import pgbin
-from ..servers.cluster import Cluster, ServerStartError, _pdeathsig, server_user
+from ..servers.cluster import Cluster, ClusterFactory, ServerStartError, _pdeathsig, server_user
 from ..sniff import open_decompressed
 from ..sources import basebackup, pgbackrest
 from ..sources.basebackup import BaseBackup
@@ -336,8 +336,11 @@ class RecoveredBackup(RestoredBackup):
     """A base backup recovered into a disposable server, then asked what a restored dump is asked."""
 
     def __init__(self, *args: Any, target: RecoveryTarget | None = None, wal_archive: Path | None = None,
-                 **kwargs: Any) -> None:
+                 factory: ClusterFactory | None = None, **kwargs: Any) -> None:
+        """``factory``: where disposable data directories go, whatever the run's provider (a physical backup is
+        recovered on this machine: containers and a given server restore dumps only)."""
         super().__init__(*args, **kwargs)
+        self.factory = factory
         self.recovery_target = target or RecoveryTarget()
         self.wal_path = wal_archive
         self.bb: Physical | None = None
@@ -373,7 +376,8 @@ class RecoveredBackup(RestoredBackup):
 
     def _acquire(self) -> None:
         assert self.bb is not None
-        if not isinstance(self.provider, LocalProvider):
+        factory = self.factory or (self.provider.factory if isinstance(self.provider, LocalProvider) else None)
+        if factory is None:
             raise NoServer(f"a physical backup is recovered on this machine's PostgreSQL {self.bb.major} only "
                            f"(--pg-provider {self.provider.kind} cannot recover it): use --pg-provider local",
                            self.compat)
@@ -382,14 +386,14 @@ class RecoveredBackup(RestoredBackup):
         except pgbin.NoSuitableBinaries as exc:
             self.compat.mismatches.append(str(exc))
             raise NoServer(str(exc), self.compat) from None
-        factory = self.provider.factory
         need, basis = self.space_needed()
         home = factory.place(need) / f"recovery-{os.getpid()}-{id(self) & 0xFFFF:x}"
         cluster = RecoveredCluster(inst, self.bb, self.archive, home, self.recovery_target, self.timeout,
                                    factory.remove_later)
         self.target = RecoveredTarget(cluster)
         self.target_label = self.target.label
-        self.compat.compared += [f"{self.bb.describe()} -> {inst.describe()} (its own major version)",
+        self.compat.compared += [f"{self.bb.describe()} -> {inst.describe()} on this machine (its own major "
+                                 "version; physical backups are recovered here whatever the provider)",
                                  self.recovery_target.describe()]
         self._preflight()
 
