@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from .model import Artifact, Backup, Listing, Series, utc
 from .pgarchive import ArchiveError, read_archive
 from .sniff import head_bytes, open_decompressed, sniff, tar_holds_dump
-from .sources import basebackup, pgbackrest
+from .sources import barman, basebackup, pgbackrest
 from .sources.base import Listed, Place, container_path
 from .timestamps import find_timestamp, split_role, strip_extensions
 
@@ -61,9 +61,19 @@ def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidat
     keys = {o.key for o in objects}
     out = []
     base = location.prefix if location.prefix.endswith("/") or not location.prefix else location.prefix + "/"
+    found, consumed = barman.find(objects)
+    for b in found:
+        url = f"{b.source}/{b.server}/base/{b.backup_id}"
+        path = container_path(b.info, b.info.key.rsplit("/", 1)[0])
+        artifact = Artifact(path=path, size=b.size, mtime=b.info.last_modified, format="barman", url=url,
+                            note=f"Barman cloud backup {b.backup_id} of server {b.server}")
+        stamp = find_timestamp(b.backup_id)
+        out.append(_Candidate(path, container_path(b.info, b.info.key.split("/base/", 1)[0]), b.server, "",
+                              stamp.when if stamp else b.info.last_modified, "name" if stamp else "mtime",
+                              zoned=bool(stamp and stamp.zoned), artifact=artifact))
     for o in objects:
-        if o.key.endswith("/"):
-            continue  # a folder marker
+        if o.key.endswith("/") or o.key in consumed:
+            continue  # a folder marker, or a file of a Barman layout (read with its backup)
         if _described(o.key, keys):
             continue
         rel = o.key[len(base):] if o.key.startswith(base) else o.key.rsplit("/", 1)[-1]

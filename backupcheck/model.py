@@ -49,7 +49,7 @@ class Artifact:
         return f"{self.format}{' in ' + layers if layers else ''}"
 
 
-PHYSICAL_FORMATS = frozenset({"basebackup", "pgbackrest"})
+PHYSICAL_FORMATS = frozenset({"basebackup", "pgbackrest", "barman"})
 DUMP_FORMATS = frozenset({"custom", "directory", "tar", "plain", "dumpall"})
 ARCHIVE_FORMATS = frozenset({"custom", "directory", "tar"})
 

@@ -7,34 +7,37 @@ import pytest
 from backupcheck.checks import physical
 from backupcheck.plugins.verdict import judge
 from backupcheck.restore import recovery
+from backupcheck.sources.barman import BarmanError
 from backupcheck.sources.pgbackrest import PgBackRestError
 
 
 @pytest.fixture
-def wal_archive(series, settings):
+def wal_archive(series, settings, evidence_store):
     try:
-        return physical.archive_of(series, settings.for_series(series.name).wal_archive)
-    except (OSError, PgBackRestError) as exc:
+        return physical.archive_of(series, settings.for_series(series.name).wal_archive, evidence_store.remote)
+    except (OSError, PgBackRestError, BarmanError) as exc:
         pytest.fail(f"{series.name}: its WAL archive cannot be read: {exc}", pytrace=False)
 
 
-def test_wal_archive_has_no_gap(series, wal_archive, now, attach):
+def test_wal_archive_has_no_gap(series, wal_archive, now, attach, evidence_store):
     """Every WAL segment from the oldest base backup's first to the newest is in the archive: any moment in between can be recovered."""
     if wal_archive is not None:
         attach("WAL archive", f"{wal_archive.path}: {len(wal_archive.segments)} segment(s), "
                               f"newest {wal_archive.newest.name if wal_archive.newest else 'none'}")
-    judge(physical.continuity(series, wal_archive, now))
+    judge(physical.continuity(series, wal_archive, now, evidence_store.remote))
 
 
-def test_newest_wal_is_within_rpo(series, wal_archive, settings, now):
+def test_newest_wal_is_within_rpo(series, wal_archive, settings, now, evidence_store):
     """The newest archived WAL segment is within the series' RPO: the latest moment point-in-time recovery reaches is recent."""
-    judge(physical.wal_freshness(series, wal_archive, settings.for_series(series.name).rpo, now))
+    judge(physical.wal_freshness(series, wal_archive, settings.for_series(series.name).rpo, now,
+                                 evidence_store.remote))
 
 
 @pytest.mark.when_configured("recovery_window")
-def test_recovery_window_is_kept(series, wal_archive, settings, now):
+def test_recovery_window_is_kept(series, wal_archive, settings, now, evidence_store):
     """An unbroken chain of base backup and WAL reaches back as far as the series' recovery_window promises."""
-    judge(physical.window_kept(series, wal_archive, settings.for_series(series.name).recovery_window, now))
+    judge(physical.window_kept(series, wal_archive, settings.for_series(series.name).recovery_window, now,
+                               evidence_store.remote))
 
 
 @pytest.mark.needs_restore

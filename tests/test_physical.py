@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -569,3 +570,45 @@ def test_a_physical_backup_recovers_on_this_machine_whatever_the_provider(pg_run
             cache.close(last=True)
         with psycopg.connect(dsn) as conn:
             assert {r[0] for r in conn.execute("select datname from pg_database")} == before
+
+
+# --- Barman: barman-cloud-backup and barman-cloud-wal-archive into S3 (moto's server over real HTTP) ------------
+
+
+def test_a_barman_cloud_backup_in_s3_is_found_recovered_and_judged(run_suites, pg_run: ClusterFactory, bucket,
+                                                                   s3_endpoint: str, tmp_path: Path) -> None:
+    if shutil.which("barman-cloud-backup", path=str(Path(sys.executable).parent)) is None:
+        if os.environ.get("CI"):
+            pytest.fail("barman is not installed (.ci/run installs it)")
+        pytest.skip("barman is not installed here (pip install barman)")
+    name, writer = bucket
+    tools = Path(sys.executable).parent
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / f"barman-{time.monotonic_ns()}"
+    home.mkdir()
+    primary = Primary(inst, home)
+    source = f"s3://{name}/pg"
+    cloud = ["--cloud-provider", "aws-s3", "--endpoint-url", s3_endpoint]
+    try:
+        primary.start()
+        primary.sql("create table orders (id int primary key); insert into orders select generate_series(1, 1000)")
+        primary.switch()
+        subprocess.run([str(tools / "barman-cloud-backup"), *cloud, "-h", str(home), "-U", "postgres", source, "shop"],
+                       check=True, capture_output=True, text=True)
+        primary.sql("insert into orders select generate_series(1001, 1400)")
+        primary.switch()
+        primary.stop()
+        for wal in sorted(primary.archive.iterdir()):  # what archive_command = barman-cloud-wal-archive sends
+            subprocess.run([str(tools / "barman-cloud-wal-archive"), *cloud, source, "shop", str(wal)],
+                           check=True, capture_output=True, text=True)
+    finally:
+        primary.stop()
+    config = (f'[s3]\nendpoint_url = "{s3_endpoint}"\nregion = "us-east-1"\n'
+              '[series.shop]\ncritical_tables = { "public.orders" = 1400 }\n')
+    run = run_suites("--backups", source, "--now", (datetime.now(UTC) + timedelta(minutes=10)).isoformat(),
+                     config=config)
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet", "test_recovered_pages_are_intact",
+                   "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
+        assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), prefix
+    assert "barman" in run.stdout

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..model import Finding, Series
 from ..schema import ConfigError, Setting, parse_duration
-from ..sources import basebackup, pgbackrest
+from ..sources import barman, basebackup, pgbackrest
 from ..sources.basebackup import WalArchive
 from .freshness import duration_text
 
@@ -58,12 +58,15 @@ SETTINGS = (
 )
 
 
-def archive_of(series: Series, configured: str = "") -> WalArchive | None:
+def archive_of(series: Series, configured: str = "", remote: Any = None) -> WalArchive | None:
     """The series' WAL archive: a pgBackRest stanza's own, else configured, else found beside its newest base
     backup. Raises OSError or PgBackRestError where it cannot be read."""
     newest = next((b.base_backup for b in reversed(series.backups) if b.base_backup is not None), None)
     if newest is not None and newest.format == "pgbackrest":
         return pgbackrest.archive(newest.path.parent.parent.parent, newest.path.parent.name)
+    if newest is not None and newest.format == "barman":
+        source, server, _id = barman.split_url(newest.url)
+        return barman.list_archive(remote, source, server, None)
     if configured:
         return basebackup.read_archive(Path(configured))
     for backup in reversed(series.backups):
@@ -73,18 +76,21 @@ def archive_of(series: Series, configured: str = "") -> WalArchive | None:
     return None
 
 
-def _starts(series: Series) -> list[tuple[datetime, str, str]]:
+def _starts(series: Series, remote: Any = None) -> list[tuple[datetime, str, str]]:
     """(taken, start segment, key) of every base backup of the series, oldest first."""
     out = []
     for b in series.backups:
         a = b.base_backup
-        bb = basebackup.physical_of(a) if a is not None else None
+        try:
+            bb = basebackup.physical_of(a, remote) if a is not None else None
+        except (barman.BarmanError, pgbackrest.PgBackRestError):
+            continue  # a backup its own tool cannot describe: the integrity check's finding
         if bb is not None and bb.start_segment:
             out.append((b.taken_at, bb.start_segment, b.key))
     return out
 
 
-def continuity(series: Series, archive: WalArchive | None, now: datetime) -> list[Finding]:
+def continuity(series: Series, archive: WalArchive | None, now: datetime, remote: Any = None) -> list[Finding]:
     """No segment missing from the oldest base backup's first segment to the archive's newest: a gap makes every
     moment after it unreachable from the base backups before it."""
     if archive is None:
@@ -92,7 +98,7 @@ def continuity(series: Series, archive: WalArchive | None, now: datetime) -> lis
                         "base backup only", "a folder of archived WAL segments beside the base backups (or "
                         "wal_archive in its config)", "none found", hint="set archive_command on the server, or "
                         "wal_archive = \"…\" for the series")]
-    starts = _starts(series)
+    starts = _starts(series, remote)
     if not starts:
         return []
     findings = []
@@ -112,15 +118,16 @@ def continuity(series: Series, archive: WalArchive | None, now: datetime) -> lis
     return findings
 
 
-def wal_freshness(series: Series, archive: WalArchive | None, rpo: timedelta | None, now: datetime) -> list[Finding]:
+def wal_freshness(series: Series, archive: WalArchive | None, rpo: timedelta | None, now: datetime,
+                  remote: Any = None) -> list[Finding]:
     """The newest archived segment is recent: for point-in-time recovery the newest WAL, not the newest base
     backup, is the latest moment that can be recovered."""
     if archive is None or archive.newest is None:
-        return continuity(series, archive, now) if archive is None else [
+        return continuity(series, archive, now, remote) if archive is None else [
             Finding(CHECK, series.name, "the WAL archive holds no segment", "archived WAL segments", "none",
                     where=str(archive.path))]
     limit = rpo or DEFAULT_RPO
-    newest = reachable_newest(series, archive) or archive.newest
+    newest = reachable_newest(series, archive, remote) or archive.newest
     age = now - newest.modified
     if age <= limit:
         return []
@@ -139,22 +146,23 @@ def wal_freshness(series: Series, archive: WalArchive | None, rpo: timedelta | N
               "(failed_count, last_failed_wal)"), where=str(archive.path))]
 
 
-def reachable_newest(series: Series, archive: WalArchive) -> basebackup.Segment | None:
+def reachable_newest(series: Series, archive: WalArchive, remote: Any = None) -> basebackup.Segment | None:
     """The newest segment an unbroken chain from the newest base backup reaches (None: no base backup to start
     from)."""
-    starts = _starts(series)
+    starts = _starts(series, remote)
     if not starts:
         return None
     gaps = archive.gaps(starts[-1][1])
     return gaps[0].after if gaps else archive.newest
 
 
-def window_kept(series: Series, archive: WalArchive | None, window: timedelta, now: datetime) -> list[Finding]:
+def window_kept(series: Series, archive: WalArchive | None, window: timedelta, now: datetime,
+                remote: Any = None) -> list[Finding]:
     """The oldest moment reachable by an unbroken chain (a base backup and every segment after it to the newest)
     is at least ``window`` ago."""
     if archive is None:
-        return continuity(series, archive, now)
-    starts = _starts(series)
+        return continuity(series, archive, now, remote)
+    starts = _starts(series, remote)
     reachable = None
     for taken, seg, _key in starts:
         if not archive.gaps(seg):

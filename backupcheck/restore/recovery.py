@@ -28,7 +28,8 @@ from typing import Any
 from ..servers import pgbin
 from ..servers.cluster import Cluster, ClusterFactory, ServerStartError, _pdeathsig, server_user
 from ..sniff import open_decompressed
-from ..sources import basebackup, pgbackrest
+from ..sources import barman, basebackup, pgbackrest
+from ..sources.barman import BarmanBackup
 from ..sources.basebackup import BaseBackup
 from ..sources.pgbackrest import RestBackup
 from . import progress
@@ -39,7 +40,7 @@ from .targets import LocalTarget
 
 log = logging.getLogger(__name__)
 
-Physical = BaseBackup | RestBackup  # what a recovery starts from
+Physical = BaseBackup | RestBackup | BarmanBackup  # what a recovery starts from
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _extract(tar_path: Path, layers: tuple[str, ...], into: Path) -> None:
 
 def unpack(bb: Physical, datadir: Path, spaces: Path) -> None:
     """The base backup as a data directory at ``datadir``; its tablespaces under ``spaces``/OID, mapped there."""
-    if isinstance(bb, RestBackup):  # a repository's backup: its own tool puts the files back
+    if isinstance(bb, RestBackup | BarmanBackup):  # a repository's backup: its own tool puts the files back
         bb.restore_into(datadir)
         (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
         return
@@ -350,13 +351,18 @@ class RecoveredBackup(RestoredBackup):
 
     def _prepare(self) -> None:
         artifact = self.backup.base_backup
-        bb = basebackup.physical_of(artifact) if artifact is not None else None
+        try:
+            bb = basebackup.physical_of(artifact, self.store.remote) if artifact is not None else None
+        except (barman.BarmanError, pgbackrest.PgBackRestError) as exc:
+            raise RestoreRefused(f"not recovered: {exc}") from None
         if artifact is None or bb is None:
             raise RestoreRefused(f"{self.backup.key} holds no base backup to recover"
                                  + (f" ({artifact.path} no longer reads as one)" if artifact is not None else ""))
         self.bb = bb
-        if artifact.format == "pgbackrest":
+        if isinstance(bb, RestBackup):
             self.archive = pgbackrest.archive(bb.repo, bb.stanza)
+        elif isinstance(bb, BarmanBackup):
+            self.archive = barman.list_archive(self.store.remote, bb.source, bb.server, bb.major)
         else:
             path = self.wal_path or artifact.wal_archive
             self.archive = basebackup.read_archive(path) if path is not None else None
@@ -371,8 +377,8 @@ class RecoveredBackup(RestoredBackup):
     def _space_needed(self) -> tuple[int, str]:
         assert self.bb is not None
         size = self.backup.size * (4 if self.bb.compression else 1)
-        wal = sum(s.path.stat().st_size for s in self.archive.segments) if self.archive else 0
-        return size + wal, "the base backup's size, unpacked, and its WAL (an estimate)"
+        wal = len(self.archive.segments) * self.archive.segment_size if self.archive else 0  # staged whole
+        return size + wal, "the base backup's size, unpacked, and its WAL staged (an estimate)"
 
     def _acquire(self) -> None:
         assert self.bb is not None

@@ -305,14 +305,20 @@ def read_archive(folder: Path) -> WalArchive:
     return archive
 
 
-def physical_of(artifact: Any) -> Any:
-    """What a physical artifact is (a ``BaseBackup``, or a pgBackRest backup read through its binary), or None."""
+def physical_of(artifact: Any, remote: Any = None) -> Any:
+    """What a physical artifact is (a ``BaseBackup``, a pgBackRest or Barman backup read through their own
+    commands), or None. ``remote``: the run's access to remote sources (a Barman backup's endpoint and profile)."""
     if artifact.format == "basebackup":
         return read(artifact.path)
     if artifact.format == "pgbackrest":
         from . import pgbackrest
 
         return pgbackrest.find(artifact.path)
+    if artifact.format == "barman":
+        from . import barman
+
+        source, server, backup_id = barman.split_url(artifact.url)
+        return barman.backup(source, server, backup_id, barman.access_of(remote, artifact.url), artifact.path)
     return None
 
 

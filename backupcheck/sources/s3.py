@@ -400,9 +400,13 @@ class RemoteAccess:
         self.progress = progress  # (url, bytes done, bytes in all), for long downloads
         self._clients: dict[S3Options, Any] = {}
 
-    def client_for(self, url: str) -> Any:
+    def options_for(self, url: str) -> S3Options:
+        """The settings of the source ``url`` is under (its endpoint, region, profile)."""
         matches = [u for u in self.options if u and url.startswith(u)]
-        options = self.options[max(matches, key=len)] if matches else self.options.get("", S3Options())
+        return self.options[max(matches, key=len)] if matches else self.options.get("", S3Options())
+
+    def client_for(self, url: str) -> Any:
+        options = self.options_for(url)
         if options not in self._clients:
             self._clients[options] = make_client(options)
         return self._clients[options]
