@@ -4,6 +4,7 @@ recovered by a real server of the same major version, faults planted in copies."
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -612,3 +613,12 @@ def test_a_barman_cloud_backup_in_s3_is_found_recovered_and_judged(run_suites, p
                    "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
         assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), prefix
     assert "barman" in run.stdout
+    # A WAL segment lost from the bucket after the backup: the gap is named, and recovery stops before it
+    keys = sorted(o["Key"] for o in writer.list_objects_v2(Bucket=name, Prefix="pg/shop/wals/")["Contents"]
+                  if re.search(r"/[0-9A-F]{24}$", o["Key"]))
+    lost = keys[-2]
+    writer.delete_object(Bucket=name, Key=lost)
+    run = run_suites("--backups", source, "--now", (datetime.now(UTC) + timedelta(minutes=10)).isoformat(),
+                     config=config)
+    gap = run.messages.get("test_wal_archive_has_no_gap[shop]", "")
+    assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "failed" and lost.rsplit("/", 1)[-1] in gap, gap
