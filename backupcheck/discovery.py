@@ -71,6 +71,20 @@ def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidat
         out.append(_Candidate(path, container_path(b.info, b.info.key.split("/base/", 1)[0]), b.server, "",
                               stamp.when if stamp else b.info.last_modified, "name" if stamp else "mtime",
                               zoned=bool(stamp and stamp.zoned), artifact=artifact))
+    physical, held = basebackup.remote_layout(objects)
+    consumed |= held
+    for rb in physical:
+        folder_url = rb.base.url[: len(rb.base.url) - len(rb.base.key)] + rb.folder
+        path = container_path(rb.base, rb.folder.rstrip("/"))
+        parent = path.parent
+        artifact = Artifact(path=path, size=rb.size, mtime=rb.base.last_modified, format="remote", role="basebackup",
+                            url=rb.base.url, etag=rb.base.etag, note=f"pg_basebackup tar output under {folder_url}",
+                            members=tuple((o.url, o.size, o.last_modified, o.etag) for o in rb.others),
+                            wal_archive_url=(folder_url[: len(folder_url) - len(rb.folder)] + rb.wal_folder
+                                             if rb.wal_folder else ""))
+        stamp = find_timestamp(path.name)
+        out.append(_Candidate(path, parent.parent, parent.name, "", stamp.when if stamp else rb.base.last_modified,
+                              "name" if stamp else "mtime", zoned=bool(stamp and stamp.zoned), artifact=artifact))
     for o in objects:
         if o.key.endswith("/") or o.key in consumed:
             continue  # a folder marker, or a file of a Barman layout (read with its backup)

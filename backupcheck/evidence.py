@@ -188,6 +188,8 @@ class EvidenceStore:
     def _localize(self, a: Artifact) -> Artifact:
         if self.remote is None:
             return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no access to its source configured")
+        if a.role == "basebackup":
+            return self._localize_folder(a)
         started = time.monotonic()
         try:
             got = self.remote.fetch(a.url, a.size, a.mtime, a.etag)
@@ -219,6 +221,33 @@ class EvidenceStore:
         role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")
         return replace(a, path=got.path, format=fmt, compression=layers, note=note, role=role,
                        sidecars=tuple(sidecars), manifest=manifest, sha256=got.sha256)
+
+    def _localize_folder(self, a: Artifact) -> Artifact:
+        """A remote base backup: each of its objects downloaded (cached, verified), gathered in a private folder
+        under their own names, and read as a local base backup (its bytes say whether it is one)."""
+        from .sources import basebackup
+
+        assert self.remote is not None
+        started = time.monotonic()
+        folder = self.rundir / "remote-folders" / hashlib.sha256(a.url.encode()).hexdigest()[:24]
+        folder.mkdir(parents=True, exist_ok=True)
+        downloaded = 0
+        try:
+            for url, size, modified, etag in ((a.url, a.size - sum(m[1] for m in a.members), a.mtime, a.etag),
+                                              *a.members):
+                got = self.remote.fetch(url, size, modified, etag)
+                downloaded += got.downloaded
+                link = folder / url.rsplit("/", 1)[-1]
+                if not link.is_symlink():
+                    link.symlink_to(got.path)
+        except RemoteError as exc:
+            return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
+        if downloaded:
+            self.downloads[a.url] = time.monotonic() - started
+        bb = basebackup.read(folder)
+        if bb is None:
+            return replace(a, path=folder, format="unknown", note="holds a base.tar that is no pg_basebackup output")
+        return replace(a, path=folder, format="basebackup", compression=bb.compression, note=bb.describe())
 
     def _decrypt(self, a: Artifact) -> Artifact:
         if a.format != "gpg":

@@ -29,6 +29,9 @@ class Artifact:
     manifest_url: str = ""
     sha256: str = ""  # of the bytes as downloaded, for a remote object (computed while it was fetched)
     wal_archive: Path | None = None  # a base backup's WAL archive (found beside it, or configured)
+    wal_archive_url: str = ""  # the same under a remote prefix
+    members: tuple[tuple[str, int, datetime, str], ...] = ()  # a remote base backup's other objects (url, size,
+    # modified, etag): its folder is downloaded whole
 
     @property
     def is_remote(self) -> bool:
@@ -88,7 +91,8 @@ class Backup:
     @property
     def base_backup(self) -> Artifact | None:
         """The physical base backup (pg_basebackup's folder) this backup is, if it is one."""
-        return next((a for a in self.artifacts if a.format in PHYSICAL_FORMATS), None)
+        return next((a for a in self.artifacts
+                     if a.format in PHYSICAL_FORMATS or (a.is_remote and a.role == "basebackup")), None)
 
     @property
     def restorable(self) -> bool:

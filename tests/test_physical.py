@@ -622,3 +622,28 @@ def test_a_barman_cloud_backup_in_s3_is_found_recovered_and_judged(run_suites, p
                      config=config)
     gap = run.messages.get("test_wal_archive_has_no_gap[shop]", "")
     assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "failed" and lost.rsplit("/", 1)[-1] in gap, gap
+
+
+def test_a_tar_base_backup_and_its_wal_under_an_s3_prefix(run_suites, shop: Shop, bucket, s3_endpoint: str) -> None:
+    """pg_basebackup's tar output and the WAL archive uploaded under a prefix, as a cron job's `aws s3 cp` would:
+    found in the listing, downloaded once, verified, recovered to the archive's end; a segment deleted from the
+    bucket is the archive's gap."""
+    name, writer = bucket
+    for f in sorted((shop.backups / "shop" / "nightly-b").iterdir()):
+        writer.upload_file(str(f), name, f"pg/base/nightly-b/{f.name}")
+    for f in sorted(shop.primary.archive.iterdir()):
+        writer.upload_file(str(f), name, f"pg/wal/{f.name}")
+    config = (f'[s3]\nendpoint_url = "{s3_endpoint}"\nregion = "us-east-1"\n'
+              f'[series.base]\ncritical_tables = {{ "public.orders" = {shop.rows_at["end"]} }}\n')
+    now = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    run = run_suites("--backups", f"s3://{name}/pg", "--now", now, config=config)
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet", "test_recovered_pages_are_intact",
+                   "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
+        assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), (prefix, run.outcomes)
+    segments = sorted(o["Key"] for o in writer.list_objects_v2(Bucket=name, Prefix="pg/wal/")["Contents"]
+                      if re.search(r"/[0-9A-F]{24}$", o["Key"]))
+    writer.delete_object(Bucket=name, Key=segments[-2])
+    run = run_suites("--backups", f"s3://{name}/pg", "--now", now, "-m", "physical", config=config)
+    assert run.outcomes["test_wal_archive_has_no_gap[base]"] == "failed"
+    assert segments[-2].rsplit("/", 1)[-1] in run.messages["test_wal_archive_has_no_gap[base]"]

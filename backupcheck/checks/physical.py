@@ -10,6 +10,7 @@ from typing import Any
 from ..model import Finding, Series
 from ..schema import ConfigError, Setting, parse_duration
 from ..sources import barman, basebackup, pgbackrest
+from ..sources.base import RemoteError
 from ..sources.basebackup import WalArchive
 from .freshness import duration_text
 
@@ -67,6 +68,8 @@ def archive_of(series: Series, configured: str = "", remote: Any = None) -> WalA
     if newest is not None and newest.format == "barman":
         source, server, _id = barman.split_url(newest.url)
         return barman.list_archive(remote, source, server, None)
+    if newest is not None and newest.wal_archive_url and not configured:
+        return basebackup.remote_archive(remote, newest.wal_archive_url)
     if configured:
         return basebackup.read_archive(Path(configured))
     for backup in reversed(series.backups):
@@ -83,7 +86,7 @@ def _starts(series: Series, remote: Any = None) -> list[tuple[datetime, str, str
         a = b.base_backup
         try:
             bb = basebackup.physical_of(a, remote) if a is not None else None
-        except (barman.BarmanError, pgbackrest.PgBackRestError):
+        except (barman.BarmanError, pgbackrest.PgBackRestError, basebackup.PhysicalError, RemoteError):
             continue  # a backup its own tool cannot describe: the integrity check's finding
         if bb is not None and bb.start_segment:
             out.append((b.taken_at, bb.start_segment, b.key))

@@ -363,6 +363,8 @@ class RecoveredBackup(RestoredBackup):
             self.archive = pgbackrest.archive(bb.repo, bb.stanza)
         elif isinstance(bb, BarmanBackup):
             self.archive = barman.list_archive(self.store.remote, bb.source, bb.server, bb.major)
+        elif artifact.wal_archive_url and self.wal_path is None:
+            self.archive = basebackup.remote_archive(self.store.remote, artifact.wal_archive_url)
         else:
             path = self.wal_path or artifact.wal_archive
             self.archive = basebackup.read_archive(path) if path is not None else None

@@ -8,6 +8,7 @@ starts a server or runs a tool: it reads bytes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -305,6 +306,110 @@ def read_archive(folder: Path) -> WalArchive:
     return archive
 
 
+# --- under a remote prefix -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteBase:
+    """A folder of a listing holding pg_basebackup's tar output (a ``base.tar`` object, told by its bytes once
+    downloaded), and its WAL archive's folder where one is beside it."""
+
+    folder: str  # key prefix, ending with /
+    base: Any  # the base.tar object (base.Listed)
+    others: tuple[Any, ...]  # backup_manifest, pg_wal.tar, tablespaces' tars
+    wal_folder: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.base.size + sum(o.size for o in self.others)
+
+
+def remote_layout(objects: list[Any]) -> tuple[list[RemoteBase], set[str]]:
+    """The base backups and WAL archives among a listing's objects (by name: no byte is read while listing), and
+    the keys they account for."""
+    by_folder: dict[str, list[Any]] = {}
+    for o in objects:
+        if not o.key.endswith("/"):
+            by_folder.setdefault(o.key[: o.key.rfind("/") + 1], []).append(o)
+
+    def wal_folder(items: list[Any]) -> bool:
+        names = [o.key.rsplit("/", 1)[-1] for o in items]
+        return any(SEGMENT_NAME.match(n) for n in names) and all(
+            SEGMENT_NAME.match(n) or HISTORY_NAME.match(n) or BACKUP_NAME.match(n) for n in names)
+
+    wals = sorted(f for f, items in by_folder.items() if wal_folder(items))
+    found, consumed = [], set()
+    for folder, items in sorted(by_folder.items()):
+        base = next((o for o in items if _BASE_TAR.match(o.key.rsplit("/", 1)[-1])), None)
+        if base is None:
+            continue
+        parent = folder.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in folder.rstrip("/") else ""
+        grand = parent.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in parent.rstrip("/") else ""
+        beside = [w for w in wals if w.startswith(parent) and w.count("/") == parent.count("/") + 1] or \
+                 [w for w in wals if w.startswith(grand) and w.count("/") == grand.count("/") + 1]
+        found.append(RemoteBase(folder, base, tuple(o for o in items if o is not base), beside[0] if beside else ""))
+        consumed |= {o.key for o in items}
+    for w in wals:
+        consumed |= {o.key for o in by_folder[w]}
+    return found, consumed
+
+
+def start_from_manifest(text: bytes, segment_size: int = 16 << 20) -> str:
+    """The first WAL segment a backup needs, from its backup_manifest's first WAL range ("" when it gives none)."""
+    try:
+        doc = json.loads(text)
+        first = doc["WAL-Ranges"][0]
+        start, timeline = lsn(first["Start-LSN"]), int(first["Timeline"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+    number = start // segment_size
+    per_log = 0x100000000 // segment_size
+    return f"{timeline:08X}{number // per_log:08X}{number % per_log:08X}"
+
+
+@dataclass(frozen=True)
+class RemoteStart:
+    """What a listing-level check needs of a remote base backup without downloading it."""
+
+    start_segment: str
+
+
+def remote_archive(remote: Any, url: str) -> WalArchive:
+    """A WAL archive under a remote prefix: its segments as listed; fetching one downloads it (through the run's
+    download cache) and decompresses it into place."""
+    from . import kind_of
+
+    kind = kind_of(url)
+    if kind is None or remote is None:
+        raise PhysicalError(f"{url}: no access to its store configured")
+    _location, objects = kind.list_location(remote, url)
+    wal = WalArchive(Path("/") / url.replace("://", "/", 1), 16 << 20, None)
+    by_name: dict[str, Any] = {}
+    for o in objects:
+        base = o.key.rsplit("/", 1)[-1]
+        m = SEGMENT_NAME.match(base)
+        if m:
+            wal.segments.append(Segment(base[:24], Path(o.key), int(m.group(1), 16), wal.number(base[:24]),
+                                        o.last_modified, _layers_of(base), bool(m.group(4))))
+            by_name.setdefault(base[:24], o)
+        elif HISTORY_NAME.match(base):
+            wal.histories.append(base.removesuffix(".gz"))
+            by_name[base.removesuffix(".gz")] = o
+
+    def fetch(name: str, target: Path, _datadir: Path) -> bool:
+        o = by_name.get(name)
+        if o is None:
+            return False
+        got = remote.fetch(o.url, o.size, o.last_modified, o.etag)
+        with open_decompressed(got.path, _layers_of(o.key)) as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        return True
+
+    wal.fetch = fetch
+    return wal
+
+
 def physical_of(artifact: Any, remote: Any = None) -> Any:
     """What a physical artifact is (a ``BaseBackup``, a pgBackRest or Barman backup read through their own
     commands), or None. ``remote``: the run's access to remote sources (a Barman backup's endpoint and profile)."""
@@ -314,6 +419,16 @@ def physical_of(artifact: Any, remote: Any = None) -> Any:
         from . import pgbackrest
 
         return pgbackrest.find(artifact.path)
+    if artifact.is_remote and artifact.role == "basebackup":  # not downloaded: its manifest gives the start
+        manifest = next((m for m in artifact.members if m[0].endswith("/backup_manifest")), None)
+        if manifest is None or remote is None:
+            return None
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="backupcheck-manifest-") as tmp:
+            target = Path(tmp) / "backup_manifest"
+            remote.fetch_small(manifest[0], target, 256 << 20)
+            return RemoteStart(start_from_manifest(target.read_bytes()))
     if artifact.format == "barman":
         from . import barman
 
