@@ -39,6 +39,7 @@ def test_every_option_the_readme_names_exists(pytester):
     others = {"--help", "--symmetric", "--cipher-algo",  # gpg's own
               "--list", "--schema-only", "--no-owner", "--clean",  # pg_restore's, pg_dump's, pg_dumpall's
               "--no-tablespaces", "--exclude-table-data", "--compress", "--snapshot",  # pg_restore's, pg_dump's
+              "--type",  # pgbackrest's
               "--size"}  # the benchmarks' (bench/*.py --size 1gb)
     named = set(re.findall(r"(--[a-z][a-z-]+)", README)) - others
     import subprocess
