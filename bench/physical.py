@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=sorted(SCALES), default="100mb")
     parser.add_argument("--wal-seconds", type=float, default=30.0, help="seconds of pgbench writes after the backup")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, the order of the two ways alternating")
     args = parser.parse_args(argv)
     inst = pgbin.pick(None)
     with RunDir() as rundir:
@@ -137,20 +139,29 @@ def main(argv: list[str] | None = None) -> None:
         wal = sum(f.stat().st_size for f in archive.iterdir())
         print(f"base backup {sum(f.stat().st_size for f in base.rglob('*') if f.is_file()) / 1e6:,.0f} MB, "
               f"WAL archived after it {wal / 1e6:,.0f} MB ({len(list(archive.iterdir()))} files)")
-        bare_s = bare(inst, base, archive, rundir / "bare")
         factory = ClusterFactory(rundir)
-        store = EvidenceStore(rundir / "ev")
-        cache = RestoreCache(LocalProvider(factory), store, 2)
         backup = discover([backups]).series[0].newest
-        t0 = time.monotonic()
-        db = cache.get(backup)
-        whole = time.monotonic() - t0
-        errors = db.result.report()
-        phases = ", ".join(f"{k} {v:.1f} s" for k, v in db.phase_times().items())
-        cache.close(last=True)
-        factory.wait()
-        print(f"bare recovery {bare_s:.1f} s; backupcheck recovery {whole:.1f} s (errors: {errors})")
-        print(f"phases: {phases}")
+        bare_times: list[float] = []
+        ours: list[float] = []
+
+        def engine(i: int) -> None:
+            cache = RestoreCache(LocalProvider(factory), EvidenceStore(rundir / f"ev{i}"), 2)
+            t0 = time.monotonic()
+            db = cache.get(backup)
+            ours.append(time.monotonic() - t0)
+            phases = ", ".join(f"{k} {v:.1f} s" for k, v in db.phase_times().items())
+            print(f"  backupcheck recovery {ours[-1]:.1f} s (errors: {db.result.report()}); phases: {phases}")
+            cache.close(last=True)
+            factory.wait()
+
+        for i in range(args.repeat):
+            steps = [lambda i=i: bare_times.append(bare(inst, base, archive, rundir / f"bare{i}")),
+                     lambda i=i: engine(i)]
+            for step in steps if i % 2 == 0 else reversed(steps):
+                step()
+            print(f"round {i + 1}: bare recovery {bare_times[-1]:.1f} s, backupcheck recovery {ours[-1]:.1f} s")
+        bare_s, whole = statistics.median(bare_times), statistics.median(ours)
+        print(f"bare recovery {bare_s:.1f} s; backupcheck recovery {whole:.1f} s (medians of {args.repeat})")
         print(f"whole / bare {whole / bare_s:.2f}")
 
 

@@ -647,3 +647,30 @@ def test_a_tar_base_backup_and_its_wal_under_an_s3_prefix(run_suites, shop: Shop
     run = run_suites("--backups", f"s3://{name}/pg", "--now", now, "-m", "physical", config=config)
     assert run.outcomes["test_wal_archive_has_no_gap[base]"] == "failed"
     assert segments[-2].rsplit("/", 1)[-1] in run.messages["test_wal_archive_has_no_gap[base]"]
+
+
+@pytest.mark.parametrize("method", ["lz4", "zstd"])
+def test_lz4_and_zstd_tar_base_backups_recover(pg_run: ClusterFactory, method: str) -> None:
+    """pg_basebackup -Ft --compress=lz4 / zstd: told by its bytes, verified, recovered."""
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / f"compressed-{method}"
+    home.mkdir()
+    primary = Primary(inst, home)
+    try:
+        primary.start()
+        primary.sql("create table t (id int primary key); insert into t select generate_series(1, 300)")
+        primary.base_backup("b1", "-Ft", f"--compress={method}", "-X", "stream")
+        primary.sql("insert into t select generate_series(301, 400)")
+        primary.switch()
+        primary.stop()
+        bb = basebackup.read(primary.base / "b1")
+        assert bb is not None and bb.compression == (method,), bb
+        cache, db = recover(pg_run, primary.base)
+        try:
+            assert not db.store.inspect(db.backup.base_backup).problems
+            assert not db.result.errors, db.result.report()
+            assert db.row_counts()["public.t"] == 400
+        finally:
+            cache.close(last=True)
+    finally:
+        primary.stop()

@@ -186,8 +186,9 @@ def window_kept(series: Series, archive: WalArchive | None, window: timedelta, n
 def pages_intact(key: str, problems: list[str], covered: str, checksums_on: bool,
                  failures: list[str]) -> list[Finding]:
     findings = [Finding(CHECK, key, "a page of the recovered cluster is corrupt", "every table and index page "
-                        "readable and consistent (pg_amcheck)", p, hint="the backup carries a damaged page: recover "
-                        "from an older base backup and check the production server's disks (pg_amcheck there)")
+                        f"readable and consistent (pg_amcheck; covered: {covered})", p,
+                        hint="the backup carries a damaged page: recover from an older base backup and check the "
+                             "production server's disks (pg_amcheck there)")
                 for p in problems[:20]]
     if failures:
         findings.append(Finding(CHECK, key, "pages failed their data checksum in the recovered cluster",
@@ -197,5 +198,4 @@ def pages_intact(key: str, problems: list[str], covered: str, checksums_on: bool
         findings[0] = Finding(findings[0].check, key, findings[0].what, findings[0].expected,
                               findings[0].found + " (data checksums are off in this cluster: only amcheck can see "
                               "damage)", findings[0].hint, findings[0].where)
-    del covered
     return findings

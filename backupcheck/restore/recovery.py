@@ -84,10 +84,12 @@ def installation_for(major: int, tools: pgbin.Tools) -> pgbin.Installation:
 # --- the data directory -------------------------------------------------------------------------------------
 
 
-def _extract(tar_path: Path, layers: tuple[str, ...], into: Path) -> None:
+def _extract(tar_path: Path, into: Path) -> None:
     """A tar of the backup, unpacked with the ``data`` filter: no absolute path, no link or file outside ``into``,
-    no device (a hostile tar cannot write anywhere else)."""
+    no device (a hostile tar cannot write anywhere else). Each tar's own compression is told by its bytes
+    (pg_basebackup may compress base.tar and leave pg_wal.tar as it is)."""
     into.mkdir(parents=True, exist_ok=True)
+    layers = basebackup.tar_layers(tar_path)
     with open_decompressed(tar_path, layers) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         tar.extractall(into, filter="data")
 
@@ -99,11 +101,11 @@ def unpack(bb: Physical, datadir: Path, spaces: Path) -> None:
         (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
         return
     if bb.layout == "tar":
-        _extract(bb.tars[0], bb.compression, datadir)
+        _extract(bb.tars[0], datadir)
         for tar in bb.tars[1:]:
-            _extract(tar, bb.compression, spaces / tar.name.split(".", 1)[0])
+            _extract(tar, spaces / tar.name.split(".", 1)[0])
         if bb.wal_tar is not None:
-            _extract(bb.wal_tar, bb.compression, datadir / "pg_wal")
+            _extract(bb.wal_tar, datadir / "pg_wal")
         if bb.tablespaces:
             (datadir / "tablespace_map").write_text("".join(f"{oid} {spaces / oid}\n" for oid in bb.tablespaces))
         (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
@@ -422,7 +424,10 @@ class RecoveredBackup(RestoredBackup):
                 cluster.__enter__()
         except ServerStartError as exc:
             self.phases.update(cluster.phases)
-            self.result.aborted = f"{self.backup.key}: recovery did not bring the server up"
+            late = self.timeout is not None and "did not accept connections within" in str(exc)
+            self.result.aborted = (f"{self.backup.key}: the recovery took longer than restore_timeout "
+                                   f"({self.timeout:g} s) and was stopped" if late else
+                                   f"{self.backup.key}: recovery did not bring the server up")
             errors = _recovery_errors(cluster.log_text(), self.archive, self.recovery_target, self.bb.path.name)
             if not errors:
                 errors = [RestoreError(HARMFUL, str(exc).splitlines()[0], "", "everything", self.bb.path.name)]
@@ -542,9 +547,9 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
         if bb.layout == "tar":
             folder = scratch / "verify"
             shutil.rmtree(folder, ignore_errors=True)
-            _extract(bb.tars[0], bb.compression, folder)
+            _extract(bb.tars[0], folder)
             if bb.wal_tar is not None:
-                _extract(bb.wal_tar, bb.compression, folder / "pg_wal")
+                _extract(bb.wal_tar, folder / "pg_wal")
             shutil.copyfile(bb.manifest, folder / "backup_manifest")
         args = [tool, "--quiet"]
         has_wal = any(basebackup.SEGMENT_NAME.match(p.name) for p in (folder / "pg_wal").glob("*"))

@@ -102,7 +102,7 @@ class BaseBackup:
         return f"pg_basebackup {self.layout}{' in ' + layers if layers else ''}, PostgreSQL {self.major}"
 
 
-def _tar_layers(path: Path) -> tuple[str, ...]:
+def tar_layers(path: Path) -> tuple[str, ...]:
     with open(path, "rb") as f:
         kind = compression_of(f.read(8))
     return (kind,) if kind else ()
@@ -149,7 +149,7 @@ def read(folder: Path) -> BaseBackup | None:
     if base is None:
         return None
     try:
-        layers = _tar_layers(base)
+        layers = tar_layers(base)
         head = _read_tar_head(base, layers)
     except (OSError, tarfile.TarError, EOFError, ValueError):
         return None
