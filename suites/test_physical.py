@@ -7,18 +7,6 @@ import pytest
 from backupcheck.checks import physical
 from backupcheck.plugins.verdict import judge
 from backupcheck.restore import recovery
-from backupcheck.sources.barman import BarmanError
-from backupcheck.sources.base import RemoteError
-from backupcheck.sources.basebackup import PhysicalError
-from backupcheck.sources.pgbackrest import PgBackRestError
-
-
-@pytest.fixture
-def wal_archive(series, settings, evidence_store):
-    try:
-        return physical.archive_of(series, settings.for_series(series.name).wal_archive, evidence_store.remote)
-    except (OSError, PgBackRestError, BarmanError, PhysicalError, RemoteError) as exc:
-        pytest.fail(f"{series.name}: its WAL archive cannot be read: {exc}", pytrace=False)
 
 
 def test_wal_archive_has_no_gap(series, wal_archive, now, attach, evidence_store):

@@ -268,6 +268,28 @@ class RecoveredCluster(Cluster):
             raise
         self.phases["WAL replay and promotion"] = round(time.monotonic() - t2, 3)
 
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the server says it accepts connections (its log), then one connection proves it: a server in
+        recovery refuses every connection, and each refused one costs it a process while it replays."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerStartError(f"PostgreSQL exited with code {self.process.returncode} during recovery.\n"
+                                       f"{self.log_tail()}")
+            try:
+                with open(self.logfile, "rb") as f:
+                    f.seek(max(seen - 256, 0))
+                    tail = f.read()
+                    seen = f.tell()
+            except OSError:
+                tail = b""
+            if b"ready to accept connections" in tail:
+                return super()._wait_ready(max(deadline - time.monotonic(), 1.0))
+            time.sleep(0.1)
+        raise ServerStartError(f"PostgreSQL did not accept connections within {timeout:.0f} s.\n{self.log_tail()}")
+
     def log_text(self) -> str:
         if self.final_log:
             return self.final_log
