@@ -129,7 +129,9 @@ def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget)
     settings = {
         "listen_addresses": "''", "port": "5432", "unix_socket_directories": f"'{sockdir}'",
         "unix_socket_permissions": "0700", "archive_mode": "off", "archive_command": "''",
-        "restore_command": f"'cp \"{stage}/%f\" \"%p\"'", "recovery_target_action": "'promote'",
+        # A hard link, not a copy: the staged file is the recovery's own already (a second copy of every segment
+        # doubled the writes while WAL replays; the server may write into a recycled segment: only the stage sees it)
+        "restore_command": f"'ln \"{stage}/%f\" \"%p\"'", "recovery_target_action": "'promote'",
         "recovery_target_timeline": "'latest'", "hot_standby": "off", "shared_preload_libraries": "''",
         "session_preload_libraries": "''", "local_preload_libraries": "''", "wal_level": "replica",
         "max_wal_senders": "0", "max_replication_slots": "0", "fsync": "off", "synchronous_commit": "off",
