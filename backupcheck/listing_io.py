@@ -14,6 +14,8 @@ def _artifact_json(a: Artifact) -> dict:
         "path": str(a.path), "size": a.size, "mtime": a.mtime.isoformat(), "format": a.format,
         "compression": list(a.compression), "role": a.role, "sidecars": [str(s) for s in a.sidecars], "note": a.note,
         "url": a.url, "etag": a.etag, "sidecar_urls": list(a.sidecar_urls), "encrypted": a.encrypted,
+        "wal_archive": str(a.wal_archive) if a.wal_archive is not None else None, "wal_archive_url": a.wal_archive_url,
+        "members": [[url, size, modified.isoformat(), etag] for url, size, modified, etag in a.members],
     }
 
 
@@ -50,7 +52,10 @@ def from_data(data: dict) -> Listing:
                 Artifact(path=Path(a["path"]), size=a["size"], mtime=datetime.fromisoformat(a["mtime"]),
                          format=a["format"], compression=tuple(a["compression"]), role=a["role"],
                          sidecars=tuple(Path(x) for x in a["sidecars"]), note=a["note"], url=a["url"],
-                         etag=a["etag"], sidecar_urls=tuple(a["sidecar_urls"]), encrypted=a["encrypted"])
+                         etag=a["etag"], sidecar_urls=tuple(a["sidecar_urls"]), encrypted=a["encrypted"],
+                         wal_archive=Path(a["wal_archive"]) if a.get("wal_archive") else None,
+                         wal_archive_url=a.get("wal_archive_url", ""),
+                         members=tuple((m[0], m[1], datetime.fromisoformat(m[2]), m[3]) for m in a.get("members", [])))
                 for a in b["artifacts"]
             )
             backups.append(Backup(series=b["series"], taken_at=datetime.fromisoformat(b["taken_at"]),

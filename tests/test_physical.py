@@ -273,7 +273,9 @@ def test_a_missing_segment_is_named_with_the_window_it_cost(run_suites, shop: Sh
     for s in wal.segments:
         if s.number < missing.number and s.path.exists():
             os.utime(s.path, (old, old))
-    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), config='[series.shop]\nrpo = "26h"\n')
+    # under -n 2: the workers read the listing the controller wrote, WAL archive included
+    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), "-n", "2",
+                     config='[series.shop]\nrpo = "26h"\n')
     gap = run.messages["test_wal_archive_has_no_gap[shop]"]
     assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "failed"
     assert f"segment {missing.name} is missing" in gap and "Unrecoverable window" in gap
