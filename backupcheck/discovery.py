@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from .model import Artifact, Backup, Listing, Series, utc
@@ -56,7 +57,8 @@ class _Candidate:
     artifact: Artifact | None = None  # known already (a pgBackRest backup, described by its binary)
 
 
-def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidate]:
+def _remote_candidates(location: Place, objects: list[Listed], access: Any = None,
+                       problems: list[str] | None = None) -> list[_Candidate]:
     """Objects under a remote prefix, grouped like files: no byte is read; the listing's time stands in for mtime."""
     keys = {o.key for o in objects}
     out = []
@@ -73,6 +75,12 @@ def _remote_candidates(location: Place, objects: list[Listed]) -> list[_Candidat
                               zoned=bool(stamp and stamp.zoned), artifact=artifact))
     physical, held = basebackup.remote_layout(objects)
     consumed |= held
+    roots, repository_keys = pgbackrest.in_listing(objects)
+    consumed |= repository_keys
+    for root in roots:
+        url = f"{location.scheme}://{location.container}/{root.rstrip('/')}"
+        options = access.options_for(url) if access is not None and hasattr(access, "options_for") else None
+        out += _repository_candidates(pgbackrest.s3_repo(url, options), problems if problems is not None else [])
     for rb in physical:
         folder_url = rb.base.url[: len(rb.base.url) - len(rb.base.key)] + rb.folder
         path = container_path(rb.base, rb.folder.rstrip("/"))
@@ -253,7 +261,7 @@ def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBa
     return _Candidate(path, folder, folder.name, "", utc(path.stat().st_mtime), "mtime")
 
 
-def _repository_candidates(repo: Path, problems: list[str]) -> list[_Candidate]:
+def _repository_candidates(repo: pgbackrest.Repo, problems: list[str]) -> list[_Candidate]:
     """Each backup of each stanza of a pgBackRest repository, as its binary lists them: the stanza is the series."""
     try:
         found = pgbackrest.backups(repo)
@@ -262,8 +270,10 @@ def _repository_candidates(repo: Path, problems: list[str]) -> list[_Candidate]:
         return []
     out = []
     for b in found:
-        artifact = Artifact(path=b.path, size=b.size, mtime=b.stopped, format="pgbackrest", note=b.describe())
-        out.append(_Candidate(b.path, repo, b.stanza, "", b.started, "header", artifact=artifact))
+        artifact = Artifact(path=b.path, size=b.size, mtime=b.stopped, format="pgbackrest", note=b.describe(),
+                            url=b.url)
+        out.append(_Candidate(b.path, b.path.parent.parent.parent, b.stanza, "", b.started, "header",
+                              artifact=artifact))
     return out
 
 
@@ -311,7 +321,7 @@ def _merge_parts(candidates: list[_Candidate]) -> list[_Candidate]:
 
 def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] = (),
              remote: list[tuple[Place, list[Listed]]] | None = None,
-             name_zone: Callable[[str], str] | None = None) -> Listing:
+             name_zone: Callable[[str], str] | None = None, access: Any = None) -> Listing:
     """Group every artifact under ``sources`` (and listed S3 objects) into series of backups, oldest first.
 
     Folders in ``exclude`` (the reports and work folders) are never read as backups. ``name_zone`` gives a
@@ -322,7 +332,7 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
     listing = Listing()
     candidates: list[_Candidate] = []
     for location, objects in remote or []:
-        candidates += _remote_candidates(location, objects)
+        candidates += _remote_candidates(location, objects, access, listing.problems)
     for source in sources:
         source = Path(source)
         if not source.exists():

@@ -482,9 +482,9 @@ class EvidenceStore:
         """``pgbackrest verify`` of the backup's stanza: every file of its backups and WAL against its checksums."""
         from .sources import pgbackrest
 
-        repo, stanza = a.path.parent.parent.parent, a.path.parent.name
+        stanza = a.path.parent.name
         try:
-            problems = pgbackrest.verify(repo, stanza)
+            problems = pgbackrest.verify(pgbackrest.repo_of(a, self.remote), stanza)
         except pgbackrest.PgBackRestError as exc:
             problems = [str(exc)]
         ev.problems += [f"stanza {stanza}: {p}" for p in problems]

@@ -172,7 +172,8 @@ def pytest_configure(config: pytest.Config) -> None:
             local = sources.local_paths(final.sources)
             remote, problems = list_remote(final)
             listing = discover(local, exclude=own, remote=remote,
-                               name_zone=lambda name: final.for_series(name).name_timezone)
+                               name_zone=lambda name: final.for_series(name).name_timezone,
+                               access=remote_access(final) if remote else None)
             listing.problems[:0] = problems
             if final.only_series:
                 listing = _only(listing, final.only_series)
@@ -406,7 +407,8 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     own = tuple(p for p in (settings.reports_dir, settings.work_dir) if p is not None)
     remote, problems = list_remote(settings)
     listing = discover(sources.local_paths(settings.sources), exclude=own, remote=remote,
-                       name_zone=lambda name: settings.for_series(name).name_timezone)
+                       name_zone=lambda name: settings.for_series(name).name_timezone,
+                       access=remote_access(settings) if remote else None)
     listing.problems[:0] = problems
     needs = _needed_majors(listing, settings)
     store = None

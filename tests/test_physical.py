@@ -676,3 +676,89 @@ def test_lz4_and_zstd_tar_base_backups_recover(pg_run: ClusterFactory, method: s
             cache.close(last=True)
     finally:
         primary.stop()
+
+
+@pytest.fixture
+def tls_s3(s3_endpoint: str, pg_run: ClusterFactory) -> Iterator[tuple[str, Path]]:
+    """moto's server behind a TLS front (socat, a certificate for localhost made here): pgBackRest's S3 client
+    speaks HTTPS only. (endpoint, the certificate to trust)."""
+    if shutil.which("socat") is None:
+        if os.environ.get("CI"):
+            pytest.fail("socat is not installed (.ci/run installs it)")
+        pytest.skip("socat is not installed here (apt-get install socat)")
+    from tests.conftest import free_port
+
+    folder = pg_run.rundir / f"tls-{time.monotonic_ns()}"  # where the server's account (archive-push) reads it
+    folder.mkdir()
+    os.chmod(folder, 0o755)
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    both = folder / "both.pem"
+    both.write_bytes(key.read_bytes() + cert.read_bytes())
+    port = free_port()
+    backend = s3_endpoint.rsplit(":", 1)[1]
+    front = subprocess.Popen(["socat", f"OPENSSL-LISTEN:{port},reuseaddr,fork,cert={both},verify=0",
+                              f"TCP:127.0.0.1:{backend}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        for _ in range(100):
+            if subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+        yield f"https://localhost:{port}", cert
+    finally:
+        os.killpg(front.pid, 15)
+        front.wait(timeout=10)
+
+
+def test_a_pgbackrest_repository_in_s3(run_suites, pg_run: ClusterFactory, bucket, tls_s3,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """archive-push and backup into a bucket (repo1-type=s3): the repository found in the listing, read, verified
+    and recovered through pgbackrest with the source's endpoint and boto3's credentials."""
+    if shutil.which("pgbackrest") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbackrest is not installed (.ci/run installs it)")
+        pytest.skip("pgbackrest is not installed here (apt-get install pgbackrest)")
+    name, _writer = bucket
+    endpoint, cert = tls_s3
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / f"s3-stanza-{time.monotonic_ns()}"
+    home.mkdir()
+    primary = Primary(inst, home)
+    conf = home / "pgbackrest.conf"
+    port = endpoint.rsplit(":", 1)[1]
+    conf.write_text(
+        f"[global]\nrepo1-type=s3\nrepo1-path=/pgbr\nrepo1-s3-bucket={name}\nrepo1-s3-endpoint=localhost\n"
+        f"repo1-storage-port={port}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\n"
+        f"repo1-storage-ca-file={cert}\nrepo1-s3-key={os.environ['AWS_ACCESS_KEY_ID']}\n"
+        f"repo1-s3-key-secret={os.environ['AWS_SECRET_ACCESS_KEY']}\nlog-path={home}\nlock-path={home}\n"
+        f"log-level-console=warn\nlog-level-file=off\nstart-fast=y\nrepo1-retention-full=9\n[shop]\n"
+        f"pg1-path={primary.data}\npg1-socket-path={home}\npg1-user=postgres\n")
+    primary.archive_command = f"pgbackrest --config={conf} --stanza=shop archive-push %p"
+    rest = ["pgbackrest", f"--config={conf}", "--stanza=shop"]
+    try:
+        primary.start()
+        primary.run(*rest, "stanza-create")
+        primary.sql("create table orders (id int primary key); insert into orders select generate_series(1, 1000)")
+        primary.run(*rest, "--type=full", "--process-max=4", "backup")
+        primary.sql("insert into orders select generate_series(1001, 1200)")
+        walname = primary.sql("select pg_walfile_name(pg_switch_wal())")[0][0]
+        for _ in range(300):
+            if primary.run(*rest, "archive-get", walname, str(home / "probe"), check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        primary.stop()
+    finally:
+        primary.stop()
+    config = (f'[s3]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\n'
+              '[series.shop]\ncritical_tables = { "public.orders" = 1200 }\n')
+    run = run_suites("--backups", f"s3://{name}/pgbr", "--now", (datetime.now(UTC) + timedelta(minutes=10)).isoformat(),
+                     "-m", "integrity or restore or row_counts or physical", config=config)
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet",
+                   "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
+        assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), (prefix, run.outcomes)
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in run.stdout

@@ -64,7 +64,7 @@ def archive_of(series: Series, configured: str = "", remote: Any = None) -> WalA
     backup. Raises OSError or PgBackRestError where it cannot be read."""
     newest = next((b.base_backup for b in reversed(series.backups) if b.base_backup is not None), None)
     if newest is not None and newest.format == "pgbackrest":
-        return pgbackrest.archive(newest.path.parent.parent.parent, newest.path.parent.name)
+        return pgbackrest.archive(pgbackrest.repo_of(newest, remote), newest.path.parent.name)
     if newest is not None and newest.format == "barman":
         source, server, _id = barman.split_url(newest.url)
         return barman.list_archive(remote, source, server, None)

@@ -418,7 +418,7 @@ def physical_of(artifact: Any, remote: Any = None) -> Any:
     if artifact.format == "pgbackrest":
         from . import pgbackrest
 
-        return pgbackrest.find(artifact.path)
+        return pgbackrest.find(artifact, remote)
     if artifact.is_remote and artifact.role == "basebackup":  # not downloaded: its manifest gives the start
         manifest = next((m for m in artifact.members if m[0].endswith("/backup_manifest")), None)
         if manifest is None or remote is None:
