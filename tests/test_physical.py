@@ -96,6 +96,15 @@ class Primary:
             time.sleep(0.05)
         raise RuntimeError(f"{name} was not archived")
 
+    def switch_pushed(self, pgbackrest: list[str]) -> None:
+        """Close the current segment and wait until pgbackrest's archive has it (archive-push by archive_command)."""
+        name = self.sql("select pg_walfile_name(pg_switch_wal())")[0][0]
+        for _ in range(300):
+            if self.run(*pgbackrest, "archive-get", name, str(self.home / "probe"), check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} was not archived by pgbackrest")
+
     def base_backup(self, name: str, *options: str) -> Path:
         target = self.base / name
         self.run(self.inst.tool("pg_basebackup"), "-h", str(self.home), "-U", "postgres", "-D", str(target),
@@ -396,11 +405,7 @@ def stanza(pg_run: ClusterFactory) -> Iterator[Stanza]:
         primary.sql("insert into orders(id) select generate_series(1001, 1500)")
         primary.run(*rest, "--type=incr", "backup")
         primary.sql("insert into orders(id) select generate_series(1501, 1800)")
-        name = primary.sql("select pg_walfile_name(pg_switch_wal())")[0][0]
-        for _ in range(200):
-            if primary.run(*rest, "archive-get", name, str(home / "probe"), check=False).returncode == 0:
-                break
-            time.sleep(0.1)
+        primary.switch_pushed(rest)
         primary.stop()
         yield Stanza(repo, 1800)
     finally:
@@ -745,11 +750,7 @@ def test_a_pgbackrest_repository_in_s3(run_suites, pg_run: ClusterFactory, bucke
         primary.sql("create table orders (id int primary key); insert into orders select generate_series(1, 1000)")
         primary.run(*rest, "--type=full", "--process-max=4", "backup")
         primary.sql("insert into orders select generate_series(1001, 1200)")
-        walname = primary.sql("select pg_walfile_name(pg_switch_wal())")[0][0]
-        for _ in range(300):
-            if primary.run(*rest, "archive-get", walname, str(home / "probe"), check=False).returncode == 0:
-                break
-            time.sleep(0.1)
+        primary.switch_pushed(rest)
         primary.stop()
     finally:
         primary.stop()
