@@ -54,7 +54,7 @@ class _Candidate:
     remote_sidecars: tuple[str, ...] = ()
     zoned: bool = False  # the time came from a name that states its offset
     remote_manifest: str = ""
-    artifact: Artifact | None = None  # known already (a pgBackRest backup, described by its binary)
+    artifact: Artifact | None = None  # known already: a physical backup of a repository, or a remote folder
 
 
 def _remote_candidates(location: Place, objects: list[Listed], access: Any = None,
@@ -63,39 +63,11 @@ def _remote_candidates(location: Place, objects: list[Listed], access: Any = Non
     keys = {o.key for o in objects}
     out = []
     base = location.prefix if location.prefix.endswith("/") or not location.prefix else location.prefix + "/"
-    found, consumed = barman.find(objects)
-    for b in found:
-        url = f"{b.source}/{b.server}/base/{b.backup_id}"
-        path = container_path(b.info, b.info.key.rsplit("/", 1)[0])
-        artifact = Artifact(path=path, size=b.size, mtime=b.info.last_modified, format="barman", url=url,
-                            note=f"Barman cloud backup {b.backup_id} of server {b.server}")
-        stamp = find_timestamp(b.backup_id)
-        out.append(_Candidate(path, container_path(b.info, b.info.key.split("/base/", 1)[0]), b.server, "",
-                              stamp.when if stamp else b.info.last_modified, "name" if stamp else "mtime",
-                              zoned=bool(stamp and stamp.zoned), artifact=artifact))
-    physical, held = basebackup.remote_layout(objects)
-    consumed |= held
-    roots, repository_keys = pgbackrest.in_listing(objects)
-    consumed |= repository_keys
-    for root in roots:
-        url = f"{location.scheme}://{location.container}/{root.rstrip('/')}"
-        options = access.options_for(url) if access is not None and hasattr(access, "options_for") else None
-        out += _repository_candidates(pgbackrest.s3_repo(url, options), problems if problems is not None else [])
-    for rb in physical:
-        folder_url = rb.base.url[: len(rb.base.url) - len(rb.base.key)] + rb.folder
-        path = container_path(rb.base, rb.folder.rstrip("/"))
-        parent = path.parent
-        artifact = Artifact(path=path, size=rb.size, mtime=rb.base.last_modified, format="remote", role="basebackup",
-                            url=rb.base.url, etag=rb.base.etag, note=f"pg_basebackup tar output under {folder_url}",
-                            members=tuple((o.url, o.size, o.last_modified, o.etag) for o in rb.others),
-                            wal_archive_url=(folder_url[: len(folder_url) - len(rb.folder)] + rb.wal_folder
-                                             if rb.wal_folder else ""))
-        stamp = find_timestamp(path.name)
-        out.append(_Candidate(path, parent.parent, parent.name, "", stamp.when if stamp else rb.base.last_modified,
-                              "name" if stamp else "mtime", zoned=bool(stamp and stamp.zoned), artifact=artifact))
+    physical, consumed = _physical_candidates(location, objects, access, problems if problems is not None else [])
+    out += physical
     for o in objects:
         if o.key.endswith("/") or o.key in consumed:
-            continue  # a folder marker, or a file of a Barman layout (read with its backup)
+            continue  # a folder marker, or a file of a physical backup's layout (read with that backup)
         if _described(o.key, keys):
             continue
         rel = o.key[len(base):] if o.key.startswith(base) else o.key.rsplit("/", 1)[-1]
@@ -128,6 +100,44 @@ def _remote_candidates(location: Place, objects: list[Listed], access: Any = Non
             out.append(_Candidate(path, folder, stem, role, o.last_modified, "mtime", None, o, sidecars,
                                   remote_manifest=described))
     return out
+
+
+def _physical_candidates(location: Place, objects: list[Listed], access: Any,
+                         problems: list[str]) -> tuple[list[_Candidate], set[str]]:
+    """Physical backups among a listing's objects (Barman's cloud layout, pgBackRest repositories, pg_basebackup's
+    tar output with a WAL folder beside it), and the keys they account for."""
+    out: list[_Candidate] = []
+    found, consumed = barman.find(objects)
+    for b in found:
+        url = f"{b.source}/{b.server}/base/{b.backup_id}"
+        path = container_path(b.info, b.info.key.rsplit("/", 1)[0])
+        artifact = Artifact(path=path, size=b.size, mtime=b.info.last_modified, format="barman", url=url,
+                            note=f"Barman cloud backup {b.backup_id} of server {b.server}")
+        stamp = find_timestamp(b.backup_id)
+        out.append(_Candidate(path, container_path(b.info, b.info.key.split("/base/", 1)[0]), b.server, "",
+                              stamp.when if stamp else b.info.last_modified, "name" if stamp else "mtime",
+                              zoned=bool(stamp and stamp.zoned), artifact=artifact))
+    roots, repository_keys = pgbackrest.in_listing(objects)
+    consumed |= repository_keys
+    for root in roots:
+        url = f"{location.scheme}://{location.container}/{root.rstrip('/')}"
+        options = access.options_for(url) if access is not None and hasattr(access, "options_for") else None
+        out += _repository_candidates(pgbackrest.s3_repo(url, options), problems)
+    bases, held = basebackup.remote_layout(objects)
+    consumed |= held
+    for rb in bases:
+        folder_url = rb.base.url[: len(rb.base.url) - len(rb.base.key)] + rb.folder
+        path = container_path(rb.base, rb.folder.rstrip("/"))
+        parent = path.parent
+        artifact = Artifact(path=path, size=rb.size, mtime=rb.base.last_modified, format="remote", role="basebackup",
+                            url=rb.base.url, etag=rb.base.etag, note=f"pg_basebackup tar output under {folder_url}",
+                            members=tuple((o.url, o.size, o.last_modified, o.etag) for o in rb.others),
+                            wal_archive_url=(folder_url[: len(folder_url) - len(rb.folder)] + rb.wal_folder
+                                             if rb.wal_folder else ""))
+        stamp = find_timestamp(path.name)
+        out.append(_Candidate(path, parent.parent, parent.name, "", stamp.when if stamp else rb.base.last_modified,
+                              "name" if stamp else "mtime", zoned=bool(stamp and stamp.zoned), artifact=artifact))
+    return out, consumed
 
 
 def _remote_artifact(c: _Candidate) -> Artifact:
