@@ -163,9 +163,7 @@ def _artifact(path: Path, role: str = "") -> Artifact:
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         physical = basebackup.read(path)
         if physical is not None:
-            return Artifact(path=path, size=size, mtime=utc(st.st_mtime), format="basebackup",
-                            compression=physical.compression, role=role, note=physical.describe(),
-                            wal_archive=basebackup.find_archive(path))
+            return _base_backup_artifact(path, physical, size, utc(st.st_mtime), role)
     fmt, layers, note = sniff(path)
     if fmt == "tarball" and tar_holds_dump(path, layers) is not False:
         fmt = "dump-tarball"  # unpacked, verified and restored as the dump inside it
@@ -260,15 +258,25 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             candidates.append(_file_candidate(path, root))
 
 
+def _base_backup_artifact(path: Path, physical: basebackup.BaseBackup, size: int, mtime: datetime,
+                          role: str = "") -> Artifact:
+    return Artifact(path=path, size=size, mtime=mtime, format="basebackup", compression=physical.compression,
+                    role=role, note=physical.describe(), wal_archive=basebackup.find_archive(path))
+
+
 def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBackup) -> _Candidate:
     """A base backup is one backup of the series named after the folder that holds it, taken when its
-    backup_label says it started (its name may say nothing)."""
+    backup_label says it started (its name may say nothing). Its artifact is made here, from the read that
+    found it."""
+    mtime = utc(path.stat().st_mtime)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    artifact = _base_backup_artifact(path, physical, size, mtime)
     if physical.started is not None:
-        return _Candidate(path, folder, folder.name, "", physical.started, "header")
+        return _Candidate(path, folder, folder.name, "", physical.started, "header", artifact=artifact)
     stamp = find_timestamp(path.name)
     if stamp:
-        return _Candidate(path, folder, folder.name, "", stamp.when, "name", zoned=stamp.zoned)
-    return _Candidate(path, folder, folder.name, "", utc(path.stat().st_mtime), "mtime")
+        return _Candidate(path, folder, folder.name, "", stamp.when, "name", zoned=stamp.zoned, artifact=artifact)
+    return _Candidate(path, folder, folder.name, "", mtime, "mtime", artifact=artifact)
 
 
 def _repository_candidates(repo: pgbackrest.Repo, problems: list[str]) -> list[_Candidate]:

@@ -3,6 +3,7 @@ window, and the recovered cluster's pages are intact."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,17 +80,25 @@ def archive_of(series: Series, configured: str = "", remote: Any = None) -> WalA
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _start_segment(artifact: Any, remote: Any) -> str:
+    """A base backup's first WAL segment ("" where its own tool cannot say: the integrity check's finding). Asked
+    once per backup and run: for a repository's backup each answer is a command (pgbackrest info, Barman's
+    backup-show) or a download (a remote backup_manifest), and three checks ask."""
+    try:
+        bb = basebackup.physical_of(artifact, remote)
+    except (barman.BarmanError, pgbackrest.PgBackRestError, basebackup.PhysicalError, RemoteError):
+        return ""
+    return bb.start_segment if bb is not None else ""
+
+
 def _starts(series: Series, remote: Any = None) -> list[tuple[datetime, str, str]]:
     """(taken, start segment, key) of every base backup of the series, oldest first."""
     out = []
     for b in series.backups:
-        a = b.base_backup
-        try:
-            bb = basebackup.physical_of(a, remote) if a is not None else None
-        except (barman.BarmanError, pgbackrest.PgBackRestError, basebackup.PhysicalError, RemoteError):
-            continue  # a backup its own tool cannot describe: the integrity check's finding
-        if bb is not None and bb.start_segment:
-            out.append((b.taken_at, bb.start_segment, b.key))
+        segment = _start_segment(b.base_backup, remote) if b.base_backup is not None else ""
+        if segment:
+            out.append((b.taken_at, segment, b.key))
     return out
 
 

@@ -317,9 +317,6 @@ class RecoveredTarget(LocalTarget):
         return ("the backup's own settings replaced (no archive_command, no preload library, a private socket only); "
                 f"event triggers disabled; server as OS account {self.cluster.os_user}")
 
-    def free_space(self) -> tuple[int, str] | None:
-        return shutil.disk_usage(self.cluster.home.parent).free, str(self.cluster.home.parent)
-
     def __enter__(self) -> RecoveredTarget:
         return self
 

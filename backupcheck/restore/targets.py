@@ -412,7 +412,8 @@ class LocalTarget(Target):
         return f"local cluster, {self.installation.describe()}"
 
     def free_space(self) -> tuple[int, str] | None:
-        return shutil.disk_usage(self.cluster.home).free, str(self.cluster.home.parent)
+        # the folder the cluster's home is in: a home made at start (a recovery's) does not exist yet
+        return shutil.disk_usage(self.cluster.home.parent).free, str(self.cluster.home.parent)
 
     def conninfo(self, dbname: str) -> dict[str, Any]:
         return dict(self.cluster.conninfo(dbname))
