@@ -130,7 +130,8 @@ def _physical_candidates(location: Place, objects: list[Listed], access: Any,
         path = container_path(rb.base, rb.folder.rstrip("/"))
         parent = path.parent
         artifact = Artifact(path=path, size=rb.size, mtime=rb.base.last_modified, format="remote", role="basebackup",
-                            url=rb.base.url, etag=rb.base.etag, note=f"pg_basebackup tar output under {folder_url}",
+                            url=rb.base.url, etag=rb.base.etag,
+                            note=f"pg_basebackup {'plain' if rb.plain else 'tar'} output under {folder_url}",
                             members=tuple((o.url, o.size, o.last_modified, o.etag) for o in rb.others),
                             wal_archive_url=(folder_url[: len(folder_url) - len(rb.folder)] + rb.wal_folder
                                              if rb.wal_folder else ""))

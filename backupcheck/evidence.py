@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .discovery import artifact_of, role_from_content
 from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
@@ -223,30 +224,49 @@ class EvidenceStore:
                        sidecars=tuple(sidecars), manifest=manifest, sha256=got.sha256)
 
     def _localize_folder(self, a: Artifact) -> Artifact:
-        """A remote base backup: each of its objects downloaded (cached, verified), gathered in a private folder
-        under their own names, and read as a local base backup (its bytes say whether it is one)."""
+        """A remote base backup: each of its objects downloaded (cached, verified, several at a time: a plain
+        backup is a thousand small files), gathered in a private folder under their paths below the backup's
+        folder, and read as a local base backup (its bytes say whether it is one)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from .sources import basebackup
 
         assert self.remote is not None
+        remote = self.remote
         started = time.monotonic()
         folder = self.rundir / "remote-folders" / hashlib.sha256(a.url.encode()).hexdigest()[:24]
         folder.mkdir(parents=True, exist_ok=True)
-        downloaded = 0
+        folder_url = a.url.rsplit("/", 1)[0] + "/"
+        objects = ((a.url, a.size - sum(m[1] for m in a.members), a.mtime, a.etag), *a.members)
+        wanted = [(o, basebackup.member_path(folder_url, o[0])) for o in objects]
+        strays = [o[0] for o, rel in wanted if rel is None]
+        if strays:
+            return replace(a, path=folder, format="unknown",
+                           note=f"not recovered: object {strays[0]} would be written outside the backup's folder")
+
+        def gather(item: tuple[tuple[str, int, Any, str], Path]) -> int:
+            (url, size, modified, etag), rel = item
+            got = remote.fetch(url, size, modified, etag)
+            place = folder / rel
+            if not place.exists():
+                place.parent.mkdir(parents=True, exist_ok=True)
+                try:  # a file of the backup's own, not a link: a plain backup is refused for holding links
+                    os.link(got.path, place)
+                except OSError:
+                    shutil.copyfile(got.path, place)
+            return got.downloaded
+
         try:
-            for url, size, modified, etag in ((a.url, a.size - sum(m[1] for m in a.members), a.mtime, a.etag),
-                                              *a.members):
-                got = self.remote.fetch(url, size, modified, etag)
-                downloaded += got.downloaded
-                link = folder / url.rsplit("/", 1)[-1]
-                if not link.is_symlink():
-                    link.symlink_to(got.path)
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                downloaded = sum(pool.map(gather, wanted))
         except RemoteError as exc:
             return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
         if downloaded:
             self.downloads[a.url] = time.monotonic() - started
         bb = basebackup.read(folder)
         if bb is None:
-            return replace(a, path=folder, format="unknown", note="holds a base.tar that is no pg_basebackup output")
+            return replace(a, path=folder, format="unknown",
+                           note=f"holds a {a.url.rsplit('/', 1)[-1]} that is no pg_basebackup output")
         return replace(a, path=folder, format="basebackup", compression=bb.compression, note=bb.describe())
 
     def _decrypt(self, a: Artifact) -> Artifact:

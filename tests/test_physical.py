@@ -631,20 +631,27 @@ def test_a_barman_cloud_backup_in_s3_is_found_recovered_and_judged(run_suites, p
     assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "failed" and lost.rsplit("/", 1)[-1] in gap, gap
 
 
-def test_a_tar_base_backup_and_its_wal_under_an_s3_prefix(run_suites, shop: Shop, bucket, s3_endpoint: str) -> None:
-    """pg_basebackup's tar output and the WAL archive uploaded under a prefix, as a cron job's `aws s3 cp` would:
-    found in the listing, downloaded once, verified, recovered to the archive's end; a segment deleted from the
-    bucket is the archive's gap."""
+def test_plain_and_tar_base_backups_and_their_wal_under_an_s3_prefix(run_suites, shop: Shop, bucket,
+                                                                      s3_endpoint: str) -> None:
+    """pg_basebackup's plain and tar outputs and the WAL archive uploaded under a prefix, file by file as a cron
+    job's `aws s3 cp --recursive` would (a plain backup's empty folders are lost on the way): found in the listing,
+    downloaded once, verified, each recovered to the archive's end; a segment deleted from the bucket is the
+    archive's gap."""
     name, writer = bucket
-    for f in sorted((shop.backups / "shop" / "nightly-b").iterdir()):
-        writer.upload_file(str(f), name, f"pg/base/nightly-b/{f.name}")
+    for backup, series in (("nightly-a", "plain"), ("nightly-b", "base")):
+        for f in sorted((shop.backups / "shop" / backup).rglob("*")):
+            if f.is_file():
+                writer.upload_file(str(f), name, f"pg/{series}/{backup}/{f.relative_to(shop.backups / 'shop' / backup)}")
     for f in sorted(shop.primary.archive.iterdir()):
         writer.upload_file(str(f), name, f"pg/wal/{f.name}")
     config = (f'[s3]\nendpoint_url = "{s3_endpoint}"\nregion = "us-east-1"\n'
-              f'[series.base]\ncritical_tables = {{ "public.orders" = {shop.rows_at["end"]} }}\n')
+              f'[defaults]\ncritical_tables = {{ "public.orders" = {shop.rows_at["end"]} }}\n')
     now = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     run = run_suites("--backups", f"s3://{name}/pg", "--now", now, config=config)
     assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    restored = {n.split("[")[1].split("-")[0] for n, v in run.outcomes.items()
+                if n.startswith("test_critical_tables_meet") and v == "passed"}
+    assert restored == {"plain", "base"}, run.outcomes
     for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet", "test_recovered_pages_are_intact",
                    "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
         assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), (prefix, run.outcomes)
@@ -763,3 +770,23 @@ def test_a_pgbackrest_repository_in_s3(run_suites, pg_run: ClusterFactory, bucke
                    "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
         assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), (prefix, run.outcomes)
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in run.stdout
+
+
+def test_a_remote_plain_base_backup_is_one_backup_and_its_keys_stay_inside_it() -> None:
+    """A plain data directory under a prefix is one base backup (its pg_wal is no WAL archive of its own), the
+    archive beside its folder is found; a key that would climb out of the folder is refused, not written."""
+    from backupcheck.sources.s3 import RemoteObject
+
+    when = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
+    keys = ["pg/plain/n1/backup_label", "pg/plain/n1/PG_VERSION", "pg/plain/n1/base/1/1259",
+            "pg/plain/n1/pg_wal/000000010000000000000002", "pg/wal/000000010000000000000002",
+            "pg/wal/000000010000000000000003"]
+    objects = [RemoteObject("b", k, 8192, when, "e") for k in keys]
+    found, consumed = basebackup.remote_layout(objects)
+    assert [(r.folder, r.plain, r.wal_folder, len(r.others)) for r in found] == [("pg/plain/n1/", True, "pg/wal/", 3)]
+    assert consumed == set(keys)
+    folder = "s3://b/pg/plain/n1/"
+    assert basebackup.member_path(folder, folder + "base/1/1259") == Path("base/1/1259")
+    for hostile in ("../../etc/passwd", "base//x", "./PG_VERSION", ""):
+        assert basebackup.member_path(folder, folder + hostile) is None, hostile
+    assert basebackup.member_path(folder, "s3://b/pg/other/x") is None

@@ -94,6 +94,12 @@ def _extract(tar_path: Path, into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
+# The folders of a data directory that may be empty (PostgreSQL 10+): an object store or a sync tool drops them.
+_EMPTY_AT_TIMES = ("pg_wal/archive_status", "pg_commit_ts", "pg_dynshmem", "pg_logical/mappings",
+                   "pg_logical/snapshots", "pg_notify", "pg_replslot", "pg_serial", "pg_snapshots", "pg_stat",
+                   "pg_stat_tmp", "pg_subtrans", "pg_tblspc", "pg_twophase")
+
+
 def unpack(bb: Physical, datadir: Path, spaces: Path) -> None:
     """The base backup as a data directory at ``datadir``; its tablespaces under ``spaces``/OID, mapped there."""
     if isinstance(bb, RestBackup | BarmanBackup):  # a repository's backup: its own tool puts the files back
@@ -116,7 +122,9 @@ def unpack(bb: Physical, datadir: Path, spaces: Path) -> None:
                              " that point outside the backup; take the backup in tar format (pg_basebackup -Ft), "
                              "which carries tablespaces as files")
     shutil.copytree(bb.path, datadir, symlinks=True)
-    (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+    # Copies that carry files only (an upload to S3, a sync tool) lose the empty folders a server needs.
+    for name in _EMPTY_AT_TIMES:
+        (datadir / name).mkdir(parents=True, exist_ok=True)
 
 
 def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget) -> None:

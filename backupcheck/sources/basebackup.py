@@ -311,25 +311,51 @@ def read_archive(folder: Path) -> WalArchive:
 
 @dataclass(frozen=True)
 class RemoteBase:
-    """A folder of a listing holding pg_basebackup's tar output (a ``base.tar`` object, told by its bytes once
-    downloaded), and its WAL archive's folder where one is beside it."""
+    """A folder of a listing holding a base backup: pg_basebackup's tar output (``base`` is its ``base.tar``) or a
+    plain data directory (``base`` is its ``backup_label``, ``PG_VERSION`` beside it), told by its bytes once
+    downloaded; and its WAL archive's folder where one is beside it."""
 
     folder: str  # key prefix, ending with /
-    base: Any  # the base.tar object (base.Listed)
-    others: tuple[Any, ...]  # backup_manifest, pg_wal.tar, tablespaces' tars
+    base: Any  # the base.tar or backup_label object (base.Listed)
+    others: tuple[Any, ...]  # every other object of the backup (a plain one's under its subfolders too)
     wal_folder: str = ""
 
     @property
     def size(self) -> int:
         return self.base.size + sum(o.size for o in self.others)
 
+    @property
+    def plain(self) -> bool:
+        return self.base.key.endswith("/backup_label")
+
+
+def member_path(folder_url: str, url: str) -> Path | None:
+    """Where an object of a remote base backup goes inside the folder it is gathered in: its key below the
+    backup's folder, or None when that path would leave it (an empty, ``.`` or ``..`` part: keys are anybody's)."""
+    if not url.startswith(folder_url):
+        return None
+    parts = url[len(folder_url):].split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    return Path(*parts)
+
 
 def remote_layout(objects: list[Any]) -> tuple[list[RemoteBase], set[str]]:
     """The base backups and WAL archives among a listing's objects (by name: no byte is read while listing), and
     the keys they account for."""
+    keys = {o.key for o in objects}
+    plain_folders = sorted({o.key[: -len("backup_label")] for o in objects if o.key.endswith("/backup_label")
+                            and o.key[: -len("backup_label")] + "PG_VERSION" in keys})
+    plain_folders = [f for f in plain_folders if not any(f != g and f.startswith(g) for g in plain_folders)]
     by_folder: dict[str, list[Any]] = {}
+    in_plain: dict[str, list[Any]] = {f: [] for f in plain_folders}
     for o in objects:
-        if not o.key.endswith("/"):
+        if o.key.endswith("/"):
+            continue
+        owner = next((f for f in plain_folders if o.key.startswith(f)), None)
+        if owner is not None:
+            in_plain[owner].append(o)
+        else:
             by_folder.setdefault(o.key[: o.key.rfind("/") + 1], []).append(o)
 
     def wal_folder(items: list[Any]) -> bool:
@@ -337,17 +363,24 @@ def remote_layout(objects: list[Any]) -> tuple[list[RemoteBase], set[str]]:
         return any(SEGMENT_NAME.match(n) for n in names) and all(
             SEGMENT_NAME.match(n) or HISTORY_NAME.match(n) or BACKUP_NAME.match(n) for n in names)
 
+    def beside(folder: str) -> str:
+        parent = folder.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in folder.rstrip("/") else ""
+        grand = parent.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in parent.rstrip("/") else ""
+        near = [w for w in wals if w.startswith(parent) and w.count("/") == parent.count("/") + 1] or \
+               [w for w in wals if w.startswith(grand) and w.count("/") == grand.count("/") + 1]
+        return near[0] if near else ""
+
     wals = sorted(f for f, items in by_folder.items() if wal_folder(items))
     found, consumed = [], set()
+    for folder, items in sorted(in_plain.items()):
+        label = next(o for o in items if o.key == folder + "backup_label")
+        found.append(RemoteBase(folder, label, tuple(o for o in items if o is not label), beside(folder)))
+        consumed |= {o.key for o in items}
     for folder, items in sorted(by_folder.items()):
         base = next((o for o in items if _BASE_TAR.match(o.key.rsplit("/", 1)[-1])), None)
         if base is None:
             continue
-        parent = folder.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in folder.rstrip("/") else ""
-        grand = parent.rstrip("/").rsplit("/", 1)[0] + "/" if "/" in parent.rstrip("/") else ""
-        beside = [w for w in wals if w.startswith(parent) and w.count("/") == parent.count("/") + 1] or \
-                 [w for w in wals if w.startswith(grand) and w.count("/") == grand.count("/") + 1]
-        found.append(RemoteBase(folder, base, tuple(o for o in items if o is not base), beside[0] if beside else ""))
+        found.append(RemoteBase(folder, base, tuple(o for o in items if o is not base), beside(folder)))
         consumed |= {o.key for o in items}
     for w in wals:
         consumed |= {o.key for o in by_folder[w]}
@@ -419,16 +452,23 @@ def physical_of(artifact: Any, remote: Any = None) -> Any:
         from . import pgbackrest
 
         return pgbackrest.find(artifact, remote)
-    if artifact.is_remote and artifact.role == "basebackup":  # not downloaded: its manifest gives the start
-        manifest = next((m for m in artifact.members if m[0].endswith("/backup_manifest")), None)
-        if manifest is None or remote is None:
+    if artifact.is_remote and artifact.role == "basebackup":  # not downloaded: its label or manifest gives the start
+        folder_url = artifact.url.rsplit("/", 1)[0] + "/"
+        label = artifact.url.endswith("/backup_label")
+        small = artifact.url if label else \
+            next((m[0] for m in artifact.members if m[0] == folder_url + "backup_manifest"), None)
+        if small is None or remote is None:
             return None
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="backupcheck-manifest-") as tmp:
-            target = Path(tmp) / "backup_manifest"
-            remote.fetch_small(manifest[0], target, 256 << 20)
-            return RemoteStart(start_from_manifest(target.read_bytes()))
+            target = Path(tmp) / "small"
+            remote.fetch_small(small, target, 256 << 20)
+            text = target.read_bytes()
+        if label:
+            m = _LABEL_FILE.search(parse_label(text.decode(errors="replace")).get("START WAL LOCATION", ""))
+            return RemoteStart(m.group(1) if m else "")
+        return RemoteStart(start_from_manifest(text))
     if artifact.format == "barman":
         from . import barman
 
