@@ -233,6 +233,9 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             if pgbackrest.is_repository(path):
                 candidates += _repository_candidates(path, problems)
                 continue
+            if barman.is_server(path):
+                candidates += _barman_server_candidates(path)
+                continue
             stamp = find_timestamp(entry.name)
             if stamp:
                 # A timestamped folder is one backup: every file below it is one of its artifacts.
@@ -278,6 +281,31 @@ def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBa
     if stamp:
         return _Candidate(path, folder, folder.name, "", stamp.when, "name", zoned=stamp.zoned, artifact=artifact)
     return _Candidate(path, folder, folder.name, "", mtime, "mtime", artifact=artifact)
+
+
+def _barman_server_candidates(server: Path) -> list[_Candidate]:
+    """Each backup of a Barman server's folder: the server is the series, the backup's ``data`` folder the base
+    backup (read as any other), ``wals/`` its archive; taken when Barman says it began. A backup whose data
+    folder holds no base backup, or that needs others to be recovered, is an artifact that says so."""
+    out = []
+    for sb in barman.server_backups(server):
+        physical = basebackup.read(sb.data)
+        taken = (physical.started if physical is not None else None) or sb.begun
+        refusal = sb.refusal()
+        if physical is not None and not refusal:
+            c = _base_backup_candidate(sb.data, server.parent, physical)
+            artifact = replace(c.artifact, wal_archive=server / "wals", note=f"{sb.describe()}: {physical.describe()}")
+        else:
+            try:
+                mtime = utc((server / "base" / sb.backup_id).stat().st_mtime)
+            except OSError:
+                mtime = utc(0)
+            artifact = Artifact(path=sb.data, size=0, mtime=mtime, format="unknown",
+                                note=refusal or f"{sb.describe()} (status {sb.status or 'not recorded'}): its data "
+                                                "folder holds no base backup")
+        out.append(_Candidate(sb.data, server.parent, server.name, "", taken or artifact.mtime,
+                              "header" if taken else "mtime", artifact=artifact))
+    return out
 
 
 def _repository_candidates(repo: pgbackrest.Repo, problems: list[str]) -> list[_Candidate]:
@@ -365,6 +393,8 @@ def discover(sources: list[Path] | tuple[Path, ...], exclude: tuple[Path, ...] =
             candidates.append(_base_backup_candidate(source, source.parent, physical))
         elif pgbackrest.is_repository(source):
             candidates += _repository_candidates(source, listing.problems)
+        elif barman.is_server(source):
+            candidates += _barman_server_candidates(source)
         else:
             _walk(source, candidates, listing.problems, skip)
 

@@ -487,7 +487,7 @@ class EvidenceStore:
     def _verify_base_backup(self, a: Artifact, ev: ArtifactEvidence) -> None:
         """pg_verifybackup, before any recovery: files against the manifest, and the WAL the backup needs."""
         from .restore import recovery  # the recovery package reads evidence itself
-        from .sources import basebackup
+        from .sources import barman, basebackup
 
         bb = basebackup.read(a.path)
         if bb is None:
@@ -497,6 +497,10 @@ class EvidenceStore:
         ev.problems += problems
         ev.checksum_ok += notes
         ev.data_read = True
+        recorded = barman.server_backup_of(a.path)  # a Barman server's backup: what Barman recorded of it too
+        if recorded is not None and recorded.status != "DONE":
+            ev.problems.append(f"{a.name}: Barman records {recorded.describe()} as {recorded.status or 'unknown'}"
+                               + (f": {recorded.error}" if recorded.error else ""))
 
     def _verify_repository(self, a: Artifact, ev: ArtifactEvidence) -> None:
         """``pgbackrest verify`` of the backup's stanza: every file of its backups and WAL against its checksums."""

@@ -3,6 +3,7 @@ recovered by a real server of the same major version, faults planted in copies."
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shutil
@@ -790,3 +791,99 @@ def test_a_remote_plain_base_backup_is_one_backup_and_its_keys_stay_inside_it() 
     for hostile in ("../../etc/passwd", "base//x", "./PG_VERSION", ""):
         assert basebackup.member_path(folder, folder + hostile) is None, hostile
     assert basebackup.member_path(folder, "s3://b/pg/other/x") is None
+
+
+# --- Barman: a server's own folder, written by `barman backup` (postgres method) and `barman archive-wal` -------
+
+
+@dataclass
+class BarmanServer:
+    home: Path  # barman_home: the server's folder is home/shop
+    rows: int
+
+
+@pytest.fixture(scope="module")
+def barman_server(pg_run: ClusterFactory) -> Iterator[BarmanServer]:
+    """Two `barman backup` runs of a server archiving into Barman's incoming folder, WAL compressed by Barman
+    (gzip, under the segments' own names), rows added after each backup."""
+    tool = shutil.which("barman", path=str(Path(sys.executable).parent))
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("barman is not installed (.ci/run installs it)")
+        pytest.skip("barman is not installed here (pip install barman)")
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / "barman-server"
+    home.mkdir()
+    barman_home = home / "backups" / "barman"
+    incoming = barman_home / "shop" / "incoming"
+    primary = Primary(inst, home, archive_command=f"test ! -f {incoming}/%f && cp %p {incoming}/%f")
+    conf = home / "barman.conf"
+    conf.write_text(f"[barman]\nbarman_home = {barman_home}\nbarman_user = {getpass.getuser()}\n"
+                    f"log_file = {home}/barman.log\ncompression = gzip\n"
+                    f"[shop]\nconninfo = host={home} user=postgres dbname=postgres\n"
+                    f"streaming_conninfo = host={home} user=postgres\nbackup_method = postgres\narchiver = on\n"
+                    f"path_prefix = {Path(inst.tool('pg_basebackup')).parent}\n")
+
+    def barman(*args: str) -> None:
+        subprocess.run([tool, "-c", str(conf), *args], check=True, capture_output=True, text=True, timeout=300)
+
+    try:
+        primary.start()
+        incoming.mkdir(parents=True)
+        user = server_user()
+        if user:
+            for p in (barman_home, barman_home / "shop", incoming):
+                os.chown(p, *user)
+        primary.sql("create table orders (id int primary key, created_at timestamptz default now()); "
+                    "insert into orders(id) select generate_series(1, 1000)")
+        barman("switch-wal", "--force", "--archive", "shop")
+        barman("backup", "--wait", "shop")
+        time.sleep(1.1)  # backup ids are times to the second
+        primary.sql("insert into orders(id) select generate_series(1001, 1500)")
+        barman("backup", "--wait", "shop")
+        primary.sql("insert into orders(id) select generate_series(1501, 1700)")
+        barman("switch-wal", "--force", "--archive", "shop")
+        primary.stop()
+        yield BarmanServer(barman_home, 1700)
+    finally:
+        primary.stop()
+
+
+def test_a_barman_servers_folder_is_a_series_recovered_and_judged(run_suites, barman_server: BarmanServer) -> None:
+    """The server is the series, each backup one backup of it (its data folder read as a base backup, its WAL
+    from wals/, gzip under the segments' own names): the newest recovers to the archive's end and every family
+    passes; nothing in the folder changes."""
+    listing = discover([barman_server.home])
+    assert [s.name for s in listing.series] == ["shop"] and len(listing.series[0].backups) == 2, listing
+    assert all("Barman backup" in b.base_backup.note for b in listing.series[0].backups)
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in barman_server.home.rglob("*"))
+    now = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    run = run_suites("--backups", str(barman_server.home), "--now", now,
+                     config=f'[series.shop]\ncritical_tables = {{ "public.orders" = {barman_server.rows} }}\n')
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet", "test_recovered_pages_are_intact",
+                   "test_every_artifact_is_complete_and_readable", "test_wal_archive_has_no_gap"):
+        assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), (prefix, run.outcomes)
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in barman_server.home.rglob("*")) == before
+
+
+def test_a_barman_backup_it_records_as_failed_and_a_missing_segment_are_findings(
+        run_suites, barman_server: BarmanServer, tmp_path: Path) -> None:
+    home = tmp_path / "barman"
+    shutil.copytree(barman_server.home, home, symlinks=True)
+    server = home / "shop"
+    older = sorted(p.name for p in (server / "base").iterdir())[0]
+    info = server / "meta" / f"{older}-backup.info"
+    info = info if info.exists() else server / "base" / older / "backup.info"
+    info.write_text(re.sub(r"(?m)^status=.*$", "status=FAILED", info.read_text())
+                    + "error=failure copying files (rsync exited with 23)\n")
+    segments = sorted(p for p in (server / "wals").rglob("*") if re.fullmatch(r"[0-9A-F]{24}", p.name))
+    lost = segments[-2]
+    lost.unlink()
+    run = run_suites("--backups", str(home), "-m", "integrity or physical",
+                     "--now", (datetime.now(UTC) + timedelta(minutes=10)).isoformat())
+    failed = {n: run.messages[n] for n in run.failed()}
+    integrity = [m for n, m in failed.items() if n.startswith("test_every_artifact_is_complete_and_readable")]
+    assert len(integrity) == 1 and f"Barman records Barman backup {older} of server shop as FAILED" in integrity[0] \
+        and "rsync exited with 23" in integrity[0], failed
+    assert lost.name in failed.get("test_wal_archive_has_no_gap[shop]", ""), failed

@@ -171,14 +171,15 @@ def stage_wal(archive: basebackup.WalArchive | None, start: str, stage: Path, da
         if archive.fetch is not None:
             staged += archive.fetch(seg.name, stage / seg.name, datadir)
             continue
-        with open_decompressed(seg.path, seg.compression) as src, open(stage / seg.name, "wb") as dst:
+        with open_decompressed(seg.path, basebackup.file_layers(seg.path)) as src, \
+                open(stage / seg.name, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         staged += 1
     for name in archive.histories:
         if archive.fetch is not None:
             archive.fetch(name, stage / name, datadir)
             continue
-        with open_decompressed(archive.path / name, ("gzip",) if name.endswith(".gz") else ()) as src, \
+        with open_decompressed(archive.path / name, basebackup.file_layers(archive.path / name)) as src, \
                 open(stage / name.removesuffix(".gz"), "wb") as dst:
             shutil.copyfileobj(src, dst)
     return staged
@@ -583,8 +584,10 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
         args = [tool, "--quiet"]
         has_wal = any(basebackup.SEGMENT_NAME.match(p.name) for p in (folder / "pg_wal").glob("*"))
         if not has_wal:
-            plain_archive = archive is not None and any(
-                basebackup.SEGMENT_NAME.match(p.name) and not p.suffix for p in archive.iterdir())
+            # pg_verifybackup reads a flat folder of uncompressed segments (a suffix or the bytes say compressed)
+            first = next((p for p in sorted(archive.iterdir()) if basebackup.SEGMENT_NAME.match(p.name)
+                          and not p.suffix), None) if archive is not None else None
+            plain_archive = first is not None and not basebackup.file_layers(first)
             if plain_archive:
                 args += ["--wal-directory", str(archive)]
                 notes.append(f"the WAL it needs was read from the archive {archive}")

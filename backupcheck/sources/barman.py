@@ -1,7 +1,18 @@
-"""Barman's cloud backups (``barman-cloud-backup``) under an S3 prefix, read with Barman's own commands
+"""Barman's backups.
+
+Cloud backups (``barman-cloud-backup``) under an S3 prefix, read with Barman's own commands
 (``barman-cloud-backup-show``, ``barman-cloud-restore``, ``barman-cloud-wal-restore``, from its PyPI package): the
 layout ``<prefix>/<server>/base/<backup id>/backup.info`` with ``<prefix>/<server>/wals/`` beside it is found in
-the listing; each server is a series, each backup id one backup of it. Nothing of it is downloaded by us."""
+the listing; each server is a series, each backup id one backup of it. Nothing of it is downloaded by us.
+
+A Barman server's own folder (``barman backup``, rsync or postgres method): ``<server>/base/<id>/data`` is a base
+backup as pg_basebackup or rsync left it (plain, or tars with ``backup_compression``), ``<server>/wals/`` the WAL
+archive (segments in a folder per timeline and log, compressed by ``compression`` without a suffix: told by their
+bytes), ``<server>/meta/<id>-backup.info`` (``base/<id>/backup.info`` before 3.13.2) what Barman recorded of the
+backup. Those are read as files (Barman's own reader is no public interface: it wants a configured server, and
+its module cannot be imported alone); ``barman`` itself is never run on them: its commands take locks and write
+in the folder, and a source is never changed.
+"""
 
 from __future__ import annotations
 
@@ -201,3 +212,96 @@ def list_archive(remote: Any, source: str, server: str, major: int | None) -> Wa
 
 def _utc(when: datetime) -> datetime:
     return when if when.tzinfo else when.astimezone()
+
+
+# --- a Barman server's own folder ---------------------------------------------------------------------------------
+
+
+def is_server(folder: Path) -> bool:
+    """A Barman server's folder: ``base/`` and ``wals/`` with Barman's own files beside them."""
+    try:
+        return (folder / "base").is_dir() and (folder / "wals").is_dir() and (
+            (folder / "identity.json").is_file() or (folder / "meta").is_dir()
+            or any(p.name.endswith("xlog.db") for p in (folder / "wals").iterdir()))
+    except OSError:
+        return False
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """A backup.info file: ``key=value`` lines (values as Barman printed them; ``None`` for none)."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class ServerBackup:
+    """One backup of a Barman server's folder, with what Barman recorded of it."""
+
+    server: Path  # the server's folder
+    backup_id: str
+    info: dict[str, str]
+
+    @property
+    def data(self) -> Path:
+        return self.server / "base" / self.backup_id / "data"
+
+    @property
+    def status(self) -> str:
+        return self.info.get("status", "")
+
+    @property
+    def error(self) -> str:
+        return "" if self.info.get("error", "None") == "None" else self.info["error"]
+
+    @property
+    def incremental(self) -> bool:
+        return self.info.get("backup_type") == "incremental" or self.info.get("parent_backup_id", "None") != "None"
+
+    @property
+    def begun(self) -> datetime | None:
+        try:
+            when = datetime.fromisoformat(self.info.get("begin_time", ""))
+        except ValueError:
+            return None
+        return _utc(when)
+
+    def describe(self) -> str:
+        return f"Barman backup {self.backup_id} of server {self.server.name}"
+
+    def refusal(self) -> str:
+        """Why it cannot be recovered as it is ("" when it can)."""
+        if self.incremental:
+            return (f"{self.describe()} is a block-level incremental backup (PostgreSQL 17+): it is recovered only "
+                    "with its parents through pg_combinebackup, which backupcheck does not run")
+        return ""
+
+
+def _info_text(server: Path, backup_id: str) -> str:
+    for place in (server / "meta" / f"{backup_id}-backup.info", server / "base" / backup_id / "backup.info"):
+        try:
+            return place.read_text(errors="replace")[: 1 << 20]
+        except OSError:
+            continue
+    return ""
+
+
+def server_backups(server: Path) -> list[ServerBackup]:
+    """Every backup of a Barman server's folder, oldest first (a folder of ``base/`` with no backup.info anywhere
+    is a backup Barman never finished recording: status unknown)."""
+    try:
+        ids = sorted(p.name for p in (server / "base").iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [ServerBackup(server, i, parse_info(_info_text(server, i))) for i in ids]
+
+
+def server_backup_of(data: Path) -> ServerBackup | None:
+    """The Barman backup whose ``data`` folder this is, or None for a base backup outside any Barman server."""
+    server = data.parent.parent.parent
+    if data.name != "data" or data.parent.parent.name != "base" or not is_server(server):
+        return None
+    return ServerBackup(server, data.parent.name, parse_info(_info_text(server, data.parent.name)))

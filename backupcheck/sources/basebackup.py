@@ -261,29 +261,55 @@ def _layers_of(name: str) -> tuple[str, ...]:
         Path(name).suffix, ())
 
 
+def file_layers(path: Path) -> tuple[str, ...]:
+    """A WAL file's compression: its suffix says, else its first bytes (Barman compresses segments under their
+    own names); a file that cannot be read is taken as it is (reading it then says what is wrong)."""
+    layers = _layers_of(path.name)
+    if layers:
+        return layers
+    try:
+        return tar_layers(path)
+    except OSError:
+        return ()
+
+
+_HASH_DIR = re.compile(r"^[0-9A-F]{16}$")
+
+
+def _archive_entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The files of an archive: at its top, and in Barman's folders of one timeline and log each."""
+    entries = []
+    for e in os.scandir(folder):
+        if e.is_file():
+            entries.append(e)
+        elif _HASH_DIR.match(e.name) and e.is_dir(follow_symlinks=False):
+            entries += [inner for inner in os.scandir(e.path) if inner.is_file()]
+    return sorted(entries, key=lambda e: e.name)
+
+
 def is_wal_archive(folder: Path) -> bool:
     """A folder whose files are WAL segments (and the history and backup files an archive holds), the first
     segment's header proving it: an archive found by what it holds, whatever it is called."""
     try:
-        entries = [e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+        entries = [e for e in _archive_entries(folder) if not e.name.startswith(".")]
     except OSError:
         return False
-    segments = sorted(e.name for e in entries if SEGMENT_NAME.match(e.name))
+    segments = sorted(e.path for e in entries if SEGMENT_NAME.match(e.name))
     if not segments:
         return False
     others = [e for e in entries if not (SEGMENT_NAME.match(e.name) or HISTORY_NAME.match(e.name)
                                           or BACKUP_NAME.match(e.name))]
     if len(others) > len(segments):
         return False
-    return segment_header(folder / segments[0], _layers_of(segments[0])) is not None
+    return segment_header(Path(segments[0]), file_layers(Path(segments[0]))) is not None
 
 
 def read_archive(folder: Path) -> WalArchive:
     """Every segment of the archive (named, not read: the first one's header gives the size), the stop times of
     the base backups it recorded, its timeline histories."""
-    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    entries = _archive_entries(folder)
     first = next((e for e in entries if SEGMENT_NAME.match(e.name)), None)
-    header = segment_header(Path(first.path), _layers_of(first.name)) if first else None
+    header = segment_header(Path(first.path), file_layers(Path(first.path))) if first else None
     archive = WalArchive(folder, header[1] if header else 16 << 20, header[0] if header else None)
     for e in entries:
         m = SEGMENT_NAME.match(e.name)
@@ -294,7 +320,7 @@ def read_archive(folder: Path) -> WalArchive:
                 datetime.fromtimestamp(st.st_mtime, UTC), _layers_of(e.name), bool(m.group(4))))
         elif BACKUP_NAME.match(e.name):
             try:
-                with open_decompressed(Path(e.path), _layers_of(e.name)) as f:
+                with open_decompressed(Path(e.path), file_layers(Path(e.path))) as f:
                     label = parse_label(f.read(65536).decode(errors="replace"))
             except Exception:  # noqa: BLE001 (an unreadable .backup file only loses a stop time)
                 continue
