@@ -348,9 +348,9 @@ class Settings:
 
     @property
     def tools(self) -> Any:
-        """pg_bin and pg_bin_only as one value (``backupcheck.pgbin.Tools``)."""
+        """pg_bin, pg_bin_only and the container image as one value (``backupcheck.pgbin.Tools``)."""
 
-        return Tools(tuple(self.pg_bin), self.pg_bin_only)
+        return Tools(tuple(self.pg_bin), self.pg_bin_only, self.container_image)
 
     def for_series(self, name: str) -> SeriesSettings:
         return self.series.get(name, self.defaults)

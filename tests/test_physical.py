@@ -581,6 +581,39 @@ def test_a_physical_backup_recovers_on_this_machine_whatever_the_provider(pg_run
             assert {r[0] for r in conn.execute("select datname from pg_database")} == before
 
 
+def test_a_major_with_no_local_binaries_recovers_in_its_container_image(run_suites, docker_images, shop: Shop,
+                                                                        tmp_path: Path) -> None:
+    """Only another major's binaries may serve (--pg-bin-only): the base backup's major is recovered, verified and
+    checked by pg_amcheck from its container image (no network, the recovery's folder mounted), and no container
+    outlives the run. Without an image of it: the finding names what to install or configure."""
+    from backupcheck.servers.containers import LABEL, docker_client
+
+    major = basebackup.read(shop.backups / "shop" / "nightly-a").major
+    other = next((i for i in pgbin.installations() if i.major != major), None)
+    if other is None:
+        pytest.skip(f"only PostgreSQL {major} is installed here: no other major to restrict the run to")
+    backups = copy_of(shop, tmp_path)
+    args = ("--backups", str(backups), "--pg-bin", str(other.bindir), "--pg-bin-only",
+            "--now", (datetime.now(UTC) + timedelta(minutes=10)).isoformat())
+    series = f'[series.shop]\ncritical_tables = {{ "public.orders" = {shop.rows_at["end"]} }}\n'
+    run = run_suites(*args, config=f'[container]\nimage = "backupcheck/postgres:{{major}}"\n{series}')
+    failed = run.failed() - {n for n in run.failed() if n.startswith("test_backup_size_is_within")}  # plain vs tar.gz
+    assert not failed, {n: run.messages[n] for n in failed}
+    for prefix in ("test_restores_without_harmful_errors", "test_critical_tables_meet", "test_recovered_pages_are_intact",
+                   "test_every_artifact_is_complete_and_readable"):
+        assert any(n.startswith(prefix) and v == "passed" for n, v in run.outcomes.items()), (prefix, run.outcomes)
+    assert f"in container image backupcheck/postgres:{major}" in (run.reports / "results.json").read_text()
+    client = docker_client()
+    try:
+        left = [c.name for c in client.containers.list(all=True, filters={"label": f"{LABEL}.run=tool"})]
+    finally:
+        client.close()
+    assert left == []
+    run = run_suites(*args, "-m", "restore", config=f'[container]\nimage = "backupcheck/none-such:{{major}}"\n{series}')
+    message = run.messages[next(n for n in run.failed() if n.startswith("test_restores_without_harmful_errors"))]
+    assert f"recovers only on a PostgreSQL {major} server" in message and "backupcheck/none-such" in message, message
+
+
 # --- Barman: barman-cloud-backup and barman-cloud-wal-archive into S3 (moto's server over real HTTP) ------------
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..servers import pgbin
 from ..servers.cluster import Cluster, ClusterFactory, ServerStartError, _pdeathsig, server_user
+from ..servers.containers import ContainerInstallation, installation_in_image
 from ..sniff import open_decompressed
 from ..sources import barman, basebackup, pgbackrest
 from ..sources.barman import BarmanBackup
@@ -74,11 +75,17 @@ def installation_for(major: int, tools: pgbin.Tools) -> pgbin.Installation:
     found = [i for i in tools.installations() if i.major == major]
     if found:
         return max(found, key=lambda i: i.minor)
+    why = "no container image configured"
+    if tools.image:  # none here: the major's container image, where an engine answers
+        inst, why = installation_in_image(tools.image, major)
+        if inst is not None:
+            return inst
     have = ", ".join(i.describe() for i in tools.installations()) or "none"
     raise pgbin.NoSuitableBinaries(
-        f"a PostgreSQL {major} base backup recovers only on a PostgreSQL {major} server; installed here: {have}. "
-        f"Fix: install PostgreSQL {major} (e.g. apt-get install postgresql-{major}) or point --pg-bin "
-        "(config: pg_bin) at its bin folder")
+        f"a PostgreSQL {major} base backup recovers only on a PostgreSQL {major} server; installed here: {have}; "
+        f"in a container: {why}. Fix: install PostgreSQL {major} (e.g. apt-get install postgresql-{major}), point "
+        "--pg-bin (config: pg_bin) at its bin folder, or give a Docker engine and an image of it "
+        "(--container-image, config: container.image)")
 
 
 # --- the data directory -------------------------------------------------------------------------------------
@@ -225,6 +232,7 @@ class RecoveredCluster(Cluster):
         self.staged = 0
         self.final_log = ""
         self.step = "start"  # what it is doing, for the progress lines
+        self.argv: list[str] = []
 
     def sample(self) -> progress.Sample:
         """What the recovery is doing: its step, and while WAL is replayed, the segments replayed of those staged
@@ -265,12 +273,15 @@ class RecoveredCluster(Cluster):
         os.chmod(self.datadir, 0o700)
         t2 = time.monotonic()
         self.phases = {"unpack base backup": round(t1 - t0, 3), "stage WAL": round(t2 - t1, 3)}
+        # In a container, the client runs as this process's own account (the engine's socket is its) and the
+        # server as the server's account inside; SIGQUIT reaches it through the client.
+        self.argv = [*self.installation.command("postgres", ((self.home, True),), None, user), "-D", str(self.datadir)]
+        run_as = None if self.installation.in_container else user
         with open(self.logfile, "wb") as logf:
             self.process = subprocess.Popen(
-                [self.installation.tool("postgres"), "-D", str(self.datadir)],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                user=user[0] if user else None, group=user[1] if user else None,
-                extra_groups=[] if user else None, preexec_fn=_pdeathsig, start_new_session=True, cwd=str(self.home),
+                self.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                user=run_as[0] if run_as else None, group=run_as[1] if run_as else None,
+                extra_groups=[] if run_as else None, preexec_fn=_pdeathsig, start_new_session=True, cwd=str(self.home),
             )
         try:
             self._wait_ready(timeout=self.timeout or 24 * 3600.0)
@@ -301,6 +312,13 @@ class RecoveredCluster(Cluster):
             time.sleep(0.1)
         raise ServerStartError(f"PostgreSQL did not accept connections within {timeout:.0f} s.\n{self.log_tail()}")
 
+    def _stop_server(self) -> None:
+        try:
+            super()._stop_server()
+        finally:
+            if self.argv:
+                self.installation.stop(self.argv)  # a container outlives a client that was killed
+
     def log_text(self) -> str:
         if self.final_log:
             return self.final_log
@@ -323,8 +341,10 @@ class RecoveredTarget(LocalTarget):
 
     @property
     def containment(self) -> str:
+        where = (f"in a container of {self.installation.image} with no network, as OS account {self.cluster.os_user}"
+                 if isinstance(self.installation, ContainerInstallation) else f"as OS account {self.cluster.os_user}")
         return ("the backup's own settings replaced (no archive_command, no preload library, a private socket only); "
-                f"event triggers disabled; server as OS account {self.cluster.os_user}")
+                f"event triggers disabled; server {where}")
 
     def __enter__(self) -> RecoveredTarget:
         return self
@@ -518,16 +538,21 @@ def amcheck(target: RecoveredTarget, databases: list[str], budget: float) -> tup
     """pg_amcheck over every database (heap and B-tree indexes, the amcheck extension installed where missing):
     (one line per corruption or failure, what was covered)."""
     cluster = target.cluster
-    tool = cluster.installation.tool("pg_amcheck")
-    if not Path(tool).exists():
-        return [], (f"nothing by pg_amcheck, which {cluster.installation.describe()} lacks (PostgreSQL 14+ ships "
-                    "it): data checksums only")
-    args = [tool, "--install-missing", "--no-strict-names", "-j", "2", "--all"]
+    inst = cluster.installation
+    if not inst.provides("pg_amcheck"):
+        return [], (f"nothing by pg_amcheck, which {inst.describe()} lacks (PostgreSQL 14+ ships it): data "
+                    "checksums only")
+    env = cluster.env()
+    argv = [*inst.command("pg_amcheck", ((cluster.sockdir, True),), {k: v for k, v in env.items() if k.startswith("PG")},
+                          server_user()),
+            "--install-missing", "--no-strict-names", "-j", "2", "--all"]
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, env=cluster.env(), timeout=budget)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=budget, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return _amcheck_lines(out), f"stopped after its time budget of {budget:.0f} s (amcheck_budget): not all covered"
+    finally:
+        inst.stop(argv)
     problems = _amcheck_lines(proc.stdout + proc.stderr)
     if proc.returncode not in (0, 2) and not problems:
         problems = [f"pg_amcheck failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[:500]}"]
@@ -568,8 +593,7 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
         inst = installation_for(bb.major, tools)
     except pgbin.NoSuitableBinaries as exc:
         return [f"{bb.path.name}: not verified: {exc}"], []
-    tool = inst.tool("pg_verifybackup")
-    if not Path(tool).exists():
+    if not inst.provides("pg_verifybackup"):
         return [], [f"{inst.describe()} has no pg_verifybackup: not verified before the recovery"]
     notes: list[str] = []
     folder = bb.path
@@ -581,7 +605,8 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
             if bb.wal_tar is not None:
                 _extract(bb.wal_tar, folder / "pg_wal")
             shutil.copyfile(bb.manifest, folder / "backup_manifest")
-        args = [tool, "--quiet"]
+        args = ["--quiet"]
+        mounts: list[tuple[Path, bool]] = [(folder, False)]
         has_wal = any(basebackup.SEGMENT_NAME.match(p.name) for p in (folder / "pg_wal").glob("*"))
         if not has_wal:
             # pg_verifybackup reads a flat folder of uncompressed segments (a suffix or the bytes say compressed)
@@ -590,6 +615,7 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
             plain_archive = first is not None and not basebackup.file_layers(first)
             if plain_archive:
                 args += ["--wal-directory", str(archive)]
+                mounts.append((archive, False))
                 notes.append(f"the WAL it needs was read from the archive {archive}")
             else:
                 args.append("--no-parse-wal")
@@ -597,7 +623,11 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
         if bb.tablespaces:
             args += ["--ignore", "pg_tblspc"]
             notes.append("tablespaces not verified (their files are in their own tars)")
-        proc = subprocess.run([*args, str(folder)], capture_output=True, text=True, timeout=6 * 3600)
+        argv = [*inst.command("pg_verifybackup", tuple(mounts)), *args, str(folder)]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=6 * 3600, stdin=subprocess.DEVNULL)
+        finally:
+            inst.stop(argv)
     except (OSError, tarfile.TarError, EOFError, subprocess.SubprocessError) as exc:
         return [f"{bb.path.name}: cannot be read for verification: {exc}"], notes
     finally:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import secrets
+import shutil
 import socket
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .cluster import THROWAWAY_SETTINGS, _alive, _process_start_time
+from .pgbin import _VERSION, Installation
 
 log = logging.getLogger(__name__)
 
@@ -248,3 +253,79 @@ class ContainerServer:
 
     def remove(self, folder: str) -> None:
         self.exec(["rm", "-rf", folder], user="root")
+
+
+# --- a major version with no local binaries: its tools run from a container image --------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerInstallation(Installation):
+    """A PostgreSQL major version this machine has no binaries of, run from a container image: each tool is a
+    container of its own (``docker run``: no network, a read-only root, no new privileges, the host folders it
+    needs mounted at their own paths, labelled for the sweep of a run that died)."""
+
+    image: str = ""
+    in_container = True
+
+    def tool(self, name: str) -> str:
+        return name  # on the image's PATH
+
+    def has(self, *names: str) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.version} in container image {self.image}"
+
+    def extensions(self) -> frozenset[str]:
+        return frozenset()
+
+    def command(self, name: str, mounts: tuple[tuple[Path, bool], ...] = (), env: dict[str, str] | None = None,
+                user: tuple[int, int] | None = None) -> list[str]:
+        who = user or (os.getuid(), os.getgid())
+        argv = [_docker(), "run", "--rm", "--name", f"backupcheck-{os.getpid()}-{secrets.token_hex(4)}",
+                "--network", "none", "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/var/run/postgresql",
+                "--security-opt", "no-new-privileges", "--user", f"{who[0]}:{who[1]}", "--entrypoint", name]
+        for key, value in _labels("tool").items():
+            argv += ["--label", f"{key}={value}"]
+        for key, value in (env or {}).items():
+            argv += ["-e", f"{key}={value}"]
+        for path, writable in mounts:
+            argv += ["-v", f"{path}:{path}:{'rw' if writable else 'ro'}"]
+        return [*argv, self.image]
+
+    def stop(self, argv: list[str]) -> None:
+        """The container of a command whose client was stopped or killed (the container outlives its client)."""
+        if "--name" in argv:
+            subprocess.run([_docker(), "rm", "-f", argv[argv.index("--name") + 1]], capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+
+
+def _docker() -> str:
+    return shutil.which("docker") or "docker"
+
+
+@functools.cache
+def installation_in_image(template: str, major: int) -> tuple[ContainerInstallation | None, str]:
+    """PostgreSQL ``major`` from the image ``template`` names, or (None, why there is none)."""
+    if shutil.which("docker") is None:
+        return None, "no docker command here (apt-get install docker.io)"
+    answers, what = engine_answers()
+    if not answers:
+        return None, what
+    sweep_stale()  # a recovery's container left by a run that was killed (whatever provider restores dumps)
+    image = image_for(template, major)
+    problem = ensure_image(image)
+    if problem:
+        return None, problem
+    try:
+        proc = subprocess.run([_docker(), "run", "--rm", "--network", "none", "--entrypoint", "postgres", image,
+                               "--version"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"image {image} could not be run ({exc})"
+    m = _VERSION.search(proc.stdout)
+    if proc.returncode != 0 or m is None:
+        return None, f"image {image} has no postgres to run ({(proc.stderr or proc.stdout).strip()[:200]})"
+    version = f"{m.group(1)}.{m.group(2) or 0}"
+    if int(m.group(1)) != major:
+        return None, f"image {image} holds PostgreSQL {version}, not {major}"
+    return ContainerInstallation(Path("/"), version, f"container image {image}", image), ""

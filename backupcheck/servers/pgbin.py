@@ -42,6 +42,22 @@ class Installation:
     def describe(self) -> str:
         return f"PostgreSQL {self.version} at {self.bindir} ({self.origin})"
 
+    # A tool run as a command line: here, the binary itself (a container image's own runs it in a container).
+    in_container = False
+
+    def command(self, name: str, mounts: tuple[tuple[Path, bool], ...] = (), env: dict[str, str] | None = None,
+                user: tuple[int, int] | None = None) -> list[str]:
+        """The command line that runs tool ``name`` (its arguments follow). ``mounts`` (folder, writable), ``env``
+        and ``user`` matter to a tool that runs elsewhere: a local one sees this machine, and its caller passes
+        the environment and account to the process itself."""
+        return [self.tool(name)]
+
+    def provides(self, name: str) -> bool:
+        return self.has(name)
+
+    def stop(self, argv: list[str]) -> None:
+        """A command of ``command`` its caller gave up on (a time limit): gone with its process here."""
+
     def extensions(self) -> frozenset[str]:
         """The extensions this installation ships (their control files), without starting it."""
         return _extensions_of(self.bindir, self.major)
@@ -108,6 +124,7 @@ class Tools:
 
     folders: tuple[str, ...] = ()
     only: bool = False
+    image: str = ""  # a container image template ("postgres:{major}") for a physical backup's major with no binaries
 
     def installations(self) -> tuple[Installation, ...]:
         return installations(self.folders, self.only)
