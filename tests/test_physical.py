@@ -342,6 +342,22 @@ def test_a_flipped_byte_in_a_table_page_is_caught_naming_it(run_suites, pg_run: 
     assert "static" in run.messages[pages]
 
 
+def test_pg_amcheck_says_what_it_covered_and_what_its_budget_left(pg_run: ClusterFactory, shop: Shop) -> None:
+    """Within its budget: every table and index, counted; a budget that runs out names the tables not reached,
+    largest first (a passing check must not read as 'all checked' when it was not)."""
+    cache, db = recover(pg_run, shop.backups)
+    try:
+        problems, covered = recovery.amcheck(db.target, db.result.databases, 300)
+        assert problems == [] and re.fullmatch(r"every table and B-tree index \(\d+\) of 2 database\(s\)", covered), \
+            covered
+        assert int(covered.split("(")[1].split(")")[0]) > 100  # the catalogs too
+        problems, covered = recovery.amcheck(db.target, db.result.databases, 0.001)
+        assert "stopped after its time budget" in covered and "not reached: shop.public.orders, shop.public.static" \
+            in covered, covered
+    finally:
+        cache.close(last=True)
+
+
 def test_the_backups_own_settings_never_run(pg_run: ClusterFactory, shop: Shop, tmp_path: Path) -> None:
     folder = copy_of(shop, tmp_path)
     marker = tmp_path / "ran"
