@@ -216,6 +216,10 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
         problems.append(f"{root}: cannot be listed ({exc.strerror})")
         return
     names = {e.name for e in entries}
+    physicals = {e.name: basebackup.read(Path(e.path)) for e in entries
+                 if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    # A plain base backup's tablespaces, beside its data folder (pg_basebackup -T into the backup's folder)
+    carried = {t for bb in physicals.values() if bb is not None for t in basebackup.tablespace_folders(bb)}
     for entry in entries:
         if entry.name.startswith("."):
             continue
@@ -224,7 +228,9 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             if (path / "toc.dat").is_file():
                 candidates.append(_file_candidate(path, root))
                 continue
-            physical = basebackup.read(path)
+            physical = physicals[entry.name]
+            if physical is None and path.resolve() in carried:
+                continue  # read with the base backup whose tablespace it is (a backup is never hidden so)
             if physical is not None:
                 candidates.append(_base_backup_candidate(path, root, physical))
                 continue
@@ -237,7 +243,7 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
                 candidates += _barman_server_candidates(path)
                 continue
             stamp = find_timestamp(entry.name)
-            if stamp:
+            if stamp and not _holds_base_backup(path):
                 # A timestamped folder is one backup: every file below it is one of its artifacts.
                 stem, _ = split_role(strip_extensions(stamp.stem))
                 for inner in sorted(path.rglob("*")):
@@ -262,6 +268,15 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             candidates.append(_file_candidate(path, root))
 
 
+def _holds_base_backup(folder: Path) -> bool:
+    """A folder with a base backup right inside it (``2026-12-07/data``): walked, not taken as one backup's files."""
+    try:
+        return any(e.is_dir(follow_symlinks=False) and basebackup.read(Path(e.path)) is not None
+                   for e in os.scandir(folder))
+    except OSError:
+        return False
+
+
 def _base_backup_artifact(path: Path, physical: basebackup.BaseBackup, size: int, mtime: datetime,
                           role: str = "") -> Artifact:
     return Artifact(path=path, size=size, mtime=mtime, format="basebackup", compression=physical.compression,
@@ -272,6 +287,8 @@ def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBa
     """A base backup is one backup of the series named after the folder that holds it, taken when its
     backup_label says it started (its name may say nothing). Its artifact is made here, from the read that
     found it."""
+    if find_timestamp(folder.name) is not None:  # shop/2026-12-07/data: the series is shop, not each night
+        folder = folder.parent
     mtime = utc(path.stat().st_mtime)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     artifact = _base_backup_artifact(path, physical, size, mtime)

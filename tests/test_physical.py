@@ -504,6 +504,51 @@ def test_each_major_here_recovers_its_own_base_backups(pg_run: ClusterFactory, m
         primary.stop()
 
 
+def test_a_plain_backup_carrying_its_tablespace_beside_its_data_recovers(pg_run: ClusterFactory) -> None:
+    """pg_basebackup -Fp -T into the backup's own folder (Barman's postgres method does this), in a folder named
+    for the night: the series is the folder above the nights; the tablespace is copied into the recovery's folder
+    and its rows are there; the backup's files are never written."""
+    inst = pgbin.pick(None)
+    home = pg_run.rundir / "plain-space"
+    home.mkdir()
+    primary = Primary(inst, home)
+    try:
+        primary.start()
+        space = home / "space"
+        space.mkdir()
+        user = server_user()
+        if user:
+            os.chown(space, *user)
+        primary.sql(f"create tablespace fast location '{space}'")
+        primary.sql("create table t (id int primary key) tablespace fast; insert into t select generate_series(1, 500)")
+        folder = primary.base / "20261206T020000"
+        folder.mkdir()
+        if user:
+            os.chown(folder, *user)
+        primary.run(inst.tool("pg_basebackup"), "-h", str(home), "-U", "postgres", "-D", str(folder / "data"),
+                    "-c", "fast", "-X", "fetch", "-T", f"{space}={folder / 'fast'}")
+        primary.sql("insert into t select generate_series(501, 700)")
+        primary.switch()
+        primary.stop()
+        before = sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+        listing = discover([primary.base.parent])  # backups/shop/<night>/data, the archive in backups/wal-of-shop
+        assert [(s.name, len(s.backups)) for s in listing.series] == [("shop", 1)], listing.series
+        assert listing.series[0].backups[0].base_backup.wal_archive == primary.archive
+        cache, db = recover(pg_run, primary.base)
+        try:
+            assert not db.result.errors and not db.result.aborted, db.result.report()
+            assert db.row_counts()["public.t"] == 700
+            with db.target.admin() as conn:
+                location = conn.execute("select pg_tablespace_location(oid) from pg_tablespace "
+                                        "where spcname = 'fast'").fetchone()[0]
+            assert location.startswith(str(db.target.cluster.home)), location
+        finally:
+            cache.close(last=True)
+        assert sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
+    finally:
+        primary.stop()
+
+
 def test_a_recovery_target_that_does_not_parse_is_a_usage_error(run_suites, tmp_path: Path) -> None:
     run = run_suites("--backups", str(tmp_path), "--recover-to", "yesterday at noon")
     assert run.ret == pytest.ExitCode.USAGE_ERROR

@@ -123,15 +123,39 @@ def unpack(bb: Physical, datadir: Path, spaces: Path) -> None:
             (datadir / "tablespace_map").write_text("".join(f"{oid} {spaces / oid}\n" for oid in bb.tablespaces))
         (datadir / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
         return
-    outside = [p for p in bb.path.rglob("*") if p.is_symlink()]
+    links = [p for p in bb.path.rglob("*") if p.is_symlink()]
+    carried = {link: target for link in links if (target := _carried_tablespace(bb.path, link)) is not None}
+    outside = [p for p in links if p not in carried]
     if outside:
         raise RestoreRefused(f"not recovered: {bb.path} holds symbolic links ({', '.join(str(p) for p in outside[:3])})"
                              " that point outside the backup; take the backup in tar format (pg_basebackup -Ft), "
                              "which carries tablespaces as files")
     shutil.copytree(bb.path, datadir, symlinks=True)
+    for link, target in carried.items():  # a copy of the recovery's own; the server never writes into the backup
+        place = spaces / link.name
+        shutil.copytree(target, place, symlinks=True)
+        (datadir / "pg_tblspc" / link.name).unlink()
+        (datadir / "pg_tblspc" / link.name).symlink_to(place)
     # Copies that carry files only (an upload to S3, a sync tool) lose the empty folders a server needs.
     for name in _EMPTY_AT_TIMES:
         (datadir / name).mkdir(parents=True, exist_ok=True)
+
+
+def _carried_tablespace(backup: Path, link: Path) -> Path | None:
+    """The folder a plain backup's ``pg_tblspc/OID`` link names, when the backup carries it: beside the data folder
+    in the folder that holds it (pg_basebackup -T into the backup's folder, as Barman's postgres method does), with
+    no link of its own. Any other link is refused."""
+    if link.parent != backup / "pg_tblspc" or not link.name.isdigit():
+        return None
+    try:
+        target = link.resolve(strict=True)
+        holder = backup.parent.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not target.is_dir() or not target.is_relative_to(holder) or target == holder or \
+            backup.resolve().is_relative_to(target) or any(p.is_symlink() for p in target.rglob("*")):
+        return None
+    return target
 
 
 def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget) -> None:

@@ -102,6 +102,19 @@ class BaseBackup:
         return f"pg_basebackup {self.layout}{' in ' + layers if layers else ''}, PostgreSQL {self.major}"
 
 
+def tablespace_folders(bb: BaseBackup) -> list[Path]:
+    """The folders a plain base backup's ``pg_tblspc`` links lead to (resolved; none for a tar backup)."""
+    if bb.layout != "plain":
+        return []
+    out = []
+    for oid in bb.tablespaces:
+        try:
+            out.append((bb.path / "pg_tblspc" / oid).resolve(strict=True))
+        except (OSError, RuntimeError):
+            continue
+    return out
+
+
 def tar_layers(path: Path) -> tuple[str, ...]:
     with open(path, "rb") as f:
         kind = compression_of(f.read(8))
@@ -505,8 +518,9 @@ def physical_of(artifact: Any, remote: Any = None) -> Any:
 
 def find_archive(backup_folder: Path) -> Path | None:
     """The WAL archive beside a base backup: a sibling folder, or one beside the folder that holds the base
-    backups (``backups/base/<each>`` with ``backups/wal``), found by content."""
-    for place in (backup_folder.parent, backup_folder.parent.parent):
+    backups (``backups/base/<each>`` with ``backups/wal``), or beside that one's (``backups/shop/<night>/data``),
+    found by content; the nearest wins."""
+    for place in (backup_folder.parent, backup_folder.parent.parent, backup_folder.parent.parent.parent):
         try:
             siblings = sorted(p for p in place.iterdir() if p.is_dir() and p != backup_folder)
         except OSError:
