@@ -200,16 +200,66 @@ def test_recovery_replays_the_archive_to_its_end(pg_run: ClusterFactory, shop: S
     cache, db = recover(pg_run, shop.backups, which, reporter=Reporter(said.append, 0.05, 0.02))
     try:
         assert said and all(line.startswith(f"restoring {db.backup.key}: ") for line in said), said
-        assert {line.split(": ", 1)[1].split(",")[0] for line in said} & {"unpack base backup", "stage WAL",
-                                                                         "WAL replay"}, said
+        assert {line.split(": ", 1)[1].split(",")[0] for line in said} & {"unpack base backup", "WAL replay"}, said
         assert not db.result.errors and not db.result.aborted, db.result.report()
         assert db.main_db == "shop"
         assert db.row_counts()["public.orders"] == shop.rows_at["end"]
         assert db.replayed >= 2
-        assert {"unpack base backup", "stage WAL", "WAL replay and promotion"} <= set(db.phases)
+        assert {"unpack base backup", "staging WAL (beside the replay)", "WAL replay and promotion"} <= set(db.phases)
         with db.target.admin() as conn:  # containment: none of the source's own settings
             assert conn.execute("show archive_mode").fetchone()[0] == "off"
             assert conn.execute("show listen_addresses").fetchone()[0] == ""
+    finally:
+        cache.close(last=True)
+
+
+def test_wal_is_staged_beside_the_replay_never_far_ahead_of_it(shop: Shop, tmp_path: Path) -> None:
+    """The stager keeps at most `lead` segments the server has not taken (a hard link from pg_wal takes one), so a
+    recovery that stops early stops the copying; a name it will not bring is refused at once by the script."""
+    archive = basebackup.read_archive(shop.primary.archive)
+    first = archive.segments[0].name
+    stager = recovery.Stager(archive, first, tmp_path / "wal", tmp_path / "data", None, lead=2)
+    stager.prepare()
+    assert (tmp_path / "wal" / ".expected").read_text().split() == [s.name for s in archive.segments if not s.partial]
+    stager.start()
+    try:
+        pg_wal = tmp_path / "pg_wal"
+        pg_wal.mkdir()
+        names = (tmp_path / "wal" / ".expected").read_text().split()
+        assert len(names) >= 4
+        for _ in range(100):
+            if stager.staged == 2:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert stager.staged == 2  # two ahead, and no further while the server takes none
+        ran = subprocess.run([str(stager.script), names[0], str(pg_wal / "RECOVERYXLOG")], timeout=10)
+        assert ran.returncode == 0 and (pg_wal / "RECOVERYXLOG").stat().st_nlink == 2
+        for _ in range(100):
+            if stager.staged == 3:
+                break
+            time.sleep(0.02)
+        assert stager.staged == 3
+        ran = subprocess.run([str(stager.script), "00000002.history", str(pg_wal / "RECOVERYHISTORY")], timeout=10)
+        assert ran.returncode == 1 and not (pg_wal / "RECOVERYHISTORY").exists()
+    finally:
+        stager.stop()
+    assert (tmp_path / "wal" / ".end").exists()
+    ran = subprocess.run([str(stager.script), names[-1], str(tmp_path / "late")], timeout=10)
+    assert ran.returncode == 1  # stopped before it was staged: refused, not waited for
+
+
+def test_a_segment_that_cannot_be_read_stops_the_recovery_with_its_name(pg_run: ClusterFactory, shop: Shop,
+                                                                       tmp_path: Path) -> None:
+    backups = copy_of(shop, tmp_path)
+    archive = next(p for p in backups.iterdir() if p.name.startswith("wal-"))
+    broken = sorted(p for p in archive.iterdir() if re.fullmatch(r"[0-9A-F]{24}", p.name))[-1]
+    broken.write_bytes(b"\x1f\x8b" + b"not gzip at all" * 100)  # compressed, by its bytes, and unreadable
+    cache, db = recover(pg_run, backups, "nightly-b")
+    try:
+        said = db.result.report()
+        assert any("recovery stopped where the archive could not be read" in e.message and broken.name in e.message
+                   for e in db.result.errors), said
     finally:
         cache.close(last=True)
 

@@ -11,6 +11,7 @@ staging folder of its own (the archive is never written to).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import shutil
 import struct
 import subprocess
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,7 +160,7 @@ def _carried_tablespace(backup: Path, link: Path) -> Path | None:
     return target
 
 
-def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget) -> None:
+def configure(datadir: Path, sockdir: Path, restore_script: Path, target: RecoveryTarget) -> None:
     """Replace every setting the backup carries with ours, and ask for recovery."""
     for name in ("postgresql.auto.conf", "pg_ident.conf"):
         (datadir / name).write_text("")
@@ -170,7 +172,7 @@ def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget)
         "unix_socket_permissions": "0700", "archive_mode": "off", "archive_command": "''",
         # A hard link, not a copy: the staged file is the recovery's own already (a second copy of every segment
         # doubled the writes while WAL replays; the server may write into a recycled segment: only the stage sees it)
-        "restore_command": f"'ln \"{stage}/%f\" \"%p\"'", "recovery_target_action": "'promote'",
+        "restore_command": f"'\"{restore_script}\" \"%f\" \"%p\"'", "recovery_target_action": "'promote'",
         "recovery_target_timeline": "'latest'", "hot_standby": "off", "shared_preload_libraries": "''",
         "session_preload_libraries": "''", "local_preload_libraries": "''", "wal_level": "replica",
         "max_wal_senders": "0", "max_replication_slots": "0", "fsync": "off", "synchronous_commit": "off",
@@ -188,32 +190,132 @@ def configure(datadir: Path, sockdir: Path, stage: Path, target: RecoveryTarget)
     (datadir / "recovery.signal").write_text("")
 
 
-def stage_wal(archive: basebackup.WalArchive | None, start: str, stage: Path, datadir: Path) -> int:
-    """Copy (and decompress) the archive's segments from ``start`` on, and its timeline histories, into the
-    server's own staging folder; the number of segments staged."""
-    stage.mkdir(parents=True, exist_ok=True)
-    if archive is None:
-        return 0
-    first = archive.number(start) if start else 0
-    staged = 0
-    for seg in archive.segments:
-        if seg.number < first or seg.partial:
-            continue
-        if archive.fetch is not None:
-            staged += archive.fetch(seg.name, stage / seg.name, datadir)
-            continue
-        with open_decompressed(seg.path, basebackup.file_layers(seg.path)) as src, \
-                open(stage / seg.name, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        staged += 1
-    for name in archive.histories:
-        if archive.fetch is not None:
-            archive.fetch(name, stage / name, datadir)
-            continue
-        with open_decompressed(archive.path / name, basebackup.file_layers(archive.path / name)) as src, \
-                open(stage / name.removesuffix(".gz"), "wb") as dst:
+# restore_command: a segment the stager will bring is waited for; any other name (the segment after the archive's
+# end, a timeline's history that does not exist) is refused at once, and so is everything once the stager ended.
+_RESTORE_SCRIPT = """#!/bin/sh
+s='{stage}'
+grep -qxF "$1" "$s/.expected" || exit 1
+while [ ! -e "$s/$1" ]; do
+    [ -e "$s/.end" ] && exit 1
+    sleep 0.05
+done
+exec ln "$s/$1" "$2"
+"""
+
+
+class Stager:
+    """The archive's segments from the backup's first on, staged for the server while it replays: a thread copies
+    (decompresses, downloads) each into the stage at most ``lead`` segments ahead of the ones the server took (a
+    hard link from pg_wal marks a segment taken), so the copying overlaps the replay, the stage never holds more
+    than ``lead`` segments the server has not reached, and a recovery that stops early (a target time) stops the
+    copying with it. Timeline histories are staged before the server starts."""
+
+    def __init__(self, archive: basebackup.WalArchive | None, start: str, stage: Path, datadir: Path,
+                 user: tuple[int, int] | None, lead: int = 32) -> None:
+        self.archive, self.stage, self.datadir, self.user, self.lead = archive, stage, datadir, user, lead
+        first = archive.number(start) if archive is not None and start else 0
+        self.segments = [seg for seg in (archive.segments if archive is not None else [])
+                         if seg.number >= first and not seg.partial]
+        self.staged = 0
+        self.busy = 0.0  # seconds spent copying
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def script(self) -> Path:
+        return self.stage.parent / "restore_wal.sh"
+
+    def prepare(self) -> None:
+        """The stage, its list of what is coming, the restore script and the histories (before the server starts)."""
+        self.stage.mkdir(parents=True, exist_ok=True)
+        names = [seg.name for seg in self.segments]
+        if self.archive is not None:
+            for name in self.archive.histories:
+                plain = name.removesuffix(".gz")
+                self._copy(plain, lambda target, name=name: self._history(name, target))
+        (self.stage / ".expected").write_text("".join(f"{n}\n" for n in names))
+        self.script.write_text(_RESTORE_SCRIPT.format(stage=self.stage))
+        os.chmod(self.script, 0o755)
+        if not self.segments:
+            (self.stage / ".end").write_text("")
+
+    def _history(self, name: str, target: Path) -> bool:
+        assert self.archive is not None
+        if self.archive.fetch is not None:
+            return self.archive.fetch(name, target, self.datadir)
+        with open_decompressed(self.archive.path / name, basebackup.file_layers(self.archive.path / name)) as src, \
+                open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    return staged
+        return True
+
+    def _segment(self, seg: basebackup.Segment, target: Path) -> bool:
+        assert self.archive is not None
+        if self.archive.fetch is not None:
+            return self.archive.fetch(seg.name, target, self.datadir)
+        with open_decompressed(seg.path, basebackup.file_layers(seg.path)) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return True
+
+    def _copy(self, name: str, write: Any) -> bool:
+        """One file into the stage under a temporary name, the server's own, then renamed: the script never sees
+        half a file."""
+        part = self.stage / f".{name}.part"
+        if not write(part) or not part.exists():
+            part.unlink(missing_ok=True)
+            return False
+        if self.user:
+            os.chown(part, *self.user)  # the server hard-links it: a file of its own (protected_hardlinks)
+        os.rename(part, self.stage / name)
+        return True
+
+    def start(self) -> None:
+        if self.segments:
+            self._thread = threading.Thread(target=self._run, name="backupcheck-stage-wal", daemon=True)
+            self._thread.start()
+
+    def _taken(self, upto: int) -> int:
+        """How many of the staged segments the server has linked into pg_wal (in order: a later one taken means
+        every earlier one was)."""
+        for k in range(upto - 1, -1, -1):
+            try:
+                if (self.stage / self.segments[k].name).stat().st_nlink > 1:
+                    return k + 1
+            except OSError:
+                continue
+        return 0
+
+    def _run(self) -> None:
+        taken = 0
+        try:
+            for k, seg in enumerate(self.segments):
+                while k - taken >= self.lead:
+                    if self._stop.wait(0.05):
+                        return
+                    taken = max(taken, self._taken(k))
+                if self._stop.is_set():
+                    return
+                t0 = time.monotonic()
+                try:
+                    ok = self._copy(seg.name, lambda target, seg=seg: self._segment(seg, target))
+                except Exception as exc:  # noqa: BLE001 (the restore's error; the server stops at the segment)
+                    self.error = f"WAL segment {seg.name} cannot be read ({type(exc).__name__}: {exc})"
+                    return
+                finally:
+                    self.busy += time.monotonic() - t0
+                if not ok:
+                    self.error = f"WAL segment {seg.name} could not be fetched from the archive"
+                    return
+                self.staged += 1
+        finally:
+            with contextlib.suppress(OSError):
+                (self.stage / ".end").write_text("")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=600)
+            self._thread = None
 
 
 def bootstrap_role(datadir: Path) -> str:
@@ -253,7 +355,7 @@ class RecoveredCluster(Cluster):
         self.stage = home / "wal"
         self.superuser = "postgres"
         self.phases: dict[str, float] = {}
-        self.staged = 0
+        self.stager: Stager | None = None
         self.final_log = ""
         self.step = "start"  # what it is doing, for the progress lines
         self.argv: list[str] = []
@@ -265,7 +367,8 @@ class RecoveredCluster(Cluster):
         if self.step != "WAL replay":
             return progress.Sample(self.step, 0, None)
         done = len(set(_RESTORED.findall(self.log_text())))
-        return progress.Sample(self.step, done * size, self.staged * size or None)
+        total = len(self.stager.segments) if self.stager is not None else 0
+        return progress.Sample(self.step, done * size, total * size or None)
 
     def conninfo(self, dbname: str = "postgres") -> dict[str, str | int]:
         return {"host": str(self.sockdir), "port": 5432, "user": self.superuser, "dbname": dbname,
@@ -284,10 +387,11 @@ class RecoveredCluster(Cluster):
         unpack(self.bb, self.datadir, self.home / "tablespaces")
         self.step = "stage WAL"
         t1 = time.monotonic()
-        self.staged = stage_wal(self.archive, self.bb.start_segment, self.stage, self.datadir)
+        self.stager = Stager(self.archive, self.bb.start_segment, self.stage, self.datadir, user)
+        self.stager.prepare()
         self.step = "WAL replay"
         self.sockdir.mkdir(mode=0o700)
-        configure(self.datadir, self.sockdir, self.stage, self.target)
+        configure(self.datadir, self.sockdir, self.stager.script, self.target)
         self.superuser = bootstrap_role(self.datadir)
         if user:
             for root, dirs, files in os.walk(self.home):
@@ -296,7 +400,7 @@ class RecoveredCluster(Cluster):
                     os.chown(os.path.join(root, name), *user, follow_symlinks=False)
         os.chmod(self.datadir, 0o700)
         t2 = time.monotonic()
-        self.phases = {"unpack base backup": round(t1 - t0, 3), "stage WAL": round(t2 - t1, 3)}
+        self.phases = {"unpack base backup": round(t1 - t0, 3)}
         # In a container, the client runs as this process's own account (the engine's socket is its) and the
         # server as the server's account inside; SIGQUIT reaches it through the client.
         self.argv = [*self.installation.command("postgres", ((self.home, True),), None, user), "-D", str(self.datadir)]
@@ -307,12 +411,17 @@ class RecoveredCluster(Cluster):
                 user=run_as[0] if run_as else None, group=run_as[1] if run_as else None,
                 extra_groups=[] if run_as else None, preexec_fn=_pdeathsig, start_new_session=True, cwd=str(self.home),
             )
+        self.stager.start()
         try:
             self._wait_ready(timeout=self.timeout or 24 * 3600.0)
         except ServerStartError:
             self.final_log = self.log_text()  # read before the folder goes
             raise
-        self.phases["WAL replay and promotion"] = round(time.monotonic() - t2, 3)
+        finally:
+            self.stager.stop()
+            # Staging runs beside the replay: its time is part of the replay's, said apart
+            self.phases["staging WAL (beside the replay)"] = round(self.stager.busy + t2 - t1, 3)
+            self.phases["WAL replay and promotion"] = round(time.monotonic() - t2, 3)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until the server says it accepts connections (its log), then one connection proves it: a server in
@@ -383,9 +492,13 @@ _FATAL = re.compile(r"(?:FATAL|PANIC):\s+(.*)")
 
 
 def _recovery_errors(log_text: str, archive: basebackup.WalArchive | None, target: RecoveryTarget,
-                     key: str) -> list[RestoreError]:
-    """What the server's log says went wrong, and the archive's segments recovery never reached."""
+                     key: str, stager: Stager | None = None) -> list[RestoreError]:
+    """What the server's log says went wrong, what could not be staged, and the archive's segments recovery never
+    reached."""
     errors = []
+    if stager is not None and stager.error:
+        errors.append(RestoreError(HARMFUL, f"recovery stopped where the archive could not be read: {stager.error}",
+                                   "", "every change after it", key))
     for m in _FATAL.finditer(log_text):
         if "the database system is" in m.group(1) or "terminating connection" in m.group(1):
             continue
@@ -502,7 +615,8 @@ class RecoveredBackup(RestoredBackup):
             self.result.aborted = (f"{self.backup.key}: the recovery took longer than restore_timeout "
                                    f"({self.timeout:g} s) and was stopped" if late else
                                    f"{self.backup.key}: recovery did not bring the server up")
-            errors = _recovery_errors(cluster.log_text(), self.archive, self.recovery_target, self.bb.path.name)
+            errors = _recovery_errors(cluster.log_text(), self.archive, self.recovery_target, self.bb.path.name,
+                                      cluster.stager)
             if not errors:
                 errors = [RestoreError(HARMFUL, str(exc).splitlines()[0], "", "everything", self.bb.path.name)]
             self.result.errors += errors
@@ -518,7 +632,7 @@ class RecoveredBackup(RestoredBackup):
         self.phases.update(cluster.phases)
         self.replayed = len(set(_RESTORED.findall(cluster.log_text())))
         self.result.errors += _recovery_errors(cluster.log_text(), self.archive, self.recovery_target,
-                                               self.bb.path.name)
+                                               self.bb.path.name, cluster.stager)
         with target.admin() as conn:
             target.server_version = str(conn.execute("show server_version").fetchone()[0]).split()[0]
             dbs = [r[0] for r in conn.execute(
