@@ -214,8 +214,9 @@ class Stager:
                  user: tuple[int, int] | None, lead: int = 32) -> None:
         self.archive, self.stage, self.datadir, self.user, self.lead = archive, stage, datadir, user, lead
         first = archive.number(start) if archive is not None and start else 0
-        self.segments = [seg for seg in (archive.segments if archive is not None else [])
-                         if seg.number >= first and not seg.partial]
+        # In the order the server asks for them: by position in the WAL, each timeline's copy side by side
+        self.segments = sorted((seg for seg in (archive.segments if archive is not None else [])
+                                if seg.number >= first and not seg.partial), key=lambda seg: (seg.number, seg.timeline))
         self.staged = 0
         self.busy = 0.0  # seconds spent copying
         self.error = ""
