@@ -249,6 +249,21 @@ def test_wal_is_staged_beside_the_replay_never_far_ahead_of_it(shop: Shop, tmp_p
     assert ran.returncode == 1  # stopped before it was staged: refused, not waited for
 
 
+def test_segments_of_two_timelines_are_staged_in_the_order_the_server_asks(shop: Shop, tmp_path: Path) -> None:
+    """After a promotion the archive holds timeline 1 beyond the switch and timeline 2 from it: staged by position
+    in the WAL, each timeline's copy side by side, so a lead of two never waits on timeline 1's later segments
+    while the server asks for timeline 2's."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    source = sorted(p for p in shop.primary.archive.iterdir() if re.fullmatch(r"[0-9A-F]{24}", p.name))[0]
+    for timeline, numbers in ((1, range(2, 7)), (2, range(4, 7))):
+        for n in numbers:
+            shutil.copyfile(source, archive / f"{timeline:08X}00000000{n:08X}")
+    wal = basebackup.read_archive(archive)
+    stager = recovery.Stager(wal, "000000010000000000000002", tmp_path / "wal", tmp_path / "data", None, lead=2)
+    assert [s.name[7] + s.name[-1] for s in stager.segments] == ["12", "13", "14", "24", "15", "25", "16", "26"]
+
+
 def test_a_segment_that_cannot_be_read_stops_the_recovery_with_its_name(pg_run: ClusterFactory, shop: Shop,
                                                                        tmp_path: Path) -> None:
     backups = copy_of(shop, tmp_path)
