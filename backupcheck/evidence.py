@@ -127,6 +127,7 @@ class EvidenceStore:
         self.tools = tools
         self._memo: dict[str, ArtifactEvidence] = {}
         self._materialized: dict[str, Path] = {}
+        self._tocs: dict[tuple[str, str, int, int], ArchiveInfo] = {}  # read once per file: the evidence and the restore ask
         self._lock = threading.Lock()
         self.downloads: dict[str, float] = {}  # url -> seconds its download took in this process
         self.ahead: dict[str, float] = {}  # url -> seconds a download ahead took (while another backup was checked)
@@ -412,13 +413,22 @@ class EvidenceStore:
         return ev
 
     def archive_info(self, a: Artifact) -> ArchiveInfo:
-        """The archive's header and table of contents: this package's reader, else ``pg_restore --list``.
+        """The archive's header and table of contents: this package's reader, else ``pg_restore --list`` (read once
+        per file and process).
 
         An archive version or shape this reader does not know is no damage while pg_restore reads it.
         """
         real = self.archive_path(a)
+        st = real.stat()
+        key = (str(real), a.format, st.st_size, st.st_mtime_ns)
+        known = self._tocs.get(key)
+        if known is None:
+            known = self._tocs[key] = self._archive_info(real, a.format)
+        return known
+
+    def _archive_info(self, real: Path, fmt: str) -> ArchiveInfo:
         try:
-            return read_archive(real, a.format)
+            return read_archive(real, fmt)
         except ArchiveError as own:
             tool = self._newest_pg_restore()
             if tool is None:

@@ -94,7 +94,8 @@ class LocalProvider(Provider):
         last = self.idle.pop(inst.bindir, None)
         if last is not None:
             if last.cluster.process is not None and last.cluster.home.parent == self.factory.place(need_bytes):
-                return LocalTarget(last.cluster, last.before)
+                return LocalTarget(last.cluster, last.before).follow(last)
+            last.close_admin()
             last.cluster.__exit__(None, None, None)
         return LocalTarget(self.factory.started(inst, need_bytes))
 
@@ -102,12 +103,14 @@ class LocalProvider(Provider):
         if isinstance(target, LocalTarget) and target.reusable:
             old = self.idle.pop(target.installation.bindir, None)
             if old is not None and old.cluster is not target.cluster:
+                old.close_admin()
                 old.cluster.__exit__(None, None, None)
             self.idle[target.installation.bindir] = target
 
     def close(self) -> None:
         idle, self.idle = list(self.idle.values()), {}
         for target in idle:
+            target.close_admin()
             target.cluster.__exit__(None, None, None)
 
 

@@ -80,6 +80,7 @@ class Target:
         self.stopped = threading.Event()  # set when the restore ran out of its time (restore_timeout)
         self._admin: Any = None
         self._admin_lock = threading.RLock()
+        self._shipped: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None  # see inventory()
 
     @contextlib.contextmanager
     def admin(self) -> Iterator[Any]:
@@ -267,14 +268,19 @@ class Target:
             conn.execute(script)
 
     def inventory(self, dbname: str) -> Inventory:
-        with self.connect(dbname) as conn:
-            roles = {r[0] for r in conn.execute("select rolname from pg_roles")}
-            exts = {r[0] for r in conn.execute("select name from pg_available_extensions")}
-            spaces = {r[0] for r in conn.execute("select spcname from pg_tablespace")}
-            # initdb imports the operating system's locales as libc collations: what CREATE DATABASE can use.
-            locales = {r[0] for r in conn.execute("select collcollate from pg_collation where collprovider = 'c' "
-                                                  "and collcollate is not null")}
-        return Inventory(frozenset(roles), frozenset(exts), frozenset(spaces), frozenset(locales | {"C", "POSIX"}))
+        """What the server has, before the dump is restored. The roles are asked each time (a restore adds its
+        own); what the server ships (extensions, tablespaces, the libc locales initdb imported into every
+        database) is asked once per server, on the admin connection: a fleet's backups each spared a connection."""
+        with self.admin() as conn:
+            roles = frozenset(r[0] for r in conn.execute("select rolname from pg_roles"))
+            if self._shipped is None:
+                exts = frozenset(r[0] for r in conn.execute("select name from pg_available_extensions"))
+                spaces = frozenset(r[0] for r in conn.execute("select spcname from pg_tablespace"))
+                # initdb imports the operating system's locales as libc collations: what CREATE DATABASE can use.
+                locales = frozenset(r[0] for r in conn.execute(
+                    "select collcollate from pg_collation where collprovider = 'c' and collcollate is not null"))
+                self._shipped = (exts, spaces, locales | {"C", "POSIX"})
+        return Inventory(roles, *self._shipped)
 
     def _read_server_version(self) -> None:
         with self.admin() as conn:
@@ -446,9 +452,17 @@ class LocalTarget(Target):
             except Exception as exc:  # noqa: BLE001 (the cluster is thrown away instead)
                 log.warning("resetting %s after a restore failed (%s): a new server for the next backup",
                             self.cluster.home, exc)
-        self.close_admin()
         if not self.reusable:
+            self.close_admin()  # a reusable one keeps it: the next backup's target takes it over (see follow)
             self.cluster.__exit__(et, ev, tb)
+
+    def follow(self, previous: LocalTarget) -> LocalTarget:
+        """Take over the admin connection and what the server ships from the target that used this cluster for
+        the backup before (reset since): a fleet's backups each spared a connection and the server's catalogs."""
+        with previous._admin_lock:
+            self._admin, previous._admin = previous._admin, None
+        self._shipped = previous._shipped
+        return self
 
     reusable = False
 
