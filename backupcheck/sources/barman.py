@@ -16,6 +16,7 @@ in the folder, and a source is never changed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -105,7 +106,10 @@ def _said(proc: subprocess.CompletedProcess[str]) -> str:
     return (proc.stderr or proc.stdout).strip()[-800:]
 
 
+@functools.lru_cache(maxsize=256)
 def show(source: str, server: str, backup_id: str, access: Access) -> dict[str, Any]:
+    """What Barman recorded of a cloud backup (asked once per process: the integrity check, the archive checks
+    and the recovery each want it, and each asking is a command that lists the bucket)."""
     proc = run("barman-cloud-backup-show", access, "--format", "json", source, server, backup_id, timeout=600)
     if proc.returncode != 0:
         raise BarmanError(f"barman-cloud-backup-show of {server}/{backup_id} failed: {_said(proc)}")
