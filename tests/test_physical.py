@@ -30,6 +30,16 @@ from backupcheck.servers.cluster import ClusterFactory, server_user
 from backupcheck.sources import basebackup
 
 
+def needed(command: str, package: str, fix: str, beside_python: bool = False) -> str:
+    """The command's path; missing, the test fails under CI (.ci/run installs it) and is skipped elsewhere."""
+    found = shutil.which(command, path=str(Path(sys.executable).parent) if beside_python else None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{package} is not installed (.ci/run installs it)")
+        pytest.skip(f"{package} is not installed here ({fix})")
+    return found
+
+
 @dataclass
 class Primary:
     """A server with data checksums that archives every WAL segment into ``archive``."""
@@ -458,10 +468,7 @@ class Stanza:
 
 @pytest.fixture(scope="module")
 def stanza(pg_run: ClusterFactory) -> Iterator[Stanza]:
-    if shutil.which("pgbackrest") is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbackrest is not installed (.ci/run installs it)")
-        pytest.skip("pgbackrest is not installed here (apt-get install pgbackrest)")
+    needed("pgbackrest", "pgbackrest", "apt-get install pgbackrest")
     inst = pgbin.pick(None)
     home = pg_run.rundir / "stanza"
     home.mkdir()
@@ -535,18 +542,8 @@ def test_each_major_here_recovers_its_own_base_backups(pg_run: ClusterFactory, m
     is recognised by the header of that version's segments, pg_verifybackup of that version passes, the server of
     that version recovers it, the tablespace's rows in a folder of the recovery's own."""
     inst = max((i for i in pgbin.installations() if i.major == major), key=lambda i: i.minor)
-    home = pg_run.rundir / f"major-{major}"
-    home.mkdir()
-    primary = Primary(inst, home)
+    primary, space = _primary_with_a_tablespace(pg_run, inst, f"major-{major}")
     try:
-        primary.start()
-        space = home / "space"
-        space.mkdir()
-        user = server_user()
-        if user:
-            os.chown(space, *user)
-        primary.sql(f"create tablespace fast location '{space}'")
-        primary.sql("create table t (id int primary key) tablespace fast; insert into t select generate_series(1, 500)")
         primary.base_backup("b1", "-Ft", "-z", "-X", "stream")
         primary.sql("insert into t select generate_series(501, 700)")
         primary.switch()
@@ -556,25 +553,17 @@ def test_each_major_here_recovers_its_own_base_backups(pg_run: ClusterFactory, m
         try:
             ev = db.store.inspect(db.backup.base_backup)
             assert not ev.problems, ev.problems
-            assert not db.result.errors, db.result.report()
             assert db.target.server_version.split(".")[0] == str(major)
-            assert db.row_counts()["public.t"] == 700
-            with db.target.admin() as conn:
-                location = conn.execute("select pg_tablespace_location(oid) from pg_tablespace "
-                                        "where spcname = 'fast'").fetchone()[0]
-            assert location.startswith(str(db.target.cluster.home)), location
+            _assert_tablespace_recovered(db)
         finally:
             cache.close(last=True)
     finally:
         primary.stop()
 
 
-def test_a_plain_backup_carrying_its_tablespace_beside_its_data_recovers(pg_run: ClusterFactory) -> None:
-    """pg_basebackup -Fp -T into the backup's own folder (Barman's postgres method does this), in a folder named
-    for the night: the series is the folder above the nights; the tablespace is copied into the recovery's folder
-    and its rows are there; the backup's files are never written."""
-    inst = pgbin.pick(None)
-    home = pg_run.rundir / "plain-space"
+def _primary_with_a_tablespace(pg_run: ClusterFactory, inst: pgbin.Installation, name: str) -> tuple[Primary, Path]:
+    """A started primary with tablespace ``fast`` (in home/space) holding table t of 500 rows."""
+    home = pg_run.rundir / name
     home.mkdir()
     primary = Primary(inst, home)
     try:
@@ -586,11 +575,35 @@ def test_a_plain_backup_carrying_its_tablespace_beside_its_data_recovers(pg_run:
             os.chown(space, *user)
         primary.sql(f"create tablespace fast location '{space}'")
         primary.sql("create table t (id int primary key) tablespace fast; insert into t select generate_series(1, 500)")
+    except BaseException:
+        primary.stop()
+        raise
+    return primary, space
+
+
+def _assert_tablespace_recovered(db) -> None:  # type: ignore[no-untyped-def]
+    """The recovery replayed the rows added after the backup (700), and tablespace fast is in its own folder."""
+    assert not db.result.errors and not db.result.aborted, db.result.report()
+    assert db.row_counts()["public.t"] == 700
+    with db.target.admin() as conn:
+        location = conn.execute("select pg_tablespace_location(oid) from pg_tablespace "
+                                "where spcname = 'fast'").fetchone()[0]
+    assert location.startswith(str(db.target.cluster.home)), location
+
+
+def test_a_plain_backup_carrying_its_tablespace_beside_its_data_recovers(pg_run: ClusterFactory) -> None:
+    """pg_basebackup -Fp -T into the backup's own folder (Barman's postgres method does this), in a folder named
+    for the night: the series is the folder above the nights; the tablespace is copied into the recovery's folder
+    and its rows are there; the backup's files are never written."""
+    inst = pgbin.pick(None)
+    primary, space = _primary_with_a_tablespace(pg_run, inst, "plain-space")
+    try:
         folder = primary.base / "20261206T020000"
         folder.mkdir()
+        user = server_user()
         if user:
             os.chown(folder, *user)
-        primary.run(inst.tool("pg_basebackup"), "-h", str(home), "-U", "postgres", "-D", str(folder / "data"),
+        primary.run(inst.tool("pg_basebackup"), "-h", str(primary.home), "-U", "postgres", "-D", str(folder / "data"),
                     "-c", "fast", "-X", "fetch", "-T", f"{space}={folder / 'fast'}")
         primary.sql("insert into t select generate_series(501, 700)")
         primary.switch()
@@ -601,12 +614,7 @@ def test_a_plain_backup_carrying_its_tablespace_beside_its_data_recovers(pg_run:
         assert listing.series[0].backups[0].base_backup.wal_archive == primary.archive
         cache, db = recover(pg_run, primary.base)
         try:
-            assert not db.result.errors and not db.result.aborted, db.result.report()
-            assert db.row_counts()["public.t"] == 700
-            with db.target.admin() as conn:
-                location = conn.execute("select pg_tablespace_location(oid) from pg_tablespace "
-                                        "where spcname = 'fast'").fetchone()[0]
-            assert location.startswith(str(db.target.cluster.home)), location
+            _assert_tablespace_recovered(db)
         finally:
             cache.close(last=True)
         assert sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
@@ -745,10 +753,7 @@ def test_a_major_with_no_local_binaries_recovers_in_its_container_image(run_suit
 
 def test_a_barman_cloud_backup_in_s3_is_found_recovered_and_judged(run_suites, pg_run: ClusterFactory, bucket,
                                                                    s3_endpoint: str, tmp_path: Path) -> None:
-    if shutil.which("barman-cloud-backup", path=str(Path(sys.executable).parent)) is None:
-        if os.environ.get("CI"):
-            pytest.fail("barman is not installed (.ci/run installs it)")
-        pytest.skip("barman is not installed here (pip install barman)")
+    needed("barman-cloud-backup", "barman", "pip install barman", beside_python=True)
     name, writer = bucket
     tools = Path(sys.executable).parent
     inst = pgbin.pick(None)
@@ -854,10 +859,7 @@ def test_lz4_and_zstd_tar_base_backups_recover(pg_run: ClusterFactory, method: s
 def tls_s3(s3_endpoint: str, pg_run: ClusterFactory) -> Iterator[tuple[str, Path]]:
     """moto's server behind a TLS front (socat, a certificate for localhost made here): pgBackRest's S3 client
     speaks HTTPS only. (endpoint, the certificate to trust)."""
-    if shutil.which("socat") is None:
-        if os.environ.get("CI"):
-            pytest.fail("socat is not installed (.ci/run installs it)")
-        pytest.skip("socat is not installed here (apt-get install socat)")
+    needed("socat", "socat", "apt-get install socat")
     from tests.conftest import free_port
 
     folder = pg_run.rundir / f"tls-{time.monotonic_ns()}"  # where the server's account (archive-push) reads it
@@ -889,10 +891,7 @@ def test_a_pgbackrest_repository_in_s3(run_suites, pg_run: ClusterFactory, bucke
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """archive-push and backup into a bucket (repo1-type=s3): the repository found in the listing, read, verified
     and recovered through pgbackrest with the source's endpoint and boto3's credentials."""
-    if shutil.which("pgbackrest") is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbackrest is not installed (.ci/run installs it)")
-        pytest.skip("pgbackrest is not installed here (apt-get install pgbackrest)")
+    needed("pgbackrest", "pgbackrest", "apt-get install pgbackrest")
     name, _writer = bucket
     endpoint, cert = tls_s3
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
@@ -965,11 +964,7 @@ class BarmanServer:
 def barman_server(pg_run: ClusterFactory) -> Iterator[BarmanServer]:
     """Two `barman backup` runs of a server archiving into Barman's incoming folder, WAL compressed by Barman
     (gzip, under the segments' own names), rows added after each backup."""
-    tool = shutil.which("barman", path=str(Path(sys.executable).parent))
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("barman is not installed (.ci/run installs it)")
-        pytest.skip("barman is not installed here (pip install barman)")
+    tool = needed("barman", "barman", "pip install barman", beside_python=True)
     inst = pgbin.pick(None)
     home = pg_run.rundir / "barman-server"
     home.mkdir()
