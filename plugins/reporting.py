@@ -291,7 +291,8 @@ def _containment(kind: str, listing: Listing) -> str:
     if not any(b.base_backup is not None for b in listing.backups()):
         return dumps
     physical = ("base backups: recovered with their own settings replaced (no archive_command, no preload "
-                "library, a private socket only), event triggers disabled, server as its own OS account")
+                "library, a private socket only), event triggers disabled, server as its own OS account (in a "
+                "container with no network where this machine has no binaries of the backup's major version)")
     if all(b.base_backup is not None for b in listing.backups()):
         return physical
     return f"dumps: {dumps}; {physical}"
