@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import gzip
 import hashlib
 import io
 import lzma
@@ -30,9 +29,17 @@ class UnreadableError(Exception):
     """The bytes could not be read or decompressed."""
 
 
+def _gzip_reader(raw: BinaryIO) -> BinaryIO:
+    """gzip through ISA-L: Python's gzip reader over a faster inflate (three times zlib's speed on a dump, read
+    twice: the scan, then the restore), the same members, CRCs and lengths checked, the same errors."""
+    from isal import igzip
+
+    return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+
+
 def _open_layer(kind: str, raw: BinaryIO) -> BinaryIO:
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return _gzip_reader(raw)
     if kind == "bz2":
         return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
     if kind == "xz":
