@@ -116,7 +116,9 @@ def cpu(who: int) -> float:
 
 
 def pytest_run(args: list[str], scratch: Path) -> tuple[float, str]:
-    cmd = [*PYTEST, "suites", "--backup-config", str(scratch / "empty.toml"), "--history", "off", *args]
+    # Local clusters, as the bare loop: with a Docker engine up, auto would restore in containers
+    cmd = [*PYTEST, "suites", "--backup-config", str(scratch / "empty.toml"), "--history", "off", "--pg-provider",
+           "local", *args]
     t0 = time.monotonic()
     code, out = run_child(cmd, ROOT)
     seconds = time.monotonic() - t0

@@ -210,8 +210,9 @@ def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None, extra:
     config.touch()
     reports = scratch / f"reports-{name}"
     pytest = list(PYTEST)
+    # Local clusters, as the bare restores it is measured against: with a Docker engine up, auto picks containers
     cmd = [*pytest, "suites", "--backups", str(backups), "--backup-config", str(config), "--reports-dir", str(reports),
-           *extra]
+           "--pg-provider", "local", *extra]
     if work_dir is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(mode=0o711)

