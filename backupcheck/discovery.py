@@ -161,7 +161,7 @@ def _artifact(path: Path, role: str = "") -> Artifact:
         return Artifact(path=path, size=0, mtime=utc(0), format="unknown", note=f"cannot be read: {exc.strerror}")
     size = st.st_size
     if path.is_dir():
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        size = _folder_size(path)
         physical = basebackup.read(path)
         if physical is not None:
             return _base_backup_artifact(path, physical, size, utc(st.st_mtime), role)
@@ -207,7 +207,9 @@ def _header_time(path: Path) -> datetime | None:
         return None
 
 
-def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: frozenset[Path] = frozenset()) -> None:
+def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: frozenset[Path] = frozenset(),
+          physicals: dict[str, basebackup.BaseBackup | None] | None = None) -> None:
+    """``physicals``: what each subfolder of ``root`` holds as a base backup, when the caller read it already."""
     if root.resolve() in skip:
         return  # our own reports or work folder, nested under a source
     try:
@@ -216,8 +218,8 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
         problems.append(f"{root}: cannot be listed ({exc.strerror})")
         return
     names = {e.name for e in entries}
-    physicals = {e.name: basebackup.read(Path(e.path)) for e in entries
-                 if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    if physicals is None:
+        physicals = _base_backups_in(root)
     # A plain base backup's tablespaces, beside its data folder (pg_basebackup -T into the backup's folder)
     carried = {t for bb in physicals.values() if bb is not None for t in basebackup.tablespace_folders(bb)}
     for entry in entries:
@@ -228,7 +230,7 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
             if (path / "toc.dat").is_file():
                 candidates.append(_file_candidate(path, root))
                 continue
-            physical = physicals[entry.name]
+            physical = physicals.get(entry.name)
             if physical is None and path.resolve() in carried:
                 continue  # read with the base backup whose tablespace it is (a backup is never hidden so)
             if physical is not None:
@@ -243,7 +245,8 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
                 candidates += _barman_server_candidates(path)
                 continue
             stamp = find_timestamp(entry.name)
-            if stamp and not _holds_base_backup(path):
+            held = _base_backups_in(path) if stamp else {}
+            if stamp and not any(held.values()):
                 # A timestamped folder is one backup: every file below it is one of its artifacts.
                 stem, _ = split_role(strip_extensions(stamp.stem))
                 for inner in sorted(path.rglob("*")):
@@ -261,26 +264,34 @@ def _walk(root: Path, candidates: list[_Candidate], problems: list[str], skip: f
                     role = split_role(strip_extensions(inner.name))[1]
                     candidates.append(_Candidate(inner, root, stem or root.name, role, stamp.when, "name", path))
                 continue
-            _walk(path, candidates, problems, skip)
+            _walk(path, candidates, problems, skip, held or None)
         elif entry.is_file():
             if _described(entry.name, names):
                 continue  # a checksum or manifest of another file: read with it
             candidates.append(_file_candidate(path, root))
 
 
-def _holds_base_backup(folder: Path) -> bool:
-    """A folder with a base backup right inside it (``2026-12-07/data``): walked, not taken as one backup's files."""
+def _base_backups_in(folder: Path) -> dict[str, basebackup.BaseBackup | None]:
+    """Each subfolder of ``folder`` and the base backup it holds (None: none). A night's folder with one right
+    inside it (``2026-12-07/data``) is walked, not taken as one backup's files."""
     try:
-        return any(e.is_dir(follow_symlinks=False) and basebackup.read(Path(e.path)) is not None
-                   for e in os.scandir(folder))
+        return {e.name: basebackup.read(Path(e.path)) for e in os.scandir(folder)
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
     except OSError:
-        return False
+        return {}
 
 
 def _base_backup_artifact(path: Path, physical: basebackup.BaseBackup, size: int, mtime: datetime,
-                          role: str = "") -> Artifact:
+                          role: str = "", archive: Path | None = None, note: str = "") -> Artifact:
+    """``archive``: the WAL archive where its layout says which (a Barman server's), else the one beside it."""
+    night = path.parent if find_timestamp(path.parent.name) is not None else path  # shop/<night>/data
     return Artifact(path=path, size=size, mtime=mtime, format="basebackup", compression=physical.compression,
-                    role=role, note=physical.describe(), wal_archive=basebackup.find_archive(path))
+                    role=role, note=note or physical.describe(),
+                    wal_archive=archive if archive is not None else basebackup.find_archive(night))
+
+
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBackup) -> _Candidate:
@@ -290,8 +301,7 @@ def _base_backup_candidate(path: Path, folder: Path, physical: basebackup.BaseBa
     if find_timestamp(folder.name) is not None:  # shop/2026-12-07/data: the series is shop, not each night
         folder = folder.parent
     mtime = utc(path.stat().st_mtime)
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    artifact = _base_backup_artifact(path, physical, size, mtime)
+    artifact = _base_backup_artifact(path, physical, _folder_size(path), mtime)
     if physical.started is not None:
         return _Candidate(path, folder, folder.name, "", physical.started, "header", artifact=artifact)
     stamp = find_timestamp(path.name)
@@ -310,8 +320,8 @@ def _barman_server_candidates(server: Path) -> list[_Candidate]:
         taken = (physical.started if physical is not None else None) or sb.begun
         refusal = sb.refusal()
         if physical is not None and not refusal:
-            c = _base_backup_candidate(sb.data, server.parent, physical)
-            artifact = replace(c.artifact, wal_archive=server / "wals", note=f"{sb.describe()}: {physical.describe()}")
+            artifact = _base_backup_artifact(sb.data, physical, _folder_size(sb.data), utc(sb.data.stat().st_mtime),
+                                             archive=server / "wals", note=f"{sb.describe()}: {physical.describe()}")
         else:
             try:
                 mtime = utc((server / "base" / sb.backup_id).stat().st_mtime)

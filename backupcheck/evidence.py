@@ -245,12 +245,17 @@ class EvidenceStore:
             return replace(a, path=folder, format="unknown",
                            note=f"not recovered: object {strays[0]} would be written outside the backup's folder")
 
+        plain = a.url.endswith("/backup_label")
+
         def gather(item: tuple[tuple[str, int, Any, str], Path]) -> int:
             (url, size, modified, etag), rel = item
             got = remote.fetch(url, size, modified, etag)
             place = folder / rel
-            if not place.exists():
+            if not (place.exists() or place.is_symlink()):
                 place.parent.mkdir(parents=True, exist_ok=True)
+                if not plain:
+                    place.symlink_to(got.path)  # a tar is only read: the cache's copy serves, none is made
+                    return got.downloaded
                 try:  # a file of the backup's own, not a link: a plain backup is refused for holding links
                     os.link(got.path, place)
                 except OSError:

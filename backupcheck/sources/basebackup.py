@@ -67,6 +67,12 @@ def lsn(text: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+def label_start(label: dict[str, str]) -> str:
+    """The first WAL segment a backup_label names ("" when it names none)."""
+    m = _LABEL_FILE.search(label.get("START WAL LOCATION", ""))
+    return m.group(1) if m else ""
+
+
 @dataclass(frozen=True)
 class BaseBackup:
     """What a base backup says of itself, read without a server."""
@@ -87,8 +93,7 @@ class BaseBackup:
 
     @property
     def start_segment(self) -> str:
-        m = _LABEL_FILE.search(self.label.get("START WAL LOCATION", ""))
-        return m.group(1) if m else ""
+        return label_start(self.label)
 
     @property
     def timeline(self) -> int:
@@ -504,10 +509,8 @@ def physical_of(artifact: Any, remote: Any = None) -> Any:
             target = Path(tmp) / "small"
             remote.fetch_small(small, target, 256 << 20)
             text = target.read_bytes()
-        if label:
-            m = _LABEL_FILE.search(parse_label(text.decode(errors="replace")).get("START WAL LOCATION", ""))
-            return RemoteStart(m.group(1) if m else "")
-        return RemoteStart(start_from_manifest(text))
+        return RemoteStart(label_start(parse_label(text.decode(errors="replace"))) if label
+                           else start_from_manifest(text))
     if artifact.format == "barman":
         from . import barman
 
@@ -518,9 +521,9 @@ def physical_of(artifact: Any, remote: Any = None) -> Any:
 
 def find_archive(backup_folder: Path) -> Path | None:
     """The WAL archive beside a base backup: a sibling folder, or one beside the folder that holds the base
-    backups (``backups/base/<each>`` with ``backups/wal``), or beside that one's (``backups/shop/<night>/data``),
-    found by content; the nearest wins."""
-    for place in (backup_folder.parent, backup_folder.parent.parent, backup_folder.parent.parent.parent):
+    backups (``backups/base/<each>`` with ``backups/wal``), found by content; the nearest wins. ``backup_folder``
+    is the backup's own folder: for ``backups/shop/<night>/data``, the night's."""
+    for place in (backup_folder.parent, backup_folder.parent.parent):
         try:
             siblings = sorted(p for p in place.iterdir() if p.is_dir() and p != backup_folder)
         except OSError:

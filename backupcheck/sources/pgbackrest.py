@@ -5,6 +5,7 @@ incremental backups one backup of it."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -224,10 +225,16 @@ def repo_of(artifact: Any, remote: Any = None) -> Repo:
     return artifact.path.parent.parent.parent
 
 
+@functools.lru_cache(maxsize=64)
+def _listed(repo: Repo) -> tuple[RestBackup, ...]:
+    return tuple(backups(repo))
+
+
 def find(artifact: Any, remote: Any = None) -> RestBackup | None:
-    """The backup an artifact of a repository stands for."""
+    """The backup an artifact of a repository stands for (``pgbackrest info`` asked once per repository and
+    process: the archive checks and the recovery each want it)."""
     try:
-        found = backups(repo_of(artifact, remote))
+        found = _listed(repo_of(artifact, remote))
     except PgBackRestError:
         return None
     return next((b for b in found if b.stanza == artifact.path.parent.name and b.label == artifact.path.name), None)
