@@ -27,7 +27,7 @@ from .model import ARCHIVE_FORMATS, Artifact, Backup
 from .pgarchive import ArchiveError, ArchiveInfo, member_problems, parse_list, read_archive
 from .servers import pgbin
 from .sniff import UnreadableError, open_decompressed, open_sql, read_all, read_tar_members, sha_of, sniff
-from .sources.base import Access, RemoteError
+from .sources.base import Access, Fetched, RemoteError
 
 
 @dataclass
@@ -113,13 +113,34 @@ def _key(artifact: Artifact, full: bool) -> str:
     return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
+class OneFetchPerObject:
+    """A source's access that fetches an object once at a time in this process: the download ahead of a backup
+    and the check that wants the same object wait for each other. A kind's own access (a team's, from its
+    conftest) need not be safe for two threads writing the same cache file: the check read the half-written
+    file of the other thread as an empty dump."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def fetch(self, url: str, size: int, modified: Any, etag: str) -> Fetched:
+        with self._guard:
+            lock = self._locks.setdefault(url, threading.Lock())
+        with lock:
+            return self.access.fetch(url, size, modified, etag)
+
+    def __getattr__(self, name: str) -> Any:  # fetch_small, head, close, options_for: the kind's own
+        return getattr(self.access, name)
+
+
 class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
     def __init__(self, rundir: Path, shared_cache: Path | None = None, tools: pgbin.Tools = pgbin.ANY_TOOLS,
                  remote: Access | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
         self.rundir = rundir
-        self.remote = remote
+        self.remote = OneFetchPerObject(remote) if remote is not None else None
         self.passphrase_env = passphrase_env
         self._local: dict[str, Backup] = {}
         self.cache = shared_cache or (rundir / "evidence")

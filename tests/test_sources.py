@@ -3,6 +3,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+from backupcheck.evidence import EvidenceStore
+from backupcheck.model import Artifact, Backup
+from backupcheck.servers.cluster import RunDir
+from backupcheck.sources.base import Fetched
+
 from . import farm as farmlib
 
 TEAM_CONFTEST = '''
@@ -159,3 +169,47 @@ def test_a_team_family_gets_its_marker_its_restore_and_its_own_settings(farm, ru
     wrong = run_suites("--backups", str(folder), str(suite), "-m", "masking",
                        config='[series.shop]\nmasked_columns = "users.email"\n')
     assert wrong.ret == 4 and "series.shop.masked_columns = 'users.email': expected a list like" in wrong.stdout
+
+
+class _SlowShelf:
+    """A team's access as teams write them: the cache file written in place, slowly (a store far away)."""
+
+    def __init__(self, source, cache):
+        self.source, self.cache, self.calls, self.at_once, self.most = source, cache, 0, 0, 0
+        self.guard = threading.Lock()
+
+    def fetch(self, url, size, modified, etag):
+        with self.guard:
+            self.calls += 1
+            self.at_once += 1
+            self.most = max(self.most, self.at_once)
+        try:
+            target = self.cache / "object.dump"
+            data = self.source.read_bytes()
+            with open(target, "wb") as out:
+                for i in range(0, len(data), 8192):
+                    out.write(data[i:i + 8192])
+                    out.flush()
+                    time.sleep(0.002)
+            return Fetched(target, hashlib.sha256(data).hexdigest(), len(data))
+        finally:
+            with self.guard:
+                self.at_once -= 1
+
+
+def test_a_download_ahead_and_the_check_never_fetch_the_same_object_at_once(farm, tmp_path):
+    """The run downloads the next backup while it checks another; the check that then wants it waits for that
+    download instead of starting its own into the same file (it read the half-written file as an empty dump)."""
+    when = farmlib.nights(farm.now)[-1]
+    dump = farm.dump(farm.states[-1], tmp_path / "shelf" / "shop.dump")
+    shelf = _SlowShelf(dump, tmp_path / "cache")
+    shelf.cache.mkdir()
+    remote = Artifact(Path("/shelf/box/shop.dump"), dump.stat().st_size, when, "remote", url="shelf://box/shop.dump")
+    backup = Backup("shop", when, (remote,))
+    with RunDir() as rundir:
+        store = EvidenceStore(rundir, remote=shelf)
+        store.prefetch(backup)
+        local = store.localize(backup)
+        store.close()
+    assert local.artifacts[0].format == "custom", local.artifacts[0].note
+    assert shelf.calls == 2 and shelf.most == 1
