@@ -239,10 +239,51 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
     dump`` writes ``RESET ALL;``); a file without pg_dump's header (Supabase CLI schema
     files, migrations) must end cleanly: no open quote, dollar quote, COPY block or statement.
     """
-    scan = DumpScan(data_sections=0)
-    segments = _Segments(scan)
-    db: str | None = None
+    scanner = PlainScanner()
     for ev in sqllex.events(stream):
+        scanner.feed(ev)
+    return scanner.finish()
+
+
+def scan_head(stream: BinaryIO) -> DumpScan:
+    """What a plain dump says before its first rows: the header, roles, schemas, tables, extensions and the syntax
+    its schema needs (all of pg_dump's pre-data), read without running it. A file without rows is read whole."""
+    scanner = PlainScanner()
+    for ev in sqllex.events(stream):
+        if scanner.is_data(ev):
+            break
+        scanner.feed(ev)
+    return scanner.scan
+
+
+class PlainScanner:
+    """A plain dump read event by event: the scan of ``scan_plain``, also fed by a restore that runs each event
+    (``check`` before it runs, ``counted`` after its rows went to the server), so one read serves both."""
+
+    def __init__(self) -> None:
+        self.scan = DumpScan(data_sections=0)
+        self._segments = _Segments(self.scan)
+        self._db: str | None = None
+
+    @staticmethod
+    def is_data(ev: sqllex.Event) -> bool:
+        """Rows: a COPY block or an INSERT (where pg_dump's pre-data ends)."""
+        return isinstance(ev, sqllex.CopyIn) or (isinstance(ev, sqllex.Statement) and bool(_INSERT.match(
+            ev.text[:200].decode("utf-8", "replace"))))
+
+    def feed(self, ev: sqllex.Event) -> list[str]:
+        """Note the event (a COPY block's rows read through); what it carries for the checking host."""
+        problems = self.check(ev)
+        if isinstance(ev, sqllex.CopyIn):
+            for _ in ev.data:
+                pass
+            self.counted(ev)
+        return problems
+
+    def check(self, ev: sqllex.Event) -> list[str]:
+        """Note everything the event says but a COPY block's rows; the security problems it adds ("line N: …")."""
+        scan = self.scan
+        before = len(scan.security)
         if isinstance(ev, sqllex.Comment):
             text = ev.text.lstrip("-").strip()
             if text.startswith("Dumped by pg_dump version") or text.startswith("Dumped by pg_dumpall version"):
@@ -255,52 +296,61 @@ def scan_plain(stream: BinaryIO) -> DumpScan:
                 if text.startswith("PostgreSQL database cluster dump"):
                     scan.kind = "dumpall"
                 scan.has_header = True
-                segments.comment(text, ev.line)
+                self._segments.comment(text, ev.line)
         elif isinstance(ev, sqllex.MetaCommand):
             problem = security.meta_problem(ev.name, ev.args, ev.inside_statement)
             if problem:
                 scan.security.append(f"line {ev.line}: {problem}")
             elif ev.name in ("connect", "c"):
-                db = security.connect_target(ev.args)
-                if db and db not in scan.databases:
-                    scan.databases.append(db)
+                self._db = security.connect_target(ev.args)
+                if self._db and self._db not in scan.databases:
+                    scan.databases.append(self._db)
         elif isinstance(ev, sqllex.CopyIn):
             sql = ev.statement.text.decode("utf-8", "replace")
             for reason in security.statement_problems(sql):
                 scan.security.append(f"line {ev.statement.line}: {reason}")
-            for _ in ev.data:
-                pass
-            m = _COPY.match(sql)
-            if m:
-                key = table_key(m.group(1), db if scan.kind == "dumpall" else None)
-                scan.row_counts[key] = scan.row_counts.get(key, 0) + ev.rows
-                scan.data_sections += 1
             scan.statements += 1
         elif isinstance(ev, sqllex.Statement):
-            sql = ev.text.decode("utf-8", "replace")
-            scan.statements += 1
-            for reason in security.statement_problems(sql):
-                scan.security.append(f"line {ev.line}: {reason}")
-            note_requirements(scan, sql)
-            cluster_db = db if scan.kind == "dumpall" else None
-            m = _CREATE_TABLE.match(sql)
-            if m:
-                scan.tables.append(table_key(m.group(1), cluster_db))
-                continue
-            m = _INSERT.match(sql)
-            if m:
-                scan.data_sections += 1
-                key = table_key(m.group(1), cluster_db)
-                scan.row_counts[key] = scan.row_counts.get(key, 0) + _count_insert_rows(sql, bool(m.group(2)))
-                continue
-            fk = _fk_from(sql, cluster_db)
-            if fk:
-                scan.foreign_keys.append(fk)
+            self._statement(ev)
         elif isinstance(ev, sqllex.Unterminated):
             scan.errors.append(f"line {ev.line}: {ev.what}")
-    scan.data_read = True
-    segments.finish()
-    return scan
+        return scan.security[before:]
+
+    def counted(self, ev: sqllex.CopyIn) -> None:
+        """A COPY block whose rows were read: their number joins the table's."""
+        m = _COPY.match(ev.statement.text.decode("utf-8", "replace"))
+        if m:
+            key = table_key(m.group(1), self._db if self.scan.kind == "dumpall" else None)
+            self.scan.row_counts[key] = self.scan.row_counts.get(key, 0) + ev.rows
+            self.scan.data_sections += 1
+
+    def _statement(self, ev: sqllex.Statement) -> None:
+        scan = self.scan
+        sql = ev.text.decode("utf-8", "replace")
+        scan.statements += 1
+        for reason in security.statement_problems(sql):
+            scan.security.append(f"line {ev.line}: {reason}")
+        note_requirements(scan, sql)
+        cluster_db = self._db if scan.kind == "dumpall" else None
+        m = _CREATE_TABLE.match(sql)
+        if m:
+            scan.tables.append(table_key(m.group(1), cluster_db))
+            return
+        m = _INSERT.match(sql)
+        if m:
+            scan.data_sections += 1
+            key = table_key(m.group(1), cluster_db)
+            scan.row_counts[key] = scan.row_counts.get(key, 0) + _count_insert_rows(sql, bool(m.group(2)))
+            return
+        fk = _fk_from(sql, cluster_db)
+        if fk:
+            scan.foreign_keys.append(fk)
+
+    def finish(self) -> DumpScan:
+        """The stream ended: completion judged, the scan whole."""
+        self.scan.data_read = True
+        self._segments.finish()
+        return self.scan
 
 
 def scan_archive_toc(info: ArchiveInfo) -> DumpScan:

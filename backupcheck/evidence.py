@@ -14,12 +14,21 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .discovery import artifact_of, role_from_content
-from .dumpscan import DumpScan, ForeignKey, scan_archive_data, scan_archive_sql, scan_archive_toc, scan_plain
+from .dumpscan import (
+    DumpScan,
+    ForeignKey,
+    scan_archive_data,
+    scan_archive_sql,
+    scan_archive_toc,
+    scan_head,
+    scan_plain,
+)
 from .faults import internal_fault
 from .gpg import DecryptError, decrypt
 from .manifest import MAX_BYTES as MANIFEST_BYTES
@@ -102,6 +111,19 @@ def _dumps_in(folder: Path) -> list[Artifact]:
             if candidate.is_database_dump:
                 found.append(candidate)
     return found
+
+
+@contextlib.contextmanager
+def _said_in(a: Artifact, ev: ArtifactEvidence) -> Iterator[None]:
+    """What stops a read becomes a problem of the artifact's, in a sentence."""
+    try:
+        yield
+    except UnreadableError as exc:
+        ev.problems.append(f"{a.name}: {exc}")
+    except (OSError, EOFError) as exc:
+        ev.problems.append(f"{a.name}: cannot be read ({exc})")
+    except Exception as exc:  # a fault of ours: a sentence on this artifact, and the other checks go on
+        ev.problems.append(f"{a.name}: not read: {internal_fault(exc)}")
 
 
 def _key(artifact: Artifact, full: bool) -> str:
@@ -389,23 +411,63 @@ class EvidenceStore:
             self._memo[key] = ev
         return ev
 
+    def known(self, artifact: Artifact) -> bool:
+        """Whether this run has read the artifact whole (this process or another worker)."""
+        key = _key(artifact, True)
+        with self._lock:
+            if key in self._memo:
+                return True
+        return (self.cache / f"{key}.json").exists()
+
+    def head(self, a: Artifact) -> ArtifactEvidence:
+        """A plain dump read to its first rows (dumpscan.scan_head): enough to choose a server and make its roles.
+        The restore that runs the dump reads the rest, and what it read becomes the whole evidence (``remember``)."""
+        ev = ArtifactEvidence(path=str(a.path), format=a.format)
+        if a.size == 0 or a.format == "empty":
+            ev.problems.append(f"{a.name} is empty ({a.note or '0 bytes'})")
+            return ev
+        with _said_in(a, ev):
+            with open_sql(a.path, a.compression) as (stream, _):
+                self._plain(a, ev, scan_head(stream))
+        return ev
+
+    def remember(self, a: Artifact, scan: DumpScan, problems: list[str]) -> ArtifactEvidence:
+        """A plain dump a restore read to its end: its whole evidence, which the checks then take from here (and
+        the other workers from the run's cache) instead of reading the dump again."""
+        ev = ArtifactEvidence(path=str(a.path), format=a.format)
+        self._check_sidecars(a, ev)
+        self._plain(a, ev, scan)
+        ev.problems += problems
+        key = _key(a, True)
+        path = self.cache / f"{key}.json"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(ev.to_json())
+        tmp.rename(path)
+        with self._lock:
+            self._memo[key] = ev
+        return ev
+
+    @staticmethod
+    def _plain(a: Artifact, ev: ArtifactEvidence, scan: DumpScan) -> None:
+        ev.scan = scan
+        ev.data_read = scan.data_read
+        ev.security += scan.security
+        ev.problems += [f"{a.name}: {p}" for p in scan.errors]
+        if scan.statements == 0:
+            ev.problems.append(f"{a.name}: no SQL statement in the file")
+
     def _read(self, a: Artifact, full: bool) -> ArtifactEvidence:
         ev = ArtifactEvidence(path=str(a.path), format=a.format)
         self._check_sidecars(a, ev)
         if a.size == 0 or a.format == "empty":
             ev.problems.append(f"{a.name} is empty ({a.note or '0 bytes'})")
             return ev
-        try:
+        with _said_in(a, ev):
             if a.format in ARCHIVE_FORMATS:
                 self._read_archive(a, ev, full)
             elif a.format in ("plain", "dumpall"):
                 with open_sql(a.path, a.compression) as (stream, _):
-                    ev.scan = scan_plain(stream)
-                ev.data_read = True
-                ev.security += ev.scan.security
-                ev.problems += [f"{a.name}: {p}" for p in ev.scan.errors]
-                if ev.scan.statements == 0:
-                    ev.problems.append(f"{a.name}: no SQL statement in the file")
+                    self._plain(a, ev, scan_plain(stream))
             elif a.format == "json":
                 with open_decompressed(a.path, a.compression) as stream:
                     try:
@@ -430,12 +492,6 @@ class EvidenceStore:
                 self._verify_barman(a, ev)
             else:
                 ev.problems.append(f"{a.name}: format not recognised ({a.note or 'unknown content'})")
-        except UnreadableError as exc:
-            ev.problems.append(f"{a.name}: {exc}")
-        except (OSError, EOFError) as exc:
-            ev.problems.append(f"{a.name}: cannot be read ({exc})")
-        except Exception as exc:  # a fault of ours: a sentence on this artifact, and the other checks go on
-            ev.problems.append(f"{a.name}: not read: {internal_fault(exc)}")
         return ev
 
     def archive_info(self, a: Artifact) -> ArchiveInfo:

@@ -18,6 +18,7 @@ from ..schema import (
     parse_patterns,
     parse_relations,
     parse_share,
+    parse_size,
 )
 from ..settings import SeriesSettings
 
@@ -25,6 +26,9 @@ SETTINGS = (
     Setting("rto", "restore", parse_duration, "the longest a restore may take (trends forecast against it too)"),
     Setting("restore_timeout", "restore", parse_duration, "a restore still running after this is stopped, with a "
             "finding (a hung restore ends, not the CI job)"),
+    Setting("one_pass_from", "restore", parse_size, "a plain SQL dump this large or larger is read once, by its "
+            "restore: it starts after the schema part, and a statement that carries a command for the checking host "
+            "ends it there", "256MB"),
     Setting("profile", "restore", lambda v, key: str(v), "\"vanilla\", \"supabase\" or one of [profiles.NAME]: what "
             "the dumps expect of a server", "detected from the dump"),
     Setting("tolerated_errors", "restore", parse_patterns, "regular expressions of restore errors to treat as benign",

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import manifest
-from ..dumpscan import ForeignKey, split_ident
+from ..dumpscan import ForeignKey, PlainScanner, split_ident
 from ..evidence import ArtifactEvidence, EvidenceStore
 from ..model import ARCHIVE_FORMATS, Artifact, Backup
 from ..servers import pgbin
@@ -151,12 +151,17 @@ class RestoredBackup:
     def __init__(self, backup: Backup, provider: Provider, store: EvidenceStore, jobs: int = 2,
                  profile: Profile | None = None, tolerated: tuple[str, ...] = (), tools: pgbin.Tools = pgbin.ANY_TOOLS,
                  locale_fallback: str = "", timeout: float | None = None, progress: Any = None,
-                 expected_seconds: float | None = None) -> None:
+                 expected_seconds: float | None = None, one_pass_from: int | None = None) -> None:
         """``profile`` None: the dump's own roles and schemas decide (supabase when unmistakable); ``timeout``:
         seconds the restore may take before it is stopped (restore_timeout); ``progress``: a ``Reporter`` that is
         told what the restore is doing while it runs; ``expected_seconds``: how long earlier restores of the
-        series suggest it takes (for the time left, where the manifest gives no size)."""
+        series suggest it takes (for the time left, where the manifest gives no size); ``one_pass_from``: a plain
+        dump this large is read once, by its restore (``read_by_restore``)."""
         self.timeout = timeout
+        self.one_pass_from = one_pass_from
+        self._one_pass: set[str] = set()  # names of the dumps read by their restore
+        self._roles_known: set[str] = set()
+        self.late_roles: list[str] = []  # placeholders made as the restore met their names
         self.progress = progress
         self.expected_seconds = expected_seconds
         self.phases: dict[str, float] = {}  # seconds per step: server and database, then the restore's phases
@@ -209,7 +214,9 @@ class RestoredBackup:
         if not dumps:
             raise RestoreRefused(f"{self.backup.key} holds no database dump to restore "
                                  f"(found: {self.backup.format_summary()})")
-        evidence = [self.store.inspect(a, full=False) for a in dumps]
+        self._one_pass = {a.name for a in dumps if read_by_restore(a, self.one_pass_from) and not self.store.known(a)}
+        evidence = [self.store.head(a) if a.name in self._one_pass else self.store.inspect(a, full=False)
+                    for a in dumps]
         # Restore in the order of what each file holds (roles, schema, whole dumps, data), whatever the names say.
         order = sorted(range(len(dumps)), key=lambda i: (_content_rank(dumps[i], evidence[i]), i))
         self.dumps = dumps = tuple(dumps[i] for i in order)
@@ -286,6 +293,7 @@ class RestoredBackup:
         if bootstrap:
             self.target.hand_over(self.main_db)
         created = {r for ev in self.evidence if ev.scan for r in ev.scan.roles_created}
+        self._roles_known = created | {r for ev in self.evidence if ev.scan for r in ev.scan.roles_used}
         placeholders = self.target.make_roles(
             sorted({r for ev in self.evidence if ev.scan for r in ev.scan.roles_used} - created))
         # The roles made for this restore may own what the dump gives them: the restoring role joins them.
@@ -352,7 +360,10 @@ class RestoredBackup:
         self.result.tool = f"{target.label}; " + ("pg_restore runs inside the container" if target.kind == "container"
                                                    else "pg_restore from this machine") + \
             f" (-j {self.jobs} where the archive allows)" + \
-            ", plain SQL through psycopg (psql is never used)" + (f"; {target.containment}" if target.containment else "")
+            ", plain SQL through psycopg (psql is never used)" + \
+            (f"; {', '.join(sorted(self._one_pass))} read once, by the restore: it began after the schema, each "
+             "statement checked before it ran (one_pass_from)" if self._one_pass else "") + \
+            (f"; {target.containment}" if target.containment else "")
         skip = self.profile.skipped_extensions()
         wanted = {e for ev in self.evidence if ev.scan for e in ev.scan.extensions} - set(skip)
         vetted = target.vetted(wanted, self.inventory.extensions)
@@ -369,6 +380,10 @@ class RestoredBackup:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+        if self.late_roles:
+            self.compat.compared.append(
+                f"placeholder role(s) {', '.join(self.late_roles)} created as the restore met them (NOLOGIN, no "
+                "privilege): the dump names them after its first rows")
         if target.stopped.is_set():
             limit = f"{self.timeout:g} s"
             self.result.errors.append(RestoreError(
@@ -407,9 +422,23 @@ class RestoredBackup:
                 with contextlib.suppress(Exception):
                     conn.close()
 
+    def _roles_met(self, names: list[str]) -> list[str]:
+        """Roles a dump read by its restore names past its first rows (grantees, owners of what comes after the
+        data): made as those named before were, before the statement that names them runs; the names made."""
+        new = [n for n in names if n not in self._roles_known]
+        if not new or self.target is None:
+            return []
+        self._roles_known.update(new)
+        made = self.target.make_roles(new)
+        if made:
+            self.target.lend_roles(made)
+            self.owners = self.owners | frozenset(made)
+            self.late_roles += made
+        return made
+
     def _restore_each(self, target: Target, skip: tuple[str, ...], vetted: frozenset[str],
                       stock: StockEventTriggers | None) -> None:
-        for a, ev in zip(self.dumps, self.evidence, strict=True):
+        for i, (a, ev) in enumerate(zip(self.dumps, self.evidence, strict=True)):
             if target.stopped.is_set():
                 break
             if a.format in ARCHIVE_FORMATS:
@@ -424,8 +453,14 @@ class RestoredBackup:
                     done.owned = [(self.main_db, *item) for item in archive_owners(entries, self.owners)]
             else:
                 first = "postgres" if a.format == "dumpall" and self.main_db not in self.result.databases else self.main_db
+                scanner = PlainScanner() if a.name in self._one_pass else None
                 done = target.restore_plain(a, first, self.tolerated, skip, self.locale_fallback,
-                                            self.inventory.locales, vetted, stock, self.owners)
+                                            self.inventory.locales, vetted, stock, self.owners, scanner,
+                                            self._roles_met if scanner is not None else None)
+                if scanner is not None and not done.refused and not target.stopped.is_set():
+                    # Read to its end (or to where it cannot be read): the checks take this read, not another.
+                    self.evidence[i] = self.store.remember(a, scanner.finish(),
+                                                           [done.unreadable] if done.unreadable else [])
             if target.stopped.is_set():  # what stopping it caused is no error of the backup's: one finding says it
                 done.errors = [e for e in done.errors if not _STOPPED.search(e.message)]
                 done.fatal = ""
@@ -738,6 +773,15 @@ class RestoredBackup:
             return list(pool.map(lambda item: one(item, conns), asked))
 
 
+def read_by_restore(artifact: Artifact, one_pass_from: int | None) -> bool:
+    """Whether a plain dump is read once, by the restore that runs it (``one_pass_from``: the size from which it
+    is; None: never). Its restore starts when the statements before its first rows are read (pg_dump's schema:
+    enough to choose a server and make its roles); each statement after is checked as it comes, before it runs,
+    so one that carries a command for the checking host ends the restore there. A smaller dump is read whole
+    first and refused before any statement runs."""
+    return one_pass_from is not None and artifact.format in ("plain", "dumpall") and artifact.size >= one_pass_from
+
+
 def _size(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -794,7 +838,8 @@ class RestoreCache:
         self._failures: dict[str, Exception] = {}
 
     def get(self, backup: Backup, profile: Profile | None = None, tolerated: tuple[str, ...] = (),
-            locale_fallback: str = "", timeout: float | None = None) -> RestoredBackup:
+            locale_fallback: str = "", timeout: float | None = None,
+            one_pass_from: int | None = None) -> RestoredBackup:
         if backup.key in self._failures:
             raise self._failures[backup.key]
         if self._current is not None and self._current.backup.key == backup.key:
@@ -807,7 +852,7 @@ class RestoreCache:
             except Exception:  # noqa: BLE001 (a history that cannot be read: no time left from it)
                 log.warning("reading earlier restore times for %s failed", backup.key, exc_info=True)
         kind: type[RestoredBackup] = RestoredBackup
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"one_pass_from": one_pass_from}
         if backup.base_backup is not None:  # a physical backup is recovered, then asked the same questions
             from .recovery import RecoveredBackup
 

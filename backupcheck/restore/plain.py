@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from .. import security, sqllex
-from ..dumpscan import created_extension
+from ..dumpscan import PlainScanner, created_extension
 from ..stock import StockEventTriggers
 from .errors import HARMFUL, NOTICE, RESTORER, RestoreError, classify
 
@@ -133,6 +133,8 @@ class PlainRunner:
         self.lost_db = ""  # a database the dump \connects to that could not be reached: its statements are skipped
         self.lost_statements = 0
         self.failed_creates: set[str] = set()
+        self.line = 0  # of the statement read last
+        self.refused = ""  # "line N: why": the command for the checking host a restore that reads its dump met
 
     def _skip(self, statement: str) -> bool:
         if self.confined and _CLUSTER_WIDE.match(statement):
@@ -203,10 +205,36 @@ class PlainRunner:
             if conn is not None:
                 conn.close()  # type: ignore[attr-defined]
 
-    def run(self, stream: BinaryIO) -> None:
+    def _events(self, stream: BinaryIO, scanner: PlainScanner | None,
+                on_roles: Callable[[list[str]], list[str]] | None) -> Iterator[sqllex.Event]:
+        """The dump's events; with ``scanner``, each is read by it before it runs (the read that checks the dump is
+        the restore's): one that carries a command for the checking host ends the restore before it runs, and the
+        roles it names are made first (``on_roles``: the names made, which may own what the dump gives them)."""
+        seen = 0
+        for ev in sqllex.events(stream):
+            self.line = ev.statement.line if isinstance(ev, sqllex.CopyIn) else ev.line
+            if scanner is None:
+                yield ev
+                continue
+            problems = scanner.check(ev)
+            if problems:
+                self.refused = problems[0]
+                return
+            named = scanner.scan.roles_created + scanner.scan.roles_used
+            if on_roles is not None and len(named) != seen:
+                seen = len(named)
+                self.owners = self.owners | frozenset(on_roles(named))
+            yield ev
+            if isinstance(ev, sqllex.CopyIn):
+                for _ in ev.data:  # a block left unread (its database lost): read through for its rows
+                    pass
+                scanner.counted(ev)
+
+    def run(self, stream: BinaryIO, scanner: PlainScanner | None = None,
+            on_roles: Callable[[list[str]], list[str]] | None = None) -> None:
         import psycopg
 
-        for ev in sqllex.events(stream):
+        for ev in self._events(stream, scanner, on_roles):
             if self.stop is not None and self.stop.is_set():
                 line = ev.statement.line if isinstance(ev, sqllex.CopyIn) else ev.line
                 self.skipped.append(f"everything from line {line} on: the restore was stopped (restore_timeout)")

@@ -10,18 +10,19 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..dumpscan import PlainScanner
 from ..model import Artifact
 from ..pgarchive import TocEntry, major_of
 from ..servers import pgbin
 from ..servers.cluster import Cluster
 from ..servers.containers import ContainerServer
-from ..sniff import open_sql
+from ..sniff import UnreadableError, open_sql
 from ..stock import StockEventTriggers
 from .archive import Pass, pg_restore_args, restore_passes
 from .errors import RESTORER, RestoreError, denied_extension, outcome_of_pg_restore
@@ -48,6 +49,8 @@ class Restored:
     databases: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     owned: list[tuple[str, str, str, str]] = field(default_factory=list)  # (database, kind, name, owner) to hand over
+    unreadable: str = ""  # a dump read while it was restored: where and why it could not be read on
+    refused: str = ""  # the same: the command for the checking host that ended its restore ("line N: why")
 
 
 @dataclass(frozen=True)
@@ -295,21 +298,35 @@ class Target:
     def restore_plain(self, artifact: Artifact, first_db: str, tolerated: tuple[str, ...],
                       skip_extensions: tuple[str, ...], locale_fallback: str = "",
                       locales: frozenset[str] = frozenset(), vetted: frozenset[str] = frozenset(),
-                      stock: StockEventTriggers | None = None, owners: frozenset[str] = frozenset()) -> Restored:
-        """Plain SQL through this package's statement runner (psql never reads a dump), for every kind of server."""
+                      stock: StockEventTriggers | None = None, owners: frozenset[str] = frozenset(),
+                      scanner: PlainScanner | None = None,
+                      on_roles: Callable[[list[str]], list[str]] | None = None) -> Restored:
+        """Plain SQL through this package's statement runner (psql never reads a dump), for every kind of server.
+        With ``scanner`` the dump was not read before: the scanner reads each statement before it runs (see
+        PlainRunner._events), and what cannot be read ends the restore with a finding."""
         runner = PlainRunner(self.user_conninfo, first_db, artifact.name, tolerated, confined=self.confined,
                              skip_extensions=skip_extensions, locale_fallback=locale_fallback, locales=locales,
                              admin_conninfo=self.conninfo if self.contained else None, vetted_extensions=vetted,
                              stock=stock, owners=owners, stop=self.stopped)
+        fatal = unreadable = ""
         try:
             with open_sql(artifact.path, artifact.compression) as (stream, preamble):
                 if preamble.describe():
                     runner.skipped.append(f"{artifact.name}: {preamble.describe()}")
-                runner.run(stream)
+                runner.run(stream, scanner, on_roles)
             runner.finish()
+        except (UnreadableError, OSError, EOFError) as exc:
+            if scanner is None:
+                raise
+            unreadable = f"{artifact.name}: cannot be read past line {runner.line} ({exc})"
+            fatal = f"the dump cannot be read past line {runner.line}: {exc}"
         finally:
             runner.close()
-        return Restored(runner.errors, "", list(runner.databases), runner.skipped, runner.owned)
+        if runner.refused:
+            fatal = (f"stopped at {runner.refused}: the dump carries a command for the checking host there; nothing "
+                     "from that statement on was run")
+        return Restored(runner.errors, fatal, list(runner.databases), runner.skipped, runner.owned,
+                        unreadable=unreadable, refused=runner.refused)
 
     def __enter__(self) -> Target:
         return self
