@@ -14,11 +14,12 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .arriving import Arriving
 from .discovery import artifact_of, role_from_content
 from .dumpscan import (
     DumpScan,
@@ -146,11 +147,16 @@ class OneFetchPerObject:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def fetch(self, url: str, size: int, modified: Any, etag: str) -> Fetched:
+    def fetch(self, url: str, size: int, modified: Any, etag: str, **how: Any) -> Fetched:
         with self._guard:
             lock = self._locks.setdefault(url, threading.Lock())
         with lock:
-            return self.access.fetch(url, size, modified, etag)
+            return self.access.fetch(url, size, modified, etag, **how)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the kind's download can be read while it runs (its fetch takes an ``arrival``)."""
+        return bool(getattr(self.access, "streams", False))
 
     def __getattr__(self, name: str) -> Any:  # fetch_small, head, close, options_for: the kind's own
         return getattr(self.access, name)
@@ -160,8 +166,13 @@ class EvidenceStore:
     """Per-process memo over a run-wide disk cache (shared by xdist workers) of artifact reads."""
 
     def __init__(self, rundir: Path, shared_cache: Path | None = None, tools: pgbin.Tools = pgbin.ANY_TOOLS,
-                 remote: Access | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE") -> None:
+                 remote: Access | None = None, passphrase_env: str = "BACKUPCHECK_GPG_PASSPHRASE",
+                 one_pass_from: Callable[[Backup], int | None] | None = None) -> None:
+        """``one_pass_from``: for a backup this run restores, the size from which its plain dumps are read once, by
+        the restore (restore.database.read_by_restore); such a dump in S3 is restored while it downloads."""
         self.rundir = rundir
+        self.one_pass_from = one_pass_from
+        self._arrivals: dict[str, Arriving] = {}  # final path -> the download a streamed dump is read from
         self.remote = OneFetchPerObject(remote) if remote is not None else None
         self.passphrase_env = passphrase_env
         self._local: dict[str, Backup] = {}
@@ -174,6 +185,7 @@ class EvidenceStore:
         self._lock = threading.Lock()
         self.downloads: dict[str, float] = {}  # url -> seconds its download took in this process
         self.ahead: dict[str, float] = {}  # url -> seconds a download ahead took (while another backup was checked)
+        self.alongside: dict[str, float] = {}  # url -> seconds a download read by its restore took (during it)
         self._prefetching: list[threading.Thread] = []
 
     # -- remote objects become local files ----------------------------------------------------------
@@ -186,9 +198,10 @@ class EvidenceStore:
         with self._lock:
             if backup.key in self._local:
                 return self._local[backup.key]
+        one_pass = self.one_pass_from(backup) if self.one_pass_from is not None else None
         local = replace(backup, artifacts=tuple(
             inner for a in backup.artifacts
-            for inner in self._unwrap(self._decrypt(self._localize(a) if a.is_remote else a))
+            for inner in self._unwrap(self._decrypt(self._localize(a, one_pass) if a.is_remote else a))
         ))
         with self._lock:
             self._local[backup.key] = local
@@ -230,26 +243,70 @@ class EvidenceStore:
             thread.join(timeout=30)
         self._prefetching.clear()
 
-    def _localize(self, a: Artifact) -> Artifact:
+    def _localize(self, a: Artifact, one_pass_from: int | None = None) -> Artifact:
         if self.remote is None:
             return replace(a, format="unknown", note=f"{a.url} cannot be downloaded: no access to its source configured")
         if a.role == "basebackup":
             return self._localize_folder(a)
         started = time.monotonic()
+        arrival = None
+        if one_pass_from is not None and a.size >= one_pass_from and self.remote.streams:
+            streamed = self._arriving(a, started)
+            if isinstance(streamed, Artifact):
+                return streamed
+            arrival = streamed
         try:
-            got = self.remote.fetch(a.url, a.size, a.mtime, a.etag)
+            got = arrival.wait() if arrival is not None else self.remote.fetch(a.url, a.size, a.mtime, a.etag)
         except RemoteError as exc:
             return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
-        if got.downloaded:
+        if got.downloaded and arrival is None:
             self.downloads[a.url] = time.monotonic() - started
+        sidecars, manifest = self._companions(a, got.path)
+        fmt, layers, note = sniff(got.path)
+        role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")
+        return replace(a, path=got.path, format=fmt, compression=layers, note=note, role=role,
+                       sidecars=tuple(self._declared(got) + sidecars), manifest=manifest, sha256=got.sha256)
+
+    def _arriving(self, a: Artifact, started: float) -> Artifact | Arriving:
+        """Download ``a`` in a thread of its own and, where its first bytes show a plain dump, give it as a local
+        artifact at once: its restore reads it as it arrives (arriving.open_bytes), which reads it once. Else the
+        download, to wait for (another format needs the whole file, and the cache may have held it)."""
+        arrival = Arriving()
+        remote = self.remote
+        assert remote is not None
+
+        def download() -> None:
+            try:
+                got = remote.fetch(a.url, a.size, a.mtime, a.etag, arrival=arrival)
+            except BaseException as exc:  # noqa: BLE001 (the readers are told: the bytes stop there)
+                arrival.end(error=exc)
+                return
+            if got.downloaded:
+                self.alongside[a.url] = time.monotonic() - started
+            arrival.end(got)
+
+        thread = threading.Thread(target=download, name=f"backupcheck-download-{a.name}", daemon=True)
+        self._prefetching.append(thread)  # joined when the run ends, as downloads ahead are
+        thread.start()
+        final = arrival.started()
+        if final is None or arrival.finished:
+            return arrival
+        fmt, layers, note = sniff(final)  # the first bytes, as they come
+        if fmt not in ("plain", "dumpall"):
+            return arrival
+        with self._lock:
+            self._arrivals[str(final)] = arrival
+        sidecars, manifest = self._companions(a, final)
+        role = a.role or role_from_content(final, layers)
+        return replace(a, path=final, format=fmt, compression=layers, note=note, role=role, sidecars=tuple(sidecars),
+                       manifest=manifest)
+
+    def _companions(self, a: Artifact, path: Path) -> tuple[list[Path], Path | None]:
+        """The object's sidecar checksums and manifest, fetched beside its download."""
+        assert self.remote is not None
         sidecars = []
-        for algorithm, digest in got.declared:
-            # A checksum from the object's metadata is checked like a sidecar file of that algorithm.
-            declared = got.path.parent / f"{got.path.name}.metadata.{algorithm}"
-            declared.write_text(f"{digest}  {got.path.name}\n")
-            sidecars.append(declared)
         for url in a.sidecar_urls:
-            target = got.path.parent / url.rsplit("/", 1)[-1]
+            target = path.parent / url.rsplit("/", 1)[-1]
             try:
                 self.remote.fetch_small(url, target)
                 sidecars.append(target)
@@ -257,15 +314,32 @@ class EvidenceStore:
                 pass  # a sidecar that vanished is no checksum to compare with
         manifest = None
         if a.manifest_url:
-            manifest = got.path.parent / a.manifest_url.rsplit("/", 1)[-1]
+            manifest = path.parent / a.manifest_url.rsplit("/", 1)[-1]
             try:
                 self.remote.fetch_small(a.manifest_url, manifest, MANIFEST_BYTES + 1)  # more: refused as too large
             except RemoteError:
                 manifest = None  # listed, then gone: the manifest check says there is none
-        fmt, layers, note = sniff(got.path)
-        role = a.role or (role_from_content(got.path, layers) if fmt in ("plain", "dumpall") else "")
-        return replace(a, path=got.path, format=fmt, compression=layers, note=note, role=role,
-                       sidecars=tuple(sidecars), manifest=manifest, sha256=got.sha256)
+        return sidecars, manifest
+
+    @staticmethod
+    def _declared(got: Fetched) -> list[Path]:
+        """A checksum from the object's metadata, checked like a sidecar file of that algorithm."""
+        out = []
+        for algorithm, digest in got.declared:
+            declared = got.path.parent / f"{got.path.name}.metadata.{algorithm}"
+            declared.write_text(f"{digest}  {got.path.name}\n")
+            out.append(declared)
+        return out
+
+    def settled(self, a: Artifact) -> Artifact:
+        """``a`` once its download ended, with the sha256 it was hashed to (a dump read while it arrived has none
+        before); its download's error raised."""
+        with self._lock:
+            arrival = self._arrivals.get(str(a.path))
+        if arrival is None or a.sha256:
+            return a
+        got = arrival.wait()
+        return replace(a, sha256=got.sha256, sidecars=tuple(self._declared(got) + list(a.sidecars)))
 
     def _localize_folder(self, a: Artifact) -> Artifact:
         """A remote base backup: each of its objects downloaded (cached, verified, several at a time: a plain
@@ -641,6 +715,11 @@ class EvidenceStore:
         ev.data_read = proc.returncode == 0
 
     def _check_sidecars(self, a: Artifact, ev: ArtifactEvidence) -> None:
+        try:
+            a = self.settled(a)
+        except Exception as exc:  # noqa: BLE001 (the download's own error, said as the artifact's problem)
+            ev.problems.append(f"{a.name}: cannot be downloaded: {exc}")
+            return
         for sidecar in a.sidecars:
             algorithm = sidecar.suffix.lstrip(".")
             try:

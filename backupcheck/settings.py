@@ -155,7 +155,7 @@ class SeriesSettings:
     static_tables: tuple[str, ...] = ()  # tables done growing: a stall or leak of theirs is no finding
     acknowledged: tuple[tuple[str, date], ...] = ()  # (table, until): its stall or leak is known until that day
     restore_timeout: timedelta | None = None  # a restore still running after this is stopped, with a finding
-    one_pass_from: int = 256 << 20  # a plain dump this large is read once, by its restore
+    one_pass_from: int = 64 << 20  # a plain dump this large (as stored) is read once, by its restore
     require_manifest: bool = False  # every backup must have a manifest (backupcheck dump)
     manifest_tolerance: float = 0.01  # rows against a manifest taken after the dump, not in its snapshot
     wal_archive: str = ""  # a physical series' WAL archive folder, where it is not beside the base backups

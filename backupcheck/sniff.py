@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .arriving import open_bytes
+
 _MAGIC = [
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bz2"),
@@ -66,7 +68,7 @@ def compression_of(head: bytes) -> str | None:
 def open_decompressed(path: Path, layers: tuple[str, ...]) -> Iterator[BinaryIO]:
     """Open ``path`` with every compression layer peeled off."""
     with contextlib.ExitStack() as stack:
-        stream: BinaryIO = stack.enter_context(open(path, "rb"))
+        stream: BinaryIO = stack.enter_context(open_bytes(path))
         for kind in layers:
             stream = stack.enter_context(_open_layer(kind, stream))  # type: ignore[arg-type]
         yield stream
@@ -346,7 +348,7 @@ def head_bytes(path: Path, layers: tuple[str, ...], size: int = PEEK) -> bytes:
 
 def sha_of(path: Path, algorithm: str) -> str:
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+    with open_bytes(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

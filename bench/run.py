@@ -203,11 +203,12 @@ def run_child(cmd: list[str], cwd: Path) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None, extra: tuple[str, ...] = ()) -> PytestRun:
+def suite(backups: Path, scratch: Path, name: str, work_dir: Path | None, extra: tuple[str, ...] = (),
+          config_text: str = "") -> PytestRun:
     """The product: every family of suites over the folder holding the dump, as a user runs it (``extra``: more
-    options)."""
-    config = scratch / "empty.toml"
-    config.touch()
+    options; ``config_text``: its backupcheck.toml, empty by default)."""
+    config = scratch / f"config-{name}.toml"
+    config.write_text(config_text)
     reports = scratch / f"reports-{name}"
     pytest = list(PYTEST)
     # Local clusters, as the bare restores it is measured against: with a Docker engine up, auto picks containers

@@ -28,7 +28,7 @@ SETTINGS = (
             "finding (a hung restore ends, not the CI job)"),
     Setting("one_pass_from", "restore", parse_size, "a plain SQL dump this large or larger is read once, by its "
             "restore: it starts after the schema part, and a statement that carries a command for the checking host "
-            "ends it there", "256MB"),
+            "ends it there", "64MB"),
     Setting("profile", "restore", lambda v, key: str(v), "\"vanilla\", \"supabase\" or one of [profiles.NAME]: what "
             "the dumps expect of a server", "detected from the dump"),
     Setting("tolerated_errors", "restore", parse_patterns, "regular expressions of restore errors to treat as benign",

@@ -317,8 +317,10 @@ class RestoredBackup:
         urls = [a.url for a in self.backup.artifacts if a.url]
         downloaded = sum(self.store.downloads.get(u, 0.0) for u in urls)
         ahead = sum(self.store.ahead.get(u, 0.0) for u in urls)
+        alongside = sum(self.store.alongside.get(u, 0.0) for u in urls)
         return ({"download ahead": round(ahead, 3)} if ahead else {}) | \
-            ({"download": round(downloaded, 3)} if downloaded else {}) | self.phases
+            ({"download": round(downloaded, 3)} if downloaded else {}) | \
+            ({"download during the restore": round(alongside, 3)} if alongside else {}) | self.phases
 
     def space_needed(self) -> tuple[int, str]:
         """(bytes the restored database will take, how that is known): its manifest's database size where one
@@ -461,6 +463,11 @@ class RestoredBackup:
                     # Read to its end (or to where it cannot be read): the checks take this read, not another.
                     self.evidence[i] = self.store.remember(a, scanner.finish(),
                                                            [done.unreadable] if done.unreadable else [])
+                    # Known once every byte was read (a dump from S3 restored while it downloaded): bytes that are
+                    # not the ones the checksum describes were restored, and the restore cannot pass.
+                    done.errors += [RestoreError(HARMFUL, f"the dump restored does not match its checksum: {c}", "",
+                                                 "trust in every row restored", a.name)
+                                    for c in self.evidence[i].checksums]
             if target.stopped.is_set():  # what stopping it caused is no error of the backup's: one finding says it
                 done.errors = [e for e in done.errors if not _STOPPED.search(e.message)]
                 done.fatal = ""

@@ -198,6 +198,16 @@ def advice(e: RestoreError, qualify: Callable[[str, str], str] = lambda kind, na
                 "statement that waits (a lock, a function the restore calls that sleeps or loops)",
                 "raise restore_timeout for the series if restores of this size take longer now; otherwise restore it "
                 "by hand and watch pg_stat_activity for the statement that does not finish")
+    if e.message.startswith("the dump restored does not match its checksum"):
+        return ("the dump was restored as it downloaded, and its bytes turned out not to be the ones its checksum "
+                "describes: changed after the checksum was written, or damaged on the way",
+                "download it again (a second run fetches it anew); if it still differs, take a new backup")
+    if e.message.startswith("the dump cannot be read past line"):
+        return ("the dump was restored as it was read, and it ends (or breaks) there: what came after never ran",
+                "take a new backup; see the integrity check for what is wrong with the file")
+    if e.message.startswith("stopped at line"):
+        return ("a statement past the dump's schema carries a command for the checking host (see the safety check)",
+                "find out who wrote it into the dump; take a new backup with pg_dump")
     if re.search(r'extension "?[\w-]+"? is not available|could not open extension control file', e.message, re.I):
         return ("the dump creates an extension the restoring server does not have",
                 "see the compatibility check for which server has it")

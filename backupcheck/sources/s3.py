@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..arriving import Arriving
 from ..schema import ConfigError, Setting, parse_bool, parse_count, parse_table
 from .base import Fetched, RemoteError
 
@@ -223,19 +224,35 @@ class DownloadCache:
         return Fetched(data, meta["sha256"], 0, tuple(tuple(d) for d in meta.get("declared", [])))
 
     def fetch(self, client: Any, obj: RemoteObject, attempts: int = 3,
-              progress: Callable[[int, int], None] | None = None) -> Fetched:
-        """The object's bytes on local disk, streamed and hashed once; from the cache when it is intact."""
+              progress: Callable[[int, int], None] | None = None, arrival: Arriving | None = None) -> Fetched:
+        """The object's bytes on local disk, streamed and hashed once; from the cache when it is intact.
+        ``arrival``: told where the bytes are written and how many from the start are there, so they can be read
+        while they arrive (the ranges of a large object land out of order: it is told in order)."""
 
         lock = self.root / f"{self._entry(obj).name}.lock"
         with open(lock, "w") as lf:
             fcntl.flock(lf, fcntl.LOCK_EX)  # another worker fetching the same object: wait for it
             try:
-                return self._fetch_locked(client, obj, attempts, progress)
+                return self._fetch_locked(client, obj, attempts, self._told(progress, arrival), arrival)
             finally:
                 fcntl.flock(lf, fcntl.LOCK_UN)
 
+    @staticmethod
+    def _told(progress: Callable[[int, int], None] | None,
+              arrival: Arriving | None) -> Callable[[int, int], None] | None:
+        """Progress (called with the bytes there from the start, in order) also told to the reader of ``arrival``."""
+        if arrival is None:
+            return progress
+
+        def told(done: int, total: int) -> None:
+            arrival.advance(done)
+            if progress is not None:
+                progress(done, total)
+
+        return told
+
     def _fetch_locked(self, client: Any, obj: RemoteObject, attempts: int,
-                      progress: Callable[[int, int], None] | None) -> Fetched:
+                      progress: Callable[[int, int], None] | None, arrival: Arriving | None = None) -> Fetched:
         hit = self.cached(obj)
         if hit is not None:
             return hit
@@ -251,7 +268,7 @@ class DownloadCache:
         last: BaseException | None = None
         for _attempt in range(attempts):
             try:
-                return self._download(client, obj, entry, progress)
+                return self._download(client, obj, entry, progress, arrival)
             except S3Error:
                 raise
             except Exception as exc:  # a connection cut midway: try again from the start
@@ -260,7 +277,7 @@ class DownloadCache:
             if last else S3Error(f"downloading {obj.url}: failed")
 
     def _download(self, client: Any, obj: RemoteObject, entry: Path,
-                  progress: Callable[[int, int], None] | None) -> Fetched:
+                  progress: Callable[[int, int], None] | None, arrival: Arriving | None = None) -> Fetched:
         from botocore.exceptions import ClientError
 
         params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
@@ -269,16 +286,18 @@ class DownloadCache:
         if obj.etag:
             params["IfMatch"] = f'"{obj.etag}"'
         if obj.size >= self.parts_from and self.parts_at_once > 1:
-            return self._download_parts(client, obj, entry, progress, params)
+            return self._download_parts(client, obj, entry, progress, params, arrival)
         try:
             response = client.get_object(**params)
         except ClientError as exc:
             raise explain(exc, f"downloading {obj.url}") from None
         fd, tmp = tempfile.mkstemp(dir=entry, prefix=".part-")
+        if arrival is not None:
+            arrival.begin(Path(tmp), self._data(entry, obj))
         digest = hashlib.sha256()
         done = 0
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb", buffering=0) as out:  # each block in the file when progress says so
                 body = response["Body"]
                 for block in iter(lambda: body.read(_CHUNK), b""):
                     if self.stop.is_set():
@@ -303,8 +322,8 @@ class DownloadCache:
         (entry / "meta.json").write_text(json.dumps(meta))
         return Fetched(self._data(entry, obj), sha256, done, declared)
 
-    def _download_parts(self, client: Any, obj: RemoteObject, entry: Path,
-                        progress: Callable[[int, int], None] | None, params: dict[str, Any]) -> Fetched:
+    def _download_parts(self, client: Any, obj: RemoteObject, entry: Path, progress: Callable[[int, int], None] | None,
+                        params: dict[str, Any], arrival: Arriving | None = None) -> Fetched:
         """Ranges fetched ``parts_at_once`` at a time into their place in one file (each range tried three
         times, every one pinned to the listed ETag); this thread hashes the file in order as the ranges land,
         from the page cache, and reports progress as it goes."""
@@ -317,6 +336,8 @@ class DownloadCache:
         failed: list[BaseException] = []
         metadata: dict[str, str] = {}
         fd, tmp = tempfile.mkstemp(dir=entry, prefix=".part-")
+        if arrival is not None:
+            arrival.begin(Path(tmp), self._data(entry, obj))
 
         def fetch(i: int) -> None:
             start, end = ranges[i]
@@ -393,6 +414,8 @@ def remote_object(url: str, size: int, modified: datetime, etag: str) -> RemoteO
 class RemoteAccess:
     """Clients per source (each with its own endpoint and region) and the shared download cache."""
 
+    streams = True  # fetch takes an arrival: a download read while it runs
+
     def __init__(self, options: dict[str, S3Options], cache: DownloadCache,
                  progress: Callable[[str, int, int], None] | None = None) -> None:
         self.options = options
@@ -411,13 +434,14 @@ class RemoteAccess:
             self._clients[options] = make_client(options)
         return self._clients[options]
 
-    def fetch(self, url: str, size: int, modified: datetime, etag: str) -> Fetched:
+    def fetch(self, url: str, size: int, modified: datetime, etag: str, arrival: Arriving | None = None) -> Fetched:
         """The object in the cache; a download ahead (in a thread of its own, see EvidenceStore.prefetch) says no
-        progress: the lines on the terminal are the backup being checked."""
+        progress: the lines on the terminal are the backup being checked. ``arrival``: read while it downloads."""
         obj = remote_object(url, size, modified, etag)
         report = self.progress if threading.current_thread() is threading.main_thread() else None
         return self.cache.fetch(self.client_for(url), obj,
-                                progress=(lambda done, total: report(url, done, total)) if report else None)
+                                progress=(lambda done, total: report(url, done, total)) if report else None,
+                                arrival=arrival)
 
     def close(self) -> None:
         """The run is ending: a download ahead that is still running stops and removes its part file."""
