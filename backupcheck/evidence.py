@@ -259,7 +259,9 @@ class EvidenceStore:
             got = arrival.wait() if arrival is not None else self.remote.fetch(a.url, a.size, a.mtime, a.etag)
         except RemoteError as exc:
             return replace(a, format="unknown", note=f"cannot be downloaded: {exc}")
-        if got.downloaded and arrival is None:
+        if arrival is not None and a.url in self.alongside:  # waited for (not a plain dump): a download like any
+            self.downloads[a.url] = self.alongside.pop(a.url)
+        elif got.downloaded and arrival is None:
             self.downloads[a.url] = time.monotonic() - started
         sidecars, manifest = self._companions(a, got.path)
         fmt, layers, note = sniff(got.path)

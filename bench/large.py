@@ -18,18 +18,20 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backupcheck.servers import pgbin  # noqa: E402
 from backupcheck.servers.cluster import ClusterFactory, RunDir  # noqa: E402
-from bench.run import DATA, dataset_args, generate, mb, reusable, run, suite, timed  # noqa: E402
+from bench.run import DATA, PytestRun, dataset_args, generate, mb, reusable, run, suite, timed  # noqa: E402
 
 TARGETS = {"whole / bare": 1.08, "checks / restore": 0.10}
 TWICE = '[defaults]\none_pass_from = "1024TB"\n'  # never read once: the scan reads the dump whole before the restore
@@ -130,6 +132,15 @@ def bare_plain(factory: ClusterFactory, inst: pgbin.Installation, dump: Path) ->
         return timed(restore)
 
 
+def _median_round(rounds: list[tuple[float, PytestRun, Peaks]]) -> tuple[float, PytestRun, Peaks]:
+    """The median bare time, the run of median whole time (its restore and checks with it), the highest peaks."""
+    bare = statistics.median(b for b, _, _ in rounds)
+    ordered = sorted((r for _, r, _ in rounds), key=lambda r: r.seconds)
+    run = ordered[(len(ordered) - 1) // 2]
+    highest = SimpleNamespace(rss=max(p.rss for _, _, p in rounds), used=max(p.used for _, _, p in rounds))
+    return bare, run, highest  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     args, target, label = dataset_args(parser, argv)
@@ -145,28 +156,35 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dataset: database {mb(data.db_bytes)}, {data.rows:,} rows in {len(data.tables)} tables; custom dump "
               f"{mb(data.dump.stat().st_size)}, plain.sql.gz {mb(plain.stat().st_size)} "
               f"({time.monotonic() - t0:.0f} s to make it)", flush=True)
-        rows = []
-        for name, dump, bare in (("custom", data.dump, bare_custom), ("plain", plain, bare_plain)):
-            print(f"{name}: bare", end="", flush=True)
-            bare_s = bare(factory, inst, dump)
-            factory.wait()  # the bare server's folder is removed in the background: gone before disk is measured
-            # A plain dump both ways: read once by its restore (the default from 64 MB), and read whole first.
-            for variant, config in ((name, ""),) + ((("plain x2", TWICE),) if name == "plain" else ()):
-                print(f" backupcheck{' (read whole first)' if config else ''}", end="", flush=True)
-                work = disk / f"work-{name}"
-                peaks = Peaks(os.getpid(), disk)
-                r = suite(dump.parent, disk, variant.replace(" ", "-"), work, ("--history", "off"), config)
-                peaks.stop()
-                print(f" ({r.code}: {r.summary})", flush=True)
-                rows.append((variant, bare_s, r, peaks))
+        runs: dict[str, list[tuple[float, PytestRun, Peaks]]] = {}
+        for i in range(args.repeat):  # rounds: each way once a round, so a slow spell of the machine hits all ways
+            for name, dump, bare in (("custom", data.dump, bare_custom), ("plain", plain, bare_plain)):
+                print(f"{f'round {i + 1}/{args.repeat} ' if args.repeat > 1 else ''}{name}: bare", end="", flush=True)
+                bare_s = bare(factory, inst, dump)
+                factory.wait()  # the bare server's folder is removed in the background: gone before disk is measured
+                # A plain dump both ways: read once by its restore (the default from 64 MB), and read whole first.
+                for variant, config in ((name, ""),) + ((("plain x2", TWICE),) if name == "plain" else ()):
+                    print(f" backupcheck{' (read whole first)' if config else ''}", end="", flush=True)
+                    work = disk / f"work-{name}"
+                    peaks = Peaks(os.getpid(), disk)
+                    r = suite(dump.parent, disk, variant.replace(" ", "-"), work, ("--history", "off"), config)
+                    peaks.stop()
+                    print(f" ({r.code}: {r.summary})", flush=True)
+                    runs.setdefault(variant, []).append((bare_s, r, peaks))
         factory.wait()
+    rows = [(name, *_median_round(rounds)) for name, rounds in runs.items()]
     print(f"\n{'':8}{'bare s':>9}{'whole s':>9}{'ratio':>7}{'restore s':>11}{'checks s':>10}{'checks %':>10}"
-          f"{'peak RSS':>12}{'peak disk':>13}")
+          f"{'peak RSS':>12}{'peak disk':>13}" + (f"   (medians of {args.repeat} rounds; ranges below)"
+                                                  if args.repeat > 1 else ""))
     for name, bare_s, r, peaks in rows:
         restore = r.restore or 0.0
         share = r.checks / restore if restore else 0.0
         print(f"{name:8}{bare_s:9.1f}{r.seconds:9.1f}{r.seconds / bare_s:7.2f}{restore:11.1f}{r.checks:10.1f}"
               f"{share:10.1%}{mb(peaks.rss):>12}{mb(peaks.used):>13}")
+    if args.repeat > 1:
+        for name, rounds in runs.items():
+            bares, wholes = sorted(b for b, _, _ in rounds), sorted(r.seconds for _, r, _ in rounds)
+            print(f"  {name:8} bare {bares[0]:.1f}-{bares[-1]:.1f} s, whole {wholes[0]:.1f}-{wholes[-1]:.1f} s")
     print("\nagainst the targets")
     for name, bare_s, r, _ in rows:
         for what, value in (("whole / bare", r.seconds / bare_s),

@@ -220,10 +220,10 @@ class PlainRunner:
             if problems:
                 self.refused = problems[0]
                 return
-            named = scanner.scan.roles_created + scanner.scan.roles_used
-            if on_roles is not None and len(named) != seen:
-                seen = len(named)
-                self.owners = self.owners | frozenset(on_roles(named))
+            scan = scanner.scan
+            if on_roles is not None and len(scan.roles_created) + len(scan.roles_used) != seen:
+                seen = len(scan.roles_created) + len(scan.roles_used)
+                self.owners = self.owners | frozenset(on_roles(scan.roles_created + scan.roles_used))
             yield ev
             if isinstance(ev, sqllex.CopyIn):
                 for _ in ev.data:  # a block left unread (its database lost): read through for its rows
