@@ -251,6 +251,7 @@ def scan_head(stream: BinaryIO) -> DumpScan:
     scanner = PlainScanner()
     for ev in sqllex.events(stream):
         if scanner.is_data(ev):
+            scanner.scan.data_sections += 1  # rows follow (how many is the restore's read to count)
             break
         scanner.feed(ev)
     return scanner.scan

@@ -230,3 +230,20 @@ def test_a_download_that_breaks_stops_its_reader_with_where_it_broke(bucket, tmp
             reader.read()
     thread.join(30)
     assert not final.exists() and not list(final.parent.glob(".part-*")), "nothing half-downloaded is kept"
+
+
+def test_a_dump_read_to_its_first_rows_is_ordered_by_what_it_holds(farm, tmp_path):
+    """Several dumps in one backup restore roles, schema, whole dumps, then data: a whole dump read only to its
+    first rows still counts as one with rows (after a schema-only file, not tied with it)."""
+    from backupcheck.discovery import artifact_of
+    from backupcheck.evidence import EvidenceStore
+    from backupcheck.restore.database import _content_rank
+    from backupcheck.servers.cluster import RunDir
+
+    when = farmlib.nights(farm.now)[-1]
+    whole = _plain(farm, tmp_path / "w", when)
+    schema = farm.dump(farm.states[-1], tmp_path / "s" / "schema.sql", "plain", extra=("--schema-only",))
+    with RunDir() as rundir:
+        store = EvidenceStore(rundir)
+        ranks = {p.name: _content_rank(a, store.head(a)) for p in (whole, schema) for a in [artifact_of(p)]}
+    assert ranks == {whole.name: 2, "schema.sql": 1}

@@ -813,11 +813,13 @@ def _content_rank(artifact: Artifact, ev: ArtifactEvidence) -> int:
     scan = ev.scan
     if scan is None:
         return 2
-    if not scan.tables and not scan.row_counts and scan.roles_created:
+    # A plain dump's first rows (its head was read, not its rows: data_sections says they follow).
+    rows = bool(scan.row_counts) or (scan.kind in ("plain", "dumpall") and scan.data_sections > 0)
+    if not scan.tables and not rows and scan.roles_created:
         return 0
-    if scan.tables and not scan.row_counts:
+    if scan.tables and not rows:
         return 1
-    if scan.row_counts and not scan.tables:
+    if rows and not scan.tables:
         return 3
     return {"roles": 0, "schema": 1, "data": 3}.get(artifact.role, 2)
 
