@@ -297,12 +297,14 @@ class DownloadCache:
         digest = hashlib.sha256()
         done = 0
         try:
-            with os.fdopen(fd, "wb", buffering=0) as out:  # each block in the file when progress says so
+            with os.fdopen(fd, "wb") as out:
                 body = response["Body"]
                 for block in iter(lambda: body.read(_CHUNK), b""):
                     if self.stop.is_set():
                         raise S3Error(f"downloading {obj.url}: given up, the run is ending")
                     out.write(block)
+                    if arrival is not None:
+                        out.flush()  # in the file before progress says so: it is read as it arrives
                     digest.update(block)
                     done += len(block)
                     if progress:
