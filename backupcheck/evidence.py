@@ -291,7 +291,7 @@ class EvidenceStore:
         self._prefetching.append(thread)  # joined when the run ends, as downloads ahead are
         thread.start()
         final = arrival.started()
-        if final is None or arrival.finished:
+        if final is None or arrival.part is None:  # failed before a byte, or the cache held it: nothing arrives
             return arrival
         fmt, layers, note = sniff(final)  # the first bytes, as they come
         if fmt not in ("plain", "dumpall"):

@@ -12,6 +12,7 @@ staging folder of its own (the archive is never written to).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from .providers import LocalProvider
 from .targets import LocalTarget
 
 log = logging.getLogger(__name__)
+_HOMES = itertools.count(1)  # recovery folders made by this process
 
 Physical = BaseBackup | RestBackup | BarmanBackup  # what a recovery starts from
 
@@ -585,7 +587,9 @@ class RecoveredBackup(RestoredBackup):
             self.compat.mismatches.append(str(exc))
             raise NoServer(str(exc), self.compat) from None
         need, basis = self.space_needed()
-        home = factory.place(need) / f"recovery-{os.getpid()}-{id(self) & 0xFFFF:x}"
+        # A name of its own: the folder of the backup recovered before may still be being removed (in the
+        # background), and an object's id() is reused once it is freed (two recoveries collided on it).
+        home = factory.place(need) / f"recovery-{os.getpid()}-{next(_HOMES)}"
         cluster = RecoveredCluster(inst, self.bb, self.archive, home, self.recovery_target, self.timeout,
                                    factory.remove_later)
         self.target = RecoveredTarget(cluster)
