@@ -127,6 +127,13 @@ def _said_in(a: Artifact, ev: ArtifactEvidence) -> Iterator[None]:
         ev.problems.append(f"{a.name}: not read: {internal_fault(exc)}")
 
 
+def _write(path: Path, ev: ArtifactEvidence) -> None:
+    """The evidence for the other workers: whole or not at all (written aside, then renamed)."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(ev.to_json())
+    tmp.rename(path)
+
+
 def _key(artifact: Artifact, full: bool) -> str:
     try:
         st = artifact.path.stat()
@@ -478,9 +485,7 @@ class EvidenceStore:
                     ev = ArtifactEvidence.from_json(path.read_text())
                 else:
                     ev = self._read(artifact, full)
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_text(ev.to_json())
-                    tmp.rename(path)
+                    _write(path, ev)
             finally:
                 fcntl.flock(lf, fcntl.LOCK_UN)
         with self._lock:
@@ -515,10 +520,7 @@ class EvidenceStore:
         self._plain(a, ev, scan)
         ev.problems += problems
         key = _key(a, True)
-        path = self.cache / f"{key}.json"
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(ev.to_json())
-        tmp.rename(path)
+        _write(self.cache / f"{key}.json", ev)
         with self._lock:
             self._memo[key] = ev
         return ev
@@ -731,7 +733,8 @@ class EvidenceStore:
                 continue
             expected = text[0].lower() if text else ""
             with contextlib.suppress(OSError):
-                found = sha_of(a.path, algorithm)
+                # A download was hashed as it was written (and a cached copy again before it was trusted).
+                found = a.sha256 if algorithm == "sha256" and a.sha256 else sha_of(a.path, algorithm)
                 if expected != found:
                     ev.checksums.append(f"{sidecar.name} says {algorithm} {expected or '(empty)'}, the file's is {found}")
                 else:
