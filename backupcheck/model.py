@@ -113,6 +113,18 @@ class Backup:
     def format_summary(self) -> str:
         return ", ".join(sorted({a.describe() for a in self.artifacts})) or "none"
 
+    @property
+    def form(self) -> tuple[tuple[str, str, tuple[str, ...]], ...] | None:
+        """What kind of files the backup is (each artifact's role, format and compression), for comparing sizes
+        with backups written the same way; None where that is not known for every artifact (an object not read
+        yet, a file nothing recognised: its size is compared with all the others)."""
+        kinds = []
+        for a in self.artifacts:
+            if a.format not in DUMP_FORMATS | PHYSICAL_FORMATS:
+                return None
+            kinds.append((a.role, a.format, a.compression))
+        return tuple(sorted(kinds)) or None
+
 
 @dataclass(frozen=True)
 class Series:

@@ -84,6 +84,32 @@ def test_sizes_that_triple_in_a_month_pass_and_a_collapse_or_a_doubling_fails():
     assert judged([*sizes[:20], sizes[19] * 0.6, sizes[19] * 1.06]) == [], "back on track after one low night"
 
 
+def test_a_series_that_starts_compressing_its_dumps_is_compared_with_its_own_kind():
+    """Plain dumps for ten nights, then gzipped ones a fifth their size: the first gzipped night has nothing of
+    its kind to compare with (no false alarm), the next ones are compared with the gzipped ones only; a file
+    nothing recognises is still compared with all of them."""
+    cfg = SeriesSettings()
+
+    def night(i: int, size: int, fmt: str = "plain", compression: tuple[str, ...] = ()) -> Backup:
+        when = START + timedelta(days=i)
+        return Backup("db", when, (Artifact(Path(f"/x/db_{i}.sql"), size, when, fmt, compression),))
+
+    plain = [night(i, 50_000_000 + i * 100_000) for i in range(10)]
+    gzipped = [night(10 + i, 10_000_000 + i * 20_000, compression=("gzip",)) for i in range(3)]
+
+    def judged(backups: list[Backup]) -> tuple[list, str]:  # type: ignore[type-arg]
+        return size.within_tolerance(Series("db", tuple(backups)), backups[-1].key, cfg)
+
+    findings, skipped = judged([*plain, gzipped[0]])
+    assert findings == [] and "first backup of series 'db' written as plain in gzip" in skipped, skipped
+    assert "the earlier ones are plain" in skipped
+    assert judged([*plain, *gzipped]) == ([], "")
+    shrunk = judged([*plain, *gzipped[:2], night(12, 4_000_000, compression=("gzip",))])[0]
+    assert shrunk and "10,0" in shrunk[0].expected, "compared with the gzipped nights, not the plain ones"
+    garbage = judged([*plain, *gzipped, night(13, 3_000, "unknown")])[0]
+    assert garbage and garbage[0].found.startswith("3,000 bytes")
+
+
 def test_a_stall_is_reported_every_night_until_the_table_grows_again():
     rows = shop_rows(stall_from=14)
     said = {night: [f.what for f in _judge(rows, night)] for night in range(6, NIGHTS)}

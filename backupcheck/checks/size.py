@@ -32,6 +32,13 @@ def within_tolerance(series: Series, key: str, cfg: SeriesSettings) -> tuple[lis
     previous = series.previous(backup)
     if not previous:
         return [], f"{key} is the first backup of series '{series.name}': no earlier size to compare with"
+    if backup.form is not None:  # a series that moved from plain to gzip, or from plain to tar base backups
+        alike = tuple(b for b in previous if b.form in (None, backup.form))
+        if not alike:
+            return [], (f"{key} is the first backup of series '{series.name}' written as "
+                        f"{backup.format_summary()} (the earlier ones are {previous[-1].format_summary()}): "
+                        "no earlier size of the same kind to compare with")
+        previous = alike
     hint = (f"a dump this different usually lost or gained data; if expected, set "
             f"series.{series.name}.size_tolerance")
     points = [(b.taken_at, float(b.size)) for b in previous]
