@@ -23,7 +23,8 @@ SUITES = Path(__file__).resolve().parent.parent / "suites"
 HELP_BACKUPS = "Folder or file of backups to verify (repeatable; config: sources). Without any, a demo runs."
 HELP_CONFIG = f"TOML file with sources and per-series expectations (default: {CONFIG_NAME} in the root folder)."
 HELP_RESTORE = "Which backups of each series to restore: 'newest' (default), 'all' or a number N (config: restore)."
-HELP_JOBS = "Parallel jobs for pg_restore of archives (default 2; config: restore_jobs)."
+HELP_JOBS = ("Parallel jobs for pg_restore of archives (default 2; config: restore_jobs), shared with the other "
+             "backups the run holds restored on this machine's cores.")
 HELP_PG_BIN = "A PostgreSQL bin folder to consider first (repeatable; config: pg_bin)."
 HELP_WORK_DIR = ("Where disposable servers and decompressed copies live (default: /dev/shm when the restored database "
                  "fits there with 2 GiB to spare, else the system temp folder; config: work_dir).")

@@ -248,3 +248,31 @@ def test_anti_joins_run_side_by_side_and_each_names_its_key(farm, restore, tmp_p
     assert all("2 orphan row(s)" in f.found for f in findings), [f.found for f in findings]
     assert len(opened) >= 2, "the anti-joins ran on connections of their own, side by side"
     assert sum("checked with an anti-join: 2 orphan(s)" in n for n in notes) == 3, notes
+
+
+def test_a_restore_shares_the_cores_with_the_other_backups_the_run_holds_restored(farm, restore, tmp_path):
+    """pg_restore's jobs are restore_jobs, or the cores shared evenly among the backups the run's processes hold
+    restored at that moment (a fleet on -n 2 with two cores: -j 1 each); a process that is gone holds nothing."""
+    from backupcheck.discovery import discover
+    from backupcheck.restore.cores import CoreShare, cores
+
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "b"
+    farmlib.stamp(farm.dump(farm.states[-1], folder / f"shop_{when:%Y%m%d_%H%M%S}.dump"), when)
+    [backup] = discover([folder]).backups()
+    share = CoreShare(tmp_path / "run" / "evidence")  # where the run's processes see each other
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    share.folder.mkdir(parents=True)
+    (share.folder / f"{gone.stdout.strip()}-1").touch()  # a worker that crashed holding a backup
+    assert share.jobs(4) == (min(4, cores()), 1)
+    with share.holding():  # another worker's backup
+        restored = restore(backup, tmp_path / "run", jobs=4)
+        expected = max(1, min(4, cores() // 2))
+        assert restored.jobs_now == expected
+        assert f"(-j {expected}" in restored.result.tool, restored.result.tool
+        if expected < 4:
+            assert "restore_jobs 4 shared with the 1 other backup(s) this run holds restored" in restored.result.tool
+        assert restored.row_counts()["public.orders"], "restored whole with fewer jobs"
+        assert share.held() == 2
+    restored.__exit__(None, None, None)
+    assert share.held() == 1, "let go of on exit"

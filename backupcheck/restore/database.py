@@ -25,6 +25,7 @@ from ..stock import StockEventTriggers
 from . import progress
 from .archive import archive_owners
 from .compat import Compatibility, assess
+from .cores import CoreShare
 from .errors import DATA_LOSS, HARMFUL, RESTORER, RestoreError, RestoreResult, denied_extension
 from .profiles import Profile, builtin, detect
 from .providers import Provider, ProviderError
@@ -194,11 +195,14 @@ class RestoredBackup:
         self.costs: list[str] = []  # what counting each large table took
         self._sessions: dict[str, Any] = {}
         self._room: tuple[int, str] | None = None
+        self._held = contextlib.ExitStack()  # this backup counted among those the run holds restored (cores.py)
+        self.jobs_now = jobs  # pg_restore's jobs for this restore: restore_jobs, or the cores' share of it
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> RestoredBackup:
         try:
+            self._held.enter_context(CoreShare(self.store.cache).holding())
             self._prepare()
             t0 = time.monotonic()
             self._acquire()
@@ -359,9 +363,15 @@ class RestoredBackup:
         target = self.target
         assert target is not None
         t0 = time.monotonic()
+        jobs = f"-j {self.jobs}"
+        if target.kind != "dsn":  # a server of this machine: its cores are shared with the run's other restores
+            self.jobs_now, held = CoreShare(self.store.cache).jobs(self.jobs)
+            if self.jobs_now < self.jobs:
+                jobs = (f"-j {self.jobs_now}: restore_jobs {self.jobs} shared with the {held - 1} other backup(s) "
+                        "this run holds restored on its cores")
         self.result.tool = f"{target.label}; " + ("pg_restore runs inside the container" if target.kind == "container"
                                                    else "pg_restore from this machine") + \
-            f" (-j {self.jobs} where the archive allows)" + \
+            f" ({jobs} where the archive allows)" + \
             ", plain SQL through psycopg (psql is never used)" + \
             (f"; {', '.join(sorted(self._one_pass))} read once, by the restore: it began after the schema, each "
              "statement checked before it ran (one_pass_from)" if self._one_pass else "") + \
@@ -444,7 +454,7 @@ class RestoredBackup:
             if target.stopped.is_set():
                 break
             if a.format in ARCHIVE_FORMATS:
-                jobs = self.jobs if a.format != "tar" and ev.has_offsets else 1
+                jobs = self.jobs_now if a.format != "tar" and ev.has_offsets else 1
                 entries = self._entries.get(a.name, [])
                 omit = _stock_entries(entries, stock) if stock is not None else frozenset()
                 done = target.restore_archive(a, self.store.archive_path(a), entries, self.main_db, jobs,
@@ -518,6 +528,7 @@ class RestoredBackup:
                 self.store.release(a)
             except Exception:
                 log.exception("removing a decompressed copy of %s failed", a.name)
+        self._held.close()
 
     def qualify(self, kind: str, name: str) -> str:
         """``orders`` -> ``public.orders``: a table or function a restore error names without its schema, where the
