@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from ..model import Finding
-from ..restore.database import DATED, QueryFailed, RestoredBackup, dated_columns
+from ..restore.database import DATED, QueryFailed, RestoredBackup
 from ..schema import Setting, parse_columns, parse_duration
 from .freshness import duration_text
 
@@ -50,21 +50,21 @@ def newest_rows(r: RestoredBackup, named: tuple[str, ...]) -> list[Newest]:
     for db in r.result.databases:
         prefix = "" if db == r.main_db else f"{db}/"
         try:
-            conn = r.connect_checks(db)
+            columns = r.dated_columns(db, wanted_names)
         except psycopg.OperationalError:
             continue  # a database the restore did not create: the restore checks say so
-        with conn:
-            for schema, table, column in dated_columns(conn, wanted_names):
-                key = f"{schema}.{table}.{column}"
-                if named and not any(key == n or key.endswith("." + n) or f"{prefix}{key}" == n for n in named):
-                    continue
-                if prefix + key in counted:
-                    value = counted[prefix + key]
-                else:
-                    q = sql.SQL("select max({}) from {}.{}").format(sql.Identifier(column), sql.Identifier(schema),
-                                                                  sql.Identifier(table))
+        for schema, table, column in columns:
+            key = f"{schema}.{table}.{column}"
+            if named and not any(key == n or key.endswith("." + n) or f"{prefix}{key}" == n for n in named):
+                continue
+            if prefix + key in counted:
+                value = counted[prefix + key]
+            else:
+                q = sql.SQL("select max({}) from {}.{}").format(sql.Identifier(column), sql.Identifier(schema),
+                                                              sql.Identifier(table))
+                with r.session(db) as conn:
                     value = conn.execute(q).fetchone()[0]  # type: ignore[index]
-                found.append(Newest(prefix + key, _as_utc(value)))
+            found.append(Newest(prefix + key, _as_utc(value)))
     return found
 
 

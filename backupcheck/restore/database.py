@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # or more says what counting it cost.
 COUNTERS = max(2, min(os.cpu_count() or 2, 8))
 COSTLY_TABLE = 256 * 1024**2
+# Tables smaller than this together are counted and joined on the checks' own connection: a new connection
+# costs the server about what counting a small table does (a fleet of small databases paid two per backup).
+SPREAD_FROM = 64 * 1024**2
 
 # What pg_restore and the statement runner say when restore_timeout ends their sessions.
 _STOPPED = re.compile(r"terminating connection due to administrator command|no connection to the server|"
@@ -195,6 +198,8 @@ class RestoredBackup:
         self.costs: list[str] = []  # what counting each large table took
         self._sessions: dict[str, Any] = {}
         self._room: tuple[int, str] | None = None
+        self._sizes: dict[tuple[str, str, str], int] = {}  # bytes of each table counted: (db, schema, table)
+        self._dated: dict[tuple[str, frozenset[str]], list[tuple[str, str, str]]] = {}
         self._held = contextlib.ExitStack()  # this backup counted among those the run holds restored (cores.py)
         self.jobs_now = jobs  # pg_restore's jobs for this restore: restore_jobs, or the cores' share of it
 
@@ -604,15 +609,31 @@ class RestoredBackup:
     def _session(self, db: str) -> Iterator[Any]:
         """The checks' own connection to ``db``, kept for every question of this restore (each new connection
         costs the server a process); a new one after a failure."""
-        conn = self._sessions.get(db)
-        if conn is None or conn.closed or conn.broken:
-            conn = self._sessions[db] = self._connect(db)
+        conn = self._session_conn(db)
         try:
             yield conn
         except BaseException:
             self._sessions.pop(db, None)
             conn.close()
             raise
+
+    def session(self, db: str) -> contextlib.AbstractContextManager[Any]:
+        """The checks' own connection to ``db`` (see ``_session``), for a check's few questions."""
+        return self._session(db)
+
+    def dated_columns(self, db: str, names: tuple[str, ...] | set[str]) -> list[tuple[str, str, str]]:
+        """``dated_columns`` of database ``db``, asked once per restore (counting and content freshness ask)."""
+        key = (db, frozenset(names))
+        if key not in self._dated:
+            with self._session(db) as conn:
+                self._dated[key] = dated_columns(conn, names)
+        return self._dated[key]
+
+    def _session_conn(self, db: str) -> Any:
+        conn = self._sessions.get(db)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._sessions[db] = self._connect(db)
+        return conn
 
     def _close_sessions(self) -> None:
         sessions, self._sessions = self._sessions, {}
@@ -640,15 +661,13 @@ class RestoredBackup:
             by_db.setdefault(self.locate(key)[0], []).append(key)
         for db, keys in by_db.items():
             try:
+                names = [self.locate(key)[1:] for key in keys]
                 with self._session(db) as conn:
-                    for key in keys:
-                        _, schema, table = self.locate(key)
-                        row = conn.execute(
-                            "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-                            "where n.nspname = %s and c.relname = %s and c.relkind in ('r','p')", (schema, table)
-                        ).fetchone()
-                        if row is None:
-                            missing.append(key)
+                    found = {(r[0], r[1]) for r in conn.execute(
+                        "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                        "join unnest(%s::text[], %s::text[]) as x(s, t) on n.nspname = x.s and c.relname = x.t "
+                        "where c.relkind in ('r','p')", ([n[0] for n in names], [n[1] for n in names]))}
+                missing += [key for key, name in zip(keys, names, strict=True) if name not in found]
             except psycopg.OperationalError as exc:
                 if f'database "{db}" does not exist' not in str(exc):
                     raise QueryFailed(f"looking for the tables of database {db} failed: "
@@ -671,9 +690,9 @@ class RestoredBackup:
         if keys is None:
             for db in dict.fromkeys(self.locate(k)[0] for k in wanted):
                 try:
+                    for schema, table, column in self.dated_columns(db, DATED):
+                        dated.setdefault((db, schema, table), []).append(column)
                     with self._session(db) as conn:
-                        for schema, table, column in dated_columns(conn, DATED):
-                            dated.setdefault((db, schema, table), []).append(column)
                         for schema, table, nbytes, partitioned in table_sizes(conn):
                             size[(db, schema, table)] = nbytes
                             if partitioned:
@@ -682,12 +701,12 @@ class RestoredBackup:
                     pass  # a missing database: counting says so
         newest: dict[str, object] = {}
 
-        def count(key: str) -> tuple[str, int | None]:
+        def count(key: str, connection: Callable[[str], Any]) -> tuple[str, int | None]:
             db, schema, table = self.locate(key)
             columns = dated.get((db, schema, table), [])
             started = time.monotonic()
             try:
-                conn = conns.get(db)
+                conn = connection(db)
                 q = sql.SQL("select count(*){} from {}.{}").format(
                     sql.SQL("").join(sql.SQL(", max({})").format(sql.Identifier(c)) for c in columns),
                     sql.Identifier(schema), sql.Identifier(table))
@@ -712,8 +731,12 @@ class RestoredBackup:
 
         # Largest first: the connections then finish together, not one scanning the biggest table last.
         ordered = sorted(wanted, key=lambda k: -size.get(self.locate(k), 0))
-        with ThreadConnections(self._connect) as conns, ThreadPoolExecutor(max_workers=COUNTERS) as pool:
-            done = dict(pool.map(count, ordered))
+        self._sizes.update(size)
+        if sum(size.values()) < SPREAD_FROM:
+            done = dict(count(k, self._session_conn) for k in ordered)
+        else:
+            with ThreadConnections(self._connect) as conns, ThreadPoolExecutor(max_workers=COUNTERS) as pool:
+                done = dict(pool.map(lambda k: count(k, conns.get), ordered))
         counts = {k: done[k] for k in wanted}
         if keys is None:
             self._counts, self._newest = dict(counts), newest
@@ -729,6 +752,19 @@ class RestoredBackup:
         """max() of every DATED column of the counted tables, by ``[db/]schema.table.column`` (None: no rows)."""
         self.row_counts()
         return dict(self._newest)
+
+    def _small(self, tables: set[str]) -> bool:
+        """Whether these tables were counted and are under SPREAD_FROM together (one connection does)."""
+        total = 0
+        for t in tables:
+            try:
+                nbytes = self._sizes.get(self.locate(t))
+            except Exception:  # noqa: BLE001 (a name that does not parse: its own check says so)
+                return False
+            if nbytes is None:
+                return False
+            total += nbytes
+        return total < SPREAD_FROM
 
     def foreign_keys(self) -> list[ForeignKey]:
         keys: list[ForeignKey] = []
@@ -784,7 +820,7 @@ class RestoredBackup:
             count = rows[0][0] if rows else 0
             return Orphans(label, count, tuple(str(r[1]) for r in rows), time.monotonic() - started)
 
-        if len(asked) <= 1:
+        if len(asked) <= 1 or self._small({t for t, *_ in asked} | {r for _, _, r, *_ in asked}):
             return [one(item) for item in asked]
         with ThreadConnections(self._connect) as conns, \
                 ThreadPoolExecutor(max_workers=min(COUNTERS, len(asked))) as pool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .. import security, sqllex
 from ..dumpscan import PlainScanner, created_extension
@@ -346,16 +346,15 @@ class PlainRunner:
         self._conns.clear()
 
 
-def create_database(conninfo: dict, name: str, owner: str | None = None, throwaway: bool = False) -> None:
-    """``throwaway``: a server of ours, where copying template1's files after a checkpoint (PostgreSQL 15's
-    FILE_COPY, about 20 ms against 30 ms WAL-logged) disturbs nobody; never on a user's server."""
-    import psycopg
+def create_database(conn: Any, name: str, owner: str | None = None, throwaway: bool = False) -> None:
+    """On ``conn``, the server's admin connection (autocommit). ``throwaway``: a server of ours, where copying
+    template1's files after a checkpoint (PostgreSQL 15's FILE_COPY, about 20 ms against 30 ms WAL-logged)
+    disturbs nobody; never on a user's server."""
     from psycopg import sql
 
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-                         + (sql.SQL(" OWNER {}").format(sql.Identifier(owner)) if owner else sql.SQL(""))
-                         + (sql.SQL(" STRATEGY = FILE_COPY") if throwaway and conn.info.server_version >= 150000
-                            else sql.SQL("")))
+    if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+        return
+    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+                 + (sql.SQL(" OWNER {}").format(sql.Identifier(owner)) if owner else sql.SQL(""))
+                 + (sql.SQL(" STRATEGY = FILE_COPY") if throwaway and conn.info.server_version >= 150000
+                    else sql.SQL("")))
