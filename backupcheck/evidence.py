@@ -654,7 +654,21 @@ class EvidenceStore:
         # A full read means this run does not restore it: its decompressed copy is not needed again.
         self.release(a)
 
-    def _verify_base_backup(self, a: Artifact, ev: ArtifactEvidence) -> None:
+    def verify_unpacked(self, a: Artifact, datadir: Path) -> ArtifactEvidence:
+        """A tar base backup a recovery has just unpacked into ``datadir``, verified there before anything else
+        touches it; the integrity check takes this evidence (here, and from the run's cache) instead of
+        unpacking the tars again."""
+        ev = ArtifactEvidence(path=str(a.path), format=a.format)
+        self._check_sidecars(a, ev)
+        with _said_in(a, ev):
+            self._verify_base_backup(a, ev, datadir)
+        key = _key(a, True)
+        _write(self.cache / f"{key}.json", ev)
+        with self._lock:
+            self._memo[key] = ev
+        return ev
+
+    def _verify_base_backup(self, a: Artifact, ev: ArtifactEvidence, unpacked: Path | None = None) -> None:
         """pg_verifybackup, before any recovery: files against the manifest, and the WAL the backup needs."""
         from .restore import recovery  # the recovery package reads evidence itself
         from .sources import barman, basebackup
@@ -663,7 +677,7 @@ class EvidenceStore:
         if bb is None:
             ev.problems.append(f"{a.name}: no longer reads as a base backup")
             return
-        problems, notes = recovery.verify(bb, self.tools, self.rundir, a.wal_archive)
+        problems, notes = recovery.verify(bb, self.tools, self.rundir, a.wal_archive, unpacked)
         ev.problems += problems
         ev.checksum_ok += notes
         ev.data_read = True

@@ -420,6 +420,40 @@ def test_a_flipped_byte_in_a_table_page_is_caught_naming_it(run_suites, pg_run: 
     assert "static" in run.messages[pages]
 
 
+def test_a_tar_base_backup_is_verified_in_the_recoverys_folder_and_unpacked_once(pg_run: ClusterFactory, shop: Shop,
+                                                                                   tmp_path: Path, monkeypatch) -> None:
+    """A tar base backup the run recovers is verified in the recovery's data directory, unpacked and untouched,
+    and the integrity check takes that result: each tar is unpacked once (twice before: the check unpacked its
+    own copy); what pg_verifybackup finds there is still the integrity check's finding."""
+    from backupcheck.restore import recovery
+
+    extracted: list[str] = []
+    real = recovery._extract
+    monkeypatch.setattr(recovery, "_extract", lambda tar, into: (extracted.append(tar.name), real(tar, into))[1])
+    cache, db = recover(pg_run, shop.backups, "nightly-b")
+    try:
+        assert not db.result.errors and "verify base backup" in db.phases, db.phases
+        ev = cache.store.inspect(db.backup.base_backup)
+        assert not ev.problems and any("every file matches backup_manifest" in n for n in ev.checksum_ok), ev
+        assert sorted(extracted) == ["base.tar.gz", "pg_wal.tar.gz"], extracted
+        assert db.row_counts()["public.orders"] == shop.rows_at["end"]
+    finally:
+        cache.close(last=True)
+    folder = copy_of(shop, tmp_path)
+    manifest = folder / "shop" / "nightly-b" / "backup_manifest"
+    text = manifest.read_text()
+    assert '"Path": "PG_VERSION", "Size": 3,' in text
+    manifest.write_text(text.replace('"Path": "PG_VERSION", "Size": 3,', '"Path": "PG_VERSION", "Size": 4,'))
+    extracted.clear()
+    cache, db = recover(pg_run, folder, "nightly-b")
+    try:
+        ev = cache.store.inspect(db.backup.base_backup)
+        assert ev.problems and all("nightly-b: pg_verifybackup: " in p for p in ev.problems), ev.problems
+        assert sorted(extracted) == ["base.tar.gz", "pg_wal.tar.gz"], extracted
+    finally:
+        cache.close(last=True)
+
+
 def test_pg_amcheck_says_what_it_covered_and_what_its_budget_left(pg_run: ClusterFactory, shop: Shop) -> None:
     """Within its budget: every table and index, counted; a budget that runs out names the tables not reached,
     largest first (a passing check must not read as 'all checked' when it was not)."""

@@ -22,6 +22,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -352,9 +353,13 @@ class RecoveredCluster(Cluster):
     """A server started on a recovered base backup; it is up once recovery ended and it was promoted."""
 
     def __init__(self, installation: pgbin.Installation, bb: Physical, archive: basebackup.WalArchive | None,
-                 home: Path, target: RecoveryTarget, timeout: float | None, remove: Any = None) -> None:
+                 home: Path, target: RecoveryTarget, timeout: float | None, remove: Any = None,
+                 unpacked: Callable[[Path], None] | None = None) -> None:
+        """``unpacked``: called with the data directory once the base backup is unpacked, before anything of ours
+        is written into it or a server starts on it (the integrity check's verification of a tar backup)."""
         super().__init__(installation, bb.path, home, remove)
         self.bb, self.archive, self.target, self.timeout = bb, archive, target, timeout
+        self.unpacked = unpacked
         self.stage = home / "wal"
         self.superuser = "postgres"
         self.phases: dict[str, float] = {}
@@ -388,6 +393,12 @@ class RecoveredCluster(Cluster):
         os.chmod(self.home, 0o700)
         self.step = "unpack base backup"
         unpack(self.bb, self.datadir, self.home / "tablespaces")
+        verified = 0.0
+        if self.unpacked is not None:
+            self.step = "verify base backup"
+            t_verify = time.monotonic()
+            self.unpacked(self.datadir)
+            verified = time.monotonic() - t_verify
         self.step = "stage WAL"
         t1 = time.monotonic()
         self.stager = Stager(self.archive, self.bb.start_segment, self.stage, self.datadir, user)
@@ -403,7 +414,8 @@ class RecoveredCluster(Cluster):
                     os.chown(os.path.join(root, name), *user, follow_symlinks=False)
         os.chmod(self.datadir, 0o700)
         t2 = time.monotonic()
-        self.phases = {"unpack base backup": round(t1 - t0, 3)}
+        self.phases = {"unpack base backup": round(t1 - t0 - verified, 3)} | \
+            ({"verify base backup": round(verified, 3)} if verified else {})
         # In a container, the client runs as this process's own account (the engine's socket is its) and the
         # server as the server's account inside; SIGQUIT reaches it through the client.
         self.argv = [*self.installation.command("postgres", ((self.home, True),), None, user), "-D", str(self.datadir)]
@@ -591,13 +603,31 @@ class RecoveredBackup(RestoredBackup):
         # background), and an object's id() is reused once it is freed (two recoveries collided on it).
         home = factory.place(need) / f"recovery-{os.getpid()}-{next(_HOMES)}"
         cluster = RecoveredCluster(inst, self.bb, self.archive, home, self.recovery_target, self.timeout,
-                                   factory.remove_later)
+                                   factory.remove_later, self._verify_here())
         self.target = RecoveredTarget(cluster)
         self.target_label = self.target.label
         self.compat.compared += [f"{self.bb.describe()} -> {inst.describe()} on this machine (its own major "
                                  "version; physical backups are recovered here whatever the provider)",
                                  self.recovery_target.describe()]
         self._preflight()
+
+    def _verify_here(self) -> Callable[[Path], None] | None:
+        """A tar base backup the integrity check has not verified yet is verified in the recovery's own data
+        directory, unpacked and untouched (pg_verifybackup before 18 reads folders only: the check would unpack
+        every tar a second time); the check then takes that result. Not where tablespaces are mapped (the data
+        directory's tablespace_map is the recovery's own, not the backup's)."""
+        artifact, bb = self.backup.base_backup, self.bb
+        if artifact is None or artifact.format != "basebackup" or not isinstance(bb, BaseBackup) or \
+                bb.layout != "tar" or bb.manifest is None or bb.tablespaces or self.store.known(artifact):
+            return None
+
+        def verify_here(datadir: Path) -> None:
+            try:
+                self.store.verify_unpacked(artifact, datadir)
+            except Exception:  # noqa: BLE001 (the integrity check then verifies on its own)
+                log.warning("verifying %s in the recovery's folder failed", artifact.name, exc_info=True)
+
+        return verify_here
 
     def _restore(self) -> None:
         target = self.target
@@ -758,10 +788,12 @@ def checksum_failures(target: RecoveredTarget) -> tuple[bool, list[str]]:
     return on, [f"{r[0]}: {r[1]} page(s) failed their checksum" for r in rows]
 
 
-def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | None) -> tuple[list[str], list[str]]:
+def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | None,
+           unpacked: Path | None = None) -> tuple[list[str], list[str]]:
     """pg_verifybackup of the backup's own major version: every file against backup_manifest's checksums, and the
     WAL the backup needs present and parseable (from the backup, else from an uncompressed archive beside it).
-    (problems, notes). A tar backup is unpacked into ``scratch`` first (pg_verifybackup reads tars from 18 on)."""
+    (problems, notes). A tar backup is unpacked into ``scratch`` first (pg_verifybackup reads tars from 18 on),
+    unless it is ``unpacked`` already (a recovery's data directory, before the server starts on it)."""
     if bb.manifest is None:
         return [], ["no backup_manifest (pg_basebackup 13+ writes one): its files cannot be checked against "
                     "checksums; the recovery is the proof"]
@@ -773,9 +805,13 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
         return [], [f"{inst.describe()} has no pg_verifybackup: not verified before the recovery"]
     notes: list[str] = []
     folder = bb.path
+    ours = False  # a folder unpacked here, removed afterwards
     try:
-        if bb.layout == "tar":
-            folder = scratch / "verify"
+        if bb.layout == "tar" and unpacked is not None:
+            folder = unpacked
+            shutil.copyfile(bb.manifest, folder / "backup_manifest")
+        elif bb.layout == "tar":
+            folder, ours = scratch / "verify", True
             shutil.rmtree(folder, ignore_errors=True)
             _extract(bb.tars[0], folder)
             if bb.wal_tar is not None:
@@ -807,7 +843,7 @@ def verify(bb: BaseBackup, tools: pgbin.Tools, scratch: Path, archive: Path | No
     except (OSError, tarfile.TarError, EOFError, subprocess.SubprocessError) as exc:
         return [f"{bb.path.name}: cannot be read for verification: {exc}"], notes
     finally:
-        if folder != bb.path:
+        if ours:
             shutil.rmtree(folder, ignore_errors=True)
     if proc.returncode == 0:
         return [], notes or ["every file matches backup_manifest and the WAL it needs parses (pg_verifybackup)"]
