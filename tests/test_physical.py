@@ -430,9 +430,13 @@ def test_a_tar_base_backup_is_verified_in_the_recoverys_folder_and_unpacked_once
     extracted: list[str] = []
     real = recovery._extract
     monkeypatch.setattr(recovery, "_extract", lambda tar, into: (extracted.append(tar.name), real(tar, into))[1])
+    verify = EvidenceStore.verify_unpacked
+    monkeypatch.setattr(EvidenceStore, "verify_unpacked", lambda *a: (time.sleep(1.0), verify(*a))[1])  # a slow one
     cache, db = recover(pg_run, shop.backups, "nightly-b")
+    monkeypatch.setattr(EvidenceStore, "verify_unpacked", verify)
     try:
-        assert not db.result.errors and "verify base backup" in db.phases, db.phases
+        assert not db.result.errors and db.phases["verify base backup"] >= 1.0, db.phases
+        assert db.result.seconds < sum(db.phases.values()) - 0.9, "the time to recover leaves the verification out"
         ev = cache.store.inspect(db.backup.base_backup)
         assert not ev.problems and any("every file matches backup_manifest" in n for n in ev.checksum_ok), ev
         assert sorted(extracted) == ["base.tar.gz", "pg_wal.tar.gz"], extracted
