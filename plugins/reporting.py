@@ -17,6 +17,7 @@ from backupcheck import __version__ as ours
 from backupcheck import results
 from backupcheck.model import Listing
 from backupcheck.reports import added, writer
+from backupcheck.reports.allure_stream import AllureStream
 from backupcheck.reports.render import (
     gate_comment,
     gate_lines,
@@ -45,6 +46,7 @@ RESULTS = pytest.StashKey[dict]()  # the run's results document, once the sessio
 _AFTER = pytest.StashKey[list[str]]()  # what recording, metrics and notification said
 _CHARTS = pytest.StashKey[str]()  # the trends section of the HTML report
 _JUNIT = pytest.StashKey[Path]()  # where junit.xml is rendered from the results (unless --junitxml is given)
+_STREAM = pytest.StashKey[AllureStream]()  # the Allure results being written while the run goes on
 _ALLURE = pytest.StashKey[Path]()  # where allure-results are rendered from the results (unless --alluredir is given)
 _ATTACHED = pytest.StashKey[dict[str, list[tuple[str, str]]]]()  # node id -> text attachments, on the controller
 _RANK = {"failed": 3, "error": 3, "passed": 1, "skipped": 0}
@@ -385,6 +387,25 @@ class Summary:
                 }
             else:  # a teardown that failed after the test: the check errs
                 entry["outcome"], entry["message"] = "error", _short(report)
+        if report.when == "teardown":  # the check's last report: its Allure result can be written now
+            self._stream_allure(report.nodeid)
+
+    def _stream_allure(self, nodeid: str) -> None:
+        """Hand a check that ended to the Allure results written while the run goes on (``AllureStream``)."""
+        folder = self.config.stash.get(_ALLURE, None)
+        entry = self.config.stash[_CHECKS].get(nodeid)
+        if folder is None or entry is None:
+            return
+        stream = self.config.stash.get(_STREAM, None)
+        if stream is None:
+            listing = self.config.stash[RUN].listing
+            slots = {}
+            for b in listing.backups():
+                position = listing.newest_first_position(b)
+                slots[b.key] = "newest" if position == 0 else f"newest-{position}"
+            started = self.config.stash[_STARTED].isoformat(timespec="seconds")
+            stream = self.config.stash[_STREAM] = AllureStream(folder, started, slots)
+        stream.add(entry, self.config.stash.get(_ATTACHED, {}).get(nodeid, []))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -412,6 +433,10 @@ class Summary:
             if target is None:
                 continue
             try:
+                stream = self.config.stash.get(_STREAM, None) if name == "allure" else None
+                if stream is not None:  # written while the run went on: the rest, and what changed since
+                    stream.finish(document, self.config.stash.get(_ATTACHED, {}))
+                    continue
                 writer(name).write(document, target, attachments=self.config.stash.get(_ATTACHED, {}))
             except OSError as exc:
                 warnings.warn(f"backupcheck: cannot write {target}: {exc}", stacklevel=1)

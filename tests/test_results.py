@@ -68,3 +68,56 @@ def test_the_html_templates_escape_what_a_backup_names():
     block = html_summary(document, provider=hostile, containment="", profiles=[hostile], streaks=[hostile],
                          charts="<svg id='ours'></svg>", banner="")
     assert hostile not in block and "<svg id='ours'></svg>" in block, "our own charts stay markup"
+
+
+def test_allure_results_written_while_the_run_goes_on_end_as_the_whole_document_writes_them(tmp_path):
+    """Each check's Allure result is written as the check ends; at the end the folder is what the renderer
+    writes from the whole results document: a check that changed since (a streak made it a blocker, its
+    teardown failed) is written again, one never handed over is added, one not in the document is gone, and the
+    last run's results are gone while what a CI step put there stays."""
+    import json
+    import time
+
+    from backupcheck.reports import render
+    from backupcheck.reports.allure_stream import AllureStream
+
+    def check(n: int, outcome: str = "passed") -> dict:
+        return {"nodeid": f"suites/test_x.py::test_{n}[shop-20261207T020000Z]", "name": f"test_{n}",
+                "family": "restore", "series": "shop", "backup": "shop-20261207T020000Z", "outcome": outcome,
+                "seconds": 0.5, "message": "", "findings": [], "severity": "normal"}
+
+    checks = [check(n) for n in range(5)]
+    attachments = {checks[0]["nodeid"]: [("restore errors", "none")]}
+    streamed = tmp_path / "streamed" / "allure-results"
+    streamed.mkdir(parents=True)
+    (streamed / "old-result.json").write_text("{}")
+    (streamed / "categories.json").write_text("[]")
+    stream = AllureStream(streamed, "2026-12-07T02:00:00+00:00", {"shop-20261207T020000Z": "newest"})
+    for c in checks[:4]:
+        stream.add(c, attachments.get(c["nodeid"], []))
+    stream.add(check(9), [])  # a check the document will not hold
+    for _ in range(100):
+        if len(list(streamed.glob("*-result.json"))) == 5:
+            break
+        time.sleep(0.05)
+    assert len(list(streamed.glob("*-result.json"))) == 5, "written as the checks ended, before the end"
+    checks[2] = {**checks[2], "outcome": "error", "message": "teardown failed"}
+    document = {"run": {"started": "2026-12-07T02:00:00+00:00"}, "checks": checks,
+                "backups": [{"key": "shop-20261207T020000Z", "series": "shop", "taken_at": "2026-12-07T02:00:00"}],
+                "streaks": [{"series": "shop", "check": "test_3", "runs": 3, "since": "2026-12-05"}]}
+    stream.finish(document, attachments)
+    whole = tmp_path / "whole"
+    render.allure(document, whole, attachments)
+
+    def seen(folder):  # every result and attachment, the random uuid taken out
+        out = []
+        for path in folder.glob("*-result.json"):
+            r = json.loads(path.read_text())
+            texts = [(a["name"], (folder / a["source"]).read_text()) for a in r.pop("attachments")]
+            r.pop("uuid")
+            out.append(json.dumps([r, texts], sort_keys=True))
+        return sorted(out)
+
+    assert seen(streamed) == seen(whole)
+    assert len(seen(streamed)) == 5 and (streamed / "categories.json").exists()
+    assert len(list(streamed.glob("*-attachment.txt"))) == 1, "the attachments of results written again are gone"

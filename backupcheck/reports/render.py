@@ -59,7 +59,7 @@ def junit(document: dict[str, Any], path: Path) -> None:
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _slots(document: dict[str, Any]) -> dict[str, str]:
+def slots(document: dict[str, Any]) -> dict[str, str]:
     """Backup key -> which backup of its series it is, counted from the newest (stable night after night)."""
     by_series: dict[str, list[dict[str, Any]]] = {}
     for b in document["backups"]:
@@ -71,50 +71,67 @@ def _slots(document: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-_KEEP = ("history", "environment.properties", "executor.json", "categories.json")  # what a CI step put there
-
-
 def allure(document: dict[str, Any], folder: Path, attachments: dict[str, list[tuple[str, str]]] | None = None,
            clean: bool = False) -> None:
     """One ``*-result.json`` per check, as allure-pytest writes them: feature = family, story = series, the
     series' severity (blocker for a streak), the dated backup an excluded parameter and ``slot`` a stable one,
     so Allure's history follows a series from night to night; text attachments beside them."""
-
     folder.mkdir(parents=True, exist_ok=True)
-    if clean:  # last run's results, not what a CI step put there for Allure's trends
-        for old in folder.iterdir():
-            if old.name not in _KEEP:
-                shutil.rmtree(old) if old.is_dir() else old.unlink()
-    status = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
+    if clean:
+        clean_allure(folder)
     blockers = {(s["series"], s["check"]) for s in document.get("streaks", [])}
-    slots = _slots(document)
-    started = document["run"]["started"]
-    t0 = int(datetime.fromisoformat(started).timestamp() * 1000) if started else 0
+    slot = slots(document)
+    t0 = allure_start(document["run"]["started"])
     for c in document["checks"]:
-        slot = slots.get(c["backup"], "")
-        history_id = hashlib.md5(f"{c['nodeid'].split('[')[0]}|{c['series']}|{slot}".encode()).hexdigest()  # noqa: S324
-        severity = "blocker" if (c["series"], c["name"]) in blockers else c.get("severity", "normal")
-        labels = [{"name": "feature", "value": c["family"] or "checks"}, {"name": "epic", "value": "backupcheck"},
-                  {"name": "severity", "value": severity}, {"name": "framework", "value": "pytest"}]
-        if c["series"]:
-            labels.append({"name": "story", "value": c["series"]})
-        params = [{"name": "backup", "value": repr(c["backup"]), "excluded": True}]
-        if c["series"] and slot:
-            params += [{"name": "series", "value": repr(c["series"])}, {"name": "slot", "value": repr(slot)}]
-        uid = str(uuid.uuid4())
-        files = []
-        for i, (name, text) in enumerate((attachments or {}).get(c["nodeid"], [])):
-            source = f"{uid}-{i}-attachment.txt"
-            (folder / source).write_text(text)
-            files.append({"name": name, "source": source, "type": "text/plain"})
-        result = {
-            "uuid": uid, "historyId": history_id, "testCaseId": history_id, "fullName": c["nodeid"],
-            "name": c["nodeid"].rpartition("::")[2], "status": status.get(c["outcome"], "unknown"),
-            "statusDetails": {"message": _findings_text(c)[:4000]} if c["outcome"] != "passed" else {},
-            "start": t0, "stop": t0 + int(c["seconds"] * 1000), "labels": labels, "parameters": params,
-            "attachments": files,
-        }
-        (folder / f"{uid}-result.json").write_text(json.dumps(result))
+        allure_result(folder, c, slot.get(c["backup"], ""), (c["series"], c["name"]) in blockers, t0,
+                      (attachments or {}).get(c["nodeid"], []))
+
+
+_KEEP = ("history", "environment.properties", "executor.json", "categories.json")  # what a CI step put there
+
+
+def clean_allure(folder: Path) -> None:
+    """The last run's results gone, not what a CI step put there for Allure's trends."""
+    for old in folder.iterdir():
+        if old.name not in _KEEP:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def allure_start(started: str) -> int:
+    """The run's start (results.json's, to the second) in Allure's milliseconds."""
+    return int(datetime.fromisoformat(started).timestamp() * 1000) if started else 0
+
+
+def allure_result(folder: Path, c: dict[str, Any], slot: str, blocker: bool, t0: int,
+                  attachments: list[tuple[str, str]]) -> list[Path]:
+    """One check's result file and its attachments in ``folder``; the files written."""
+    status = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
+    history_id = hashlib.md5(f"{c['nodeid'].split('[')[0]}|{c['series']}|{slot}".encode()).hexdigest()  # noqa: S324
+    severity = "blocker" if blocker else c.get("severity", "normal")
+    labels = [{"name": "feature", "value": c["family"] or "checks"}, {"name": "epic", "value": "backupcheck"},
+              {"name": "severity", "value": severity}, {"name": "framework", "value": "pytest"}]
+    if c["series"]:
+        labels.append({"name": "story", "value": c["series"]})
+    params = [{"name": "backup", "value": repr(c["backup"]), "excluded": True}]
+    if c["series"] and slot:
+        params += [{"name": "series", "value": repr(c["series"])}, {"name": "slot", "value": repr(slot)}]
+    uid = str(uuid.uuid4())
+    files, written = [], []
+    for i, (name, text) in enumerate(attachments):
+        source = f"{uid}-{i}-attachment.txt"
+        (folder / source).write_text(text)
+        written.append(folder / source)
+        files.append({"name": name, "source": source, "type": "text/plain"})
+    result = {
+        "uuid": uid, "historyId": history_id, "testCaseId": history_id, "fullName": c["nodeid"],
+        "name": c["nodeid"].rpartition("::")[2], "status": status.get(c["outcome"], "unknown"),
+        "statusDetails": {"message": _findings_text(c)[:4000]} if c["outcome"] != "passed" else {},
+        "start": t0, "stop": t0 + int(c["seconds"] * 1000), "labels": labels, "parameters": params,
+        "attachments": files,
+    }
+    (folder / f"{uid}-result.json").write_text(json.dumps(result))
+    written.append(folder / f"{uid}-result.json")
+    return written
 
 
 def markdown(document: dict[str, Any]) -> str:
