@@ -302,9 +302,8 @@ def cache_dir(settings: Settings) -> Path:
 
 
 def remote_access(settings: Settings, config: pytest.Config | None = None):  # type: ignore[no-untyped-def]
-    """Access to the run's remote sources (None when all are local): listing, heads, downloads into the cache."""
-    if not any(sources.is_remote(s) for s in settings.sources):
-        return None
+    """Access to the run's remote sources and the series' remote WAL archives (None when all are local): listing,
+    heads, downloads into the cache."""
     return sources.remote_access(settings, cache_dir(settings), _progress(config) if config else None)
 
 

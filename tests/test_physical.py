@@ -869,6 +869,31 @@ def test_plain_and_tar_base_backups_and_their_wal_under_an_s3_prefix(run_suites,
     assert segments[-2].rsplit("/", 1)[-1] in run.messages["test_wal_archive_has_no_gap[base]"]
 
 
+def test_local_base_backups_with_their_wal_under_a_configured_s3_prefix(run_suites, shop: Shop, bucket,
+                                                                        s3_endpoint: str, tmp_path: Path) -> None:
+    """Base backups on disk, their archive_command writing to a bucket (wal_archive = "s3://…" for the series):
+    the archive is listed there, each segment the replay asks for is downloaded, every family passes; a segment
+    deleted from the bucket is the gap."""
+    name, writer = bucket
+    folder = copy_of(shop, tmp_path)
+    shutil.rmtree(folder / shop.primary.archive.name)  # the WAL lives in the bucket only
+    for f in sorted(shop.primary.archive.iterdir()):
+        writer.upload_file(str(f), name, f"archive/shop/{f.name}")
+    config = (f'[s3]\nendpoint_url = "{s3_endpoint}"\nregion = "us-east-1"\n'
+              f'[series.shop]\nwal_archive = "s3://{name}/archive/shop/"\n'
+              f'critical_tables = {{ "public.orders" = {shop.rows_at["end"]} }}\n')
+    run = run_suites("--backups", str(folder), "--restore", "all", "--now", _suite_now(shop), config=config)
+    assert not run.failed(), {n: run.messages[n] for n in run.failed()}
+    assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "passed"
+    assert [v for n, v in run.outcomes.items() if n.startswith("test_critical_tables_meet")] == ["passed", "passed"]
+    segments = sorted(o["Key"] for o in writer.list_objects_v2(Bucket=name, Prefix="archive/shop/")["Contents"]
+                      if re.search(r"/[0-9A-F]{24}$", o["Key"]))
+    writer.delete_object(Bucket=name, Key=segments[-2])
+    run = run_suites("--backups", str(folder), "--now", _suite_now(shop), "-m", "physical", config=config)
+    assert run.outcomes["test_wal_archive_has_no_gap[shop]"] == "failed"
+    assert segments[-2].rsplit("/", 1)[-1] in run.messages["test_wal_archive_has_no_gap[shop]"]
+
+
 @pytest.mark.parametrize("method", ["lz4", "zstd"])
 def test_lz4_and_zstd_tar_base_backups_recover(pg_run: ClusterFactory, method: str) -> None:
     """pg_basebackup -Ft --compress=lz4 / zstd: told by its bytes, verified, recovered."""

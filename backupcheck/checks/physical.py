@@ -10,7 +10,7 @@ from typing import Any
 
 from ..model import Finding, Series
 from ..schema import ConfigError, Setting, parse_duration
-from ..sources import barman, basebackup, pgbackrest
+from ..sources import barman, basebackup, is_remote, pgbackrest
 from ..sources.base import RemoteError
 from ..sources.basebackup import WalArchive
 from .freshness import duration_text
@@ -43,13 +43,14 @@ def target_time(text: str) -> datetime:
 
 def _path(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key} = {value!r}: expected the path of a folder of archived WAL segments")
+        raise ConfigError(f"{key} = {value!r}: expected the path of a folder of archived WAL segments, or the "
+                          "s3:// prefix they are under")
     return value.strip()
 
 
 SETTINGS = (
-    Setting("wal_archive", "physical", _path, "the folder of the series' archived WAL, where it is not a folder "
-            "beside its base backups", "found beside the base backups"),
+    Setting("wal_archive", "physical", _path, "the folder (or s3:// prefix) of the series' archived WAL, where it is "
+            "not beside its base backups", "found beside the base backups"),
     Setting("recovery_window", "physical", parse_duration, "how far back the series promises point-in-time "
             "recovery: \"14d\""),
     Setting("recover_to", "physical", parse_target, "recover the base backup to this moment (\"2026-12-06 14:05Z\") "
@@ -72,6 +73,8 @@ def archive_of(series: Series, configured: str = "", remote: Any = None) -> WalA
     if newest is not None and newest.wal_archive_url and not configured:
         return basebackup.remote_archive(remote, newest.wal_archive_url)
     if configured:
+        if is_remote(configured):
+            return basebackup.remote_archive(remote, configured)
         return basebackup.read_archive(Path(configured))
     for backup in reversed(series.backups):
         artifact = backup.base_backup

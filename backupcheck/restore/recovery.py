@@ -33,8 +33,9 @@ from ..servers import pgbin
 from ..servers.cluster import Cluster, ClusterFactory, ServerStartError, _pdeathsig, server_user
 from ..servers.containers import ContainerInstallation, installation_in_image
 from ..sniff import open_decompressed
-from ..sources import barman, basebackup, pgbackrest
+from ..sources import barman, basebackup, is_remote, pgbackrest
 from ..sources.barman import BarmanBackup
+from ..sources.base import RemoteError
 from ..sources.basebackup import BaseBackup
 from ..sources.pgbackrest import RestBackup
 from . import progress
@@ -72,6 +73,8 @@ def options(series: Any, run_default: str = "") -> dict[str, Any]:
     text = series.recover_to or run_default
     target = RecoveryTarget(name=text[5:]) if text.startswith("name:") else \
         RecoveryTarget(target_time(text) if text else None)
+    if is_remote(series.wal_archive):
+        return {"target": target, "wal_archive_url": series.wal_archive}
     return {"target": target, "wal_archive": Path(series.wal_archive) if series.wal_archive else None}
 
 
@@ -541,13 +544,14 @@ class RecoveredBackup(RestoredBackup):
     """A base backup recovered into a disposable server, then asked what a restored dump is asked."""
 
     def __init__(self, *args: Any, target: RecoveryTarget | None = None, wal_archive: Path | None = None,
-                 factory: ClusterFactory | None = None, **kwargs: Any) -> None:
+                 factory: ClusterFactory | None = None, wal_archive_url: str = "", **kwargs: Any) -> None:
         """``factory``: where disposable data directories go, whatever the run's provider (a physical backup is
         recovered on this machine: containers and a given server restore dumps only)."""
         super().__init__(*args, **kwargs)
         self.factory = factory
         self.recovery_target = target or RecoveryTarget()
         self.wal_path = wal_archive
+        self.wal_url = wal_archive_url  # a series' WAL archive under a remote prefix (wal_archive = "s3://…")
         self.bb: Physical | None = None
         self.archive: basebackup.WalArchive | None = None
         self._tables: list[str] | None = None
@@ -567,8 +571,11 @@ class RecoveredBackup(RestoredBackup):
             self.archive = pgbackrest.archive(bb.repo, bb.stanza)
         elif isinstance(bb, BarmanBackup):
             self.archive = barman.list_archive(self.store.remote, bb.source, bb.server, bb.major)
-        elif artifact.wal_archive_url and self.wal_path is None:
-            self.archive = basebackup.remote_archive(self.store.remote, artifact.wal_archive_url)
+        elif self.wal_url or (artifact.wal_archive_url and self.wal_path is None):
+            try:
+                self.archive = basebackup.remote_archive(self.store.remote, self.wal_url or artifact.wal_archive_url)
+            except (basebackup.PhysicalError, RemoteError) as exc:
+                raise RestoreRefused(f"not recovered: its WAL archive cannot be read: {exc}") from None
         else:
             path = self.wal_path or artifact.wal_archive
             self.archive = basebackup.read_archive(path) if path is not None else None

@@ -74,8 +74,10 @@ def local_paths(sources: tuple[str, ...] | list[str]) -> list[Path]:
 
 
 def remote_access(settings: Any, cache_dir: Path, progress: Any = None) -> Any:
-    """The access object for the remote sources of a run (None when every source is local)."""
-    kinds = {kind_of(s) for s in settings.sources if is_remote(s)} - {None}
+    """The access object for the remote sources of a run, and of the WAL archives its series name under a remote
+    prefix (None when every one is local)."""
+    archives = [c.wal_archive for c in (settings.defaults, *settings.series.values()) if c.wal_archive]
+    kinds = {kind_of(s) for s in (*settings.sources, *archives) if is_remote(s)} - {None}
     if not kinds:
         return None
     if len(kinds) > 1:  # one remote kind per run today; a second registers its own access beside it
