@@ -218,12 +218,26 @@ def test_the_time_left_from_earlier_restores():
     assert line("k", with_total, 10, expected=70).endswith("about 10s left"), "the manifest's size comes first"
 
 
+def _restored_counting_connections(farm, restore, tmp_path, db: str, stem: str):  # type: ignore[no-untyped-def]
+    """``db`` of the farm dumped, restored, and every connection its checks open named in the list returned."""
+    from backupcheck.discovery import discover
+
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "b"
+    farmlib.stamp(farm.dump(db, folder / f"{stem}_{when:%Y%m%d_%H%M%S}.dump"), when)
+    [backup] = discover([folder]).backups()
+    restored = restore(backup, tmp_path / "run")
+    opened: list[str] = []
+    connect = restored._connect
+    restored._connect = lambda name: (opened.append(name), connect(name))[1]
+    return restored, opened
+
+
 def test_anti_joins_run_side_by_side_and_each_names_its_key(farm, restore, tmp_path, monkeypatch):
     """Three keys the restore could not validate (NOT VALID, with orphans), on tables large enough to share out
     (here: any): three anti-joins on connections of their own, each finding naming its key and what it found; a
     key whose table is gone is said, not raised."""
     from backupcheck.checks.restoring import foreign_key_orphans
-    from backupcheck.discovery import discover
     from backupcheck.restore import database
 
     monkeypatch.setattr(database, "SPREAD_FROM", 0)
@@ -237,14 +251,7 @@ def test_anti_joins_run_side_by_side_and_each_names_its_key(farm, restore, tmp_p
         alter table public.notes add constraint notes_product_fk foreign key (product_id) references public.products(id)
             not valid;
     """)
-    when = farmlib.nights(farm.now)[-1]
-    folder = tmp_path / "b"
-    farmlib.stamp(farm.dump(db, folder / f"keys_{when:%Y%m%d_%H%M%S}.dump"), when)
-    [backup] = discover([folder]).backups()
-    restored = restore(backup, tmp_path / "run")
-    opened: list[str] = []
-    connect = restored._connect
-    restored._connect = lambda name: (opened.append(name), connect(name))[1]
+    restored, opened = _restored_counting_connections(farm, restore, tmp_path, db, "keys")
     findings, notes = foreign_key_orphans(restored)
     named = sorted(f.what for f in findings)
     assert named == [f"foreign key notes_{k}_fk has orphaned rows (declared NOT VALID)" for k in
@@ -258,7 +265,6 @@ def test_a_small_databases_checks_share_one_connection(farm, restore, tmp_path):
     """Counting, the newest rows, the tables' presence and the anti-joins of a small database all run on the
     checks' one connection: a new connection costs the server about what counting a small table does."""
     from backupcheck.checks.restoring import foreign_key_orphans
-    from backupcheck.discovery import discover
 
     db = farm.clone(farm.states[-1], f"small_keys_{uuid.uuid4().hex[:8]}")
     farm.sql(db, """
@@ -267,14 +273,7 @@ def test_a_small_databases_checks_share_one_connection(farm, restore, tmp_path):
         alter table public.notes add constraint notes_user_fk foreign key (user_id) references public.users(id) not valid;
         alter table public.notes add constraint notes_order_fk foreign key (order_id) references public.orders(id) not valid;
     """)
-    when = farmlib.nights(farm.now)[-1]
-    folder = tmp_path / "b"
-    farmlib.stamp(farm.dump(db, folder / f"small_{when:%Y%m%d_%H%M%S}.dump"), when)
-    [backup] = discover([folder]).backups()
-    restored = restore(backup, tmp_path / "run")
-    opened: list[str] = []
-    connect = restored._connect
-    restored._connect = lambda name: (opened.append(name), connect(name))[1]
+    restored, opened = _restored_counting_connections(farm, restore, tmp_path, db, "small")
     assert restored.missing_tables() == []
     counts = restored.row_counts()
     assert counts["public.notes"] == 1 and counts["public.orders"]
