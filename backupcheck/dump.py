@@ -211,7 +211,11 @@ def dump(dsn: str, out: Path, fmt: str = "custom", checksums: bool = False, pg_a
         raise DumpError(f"{out.parent} is not a folder")
     started = time.monotonic()
     service = _Service(dsn)
-    conn = _snapshot(dsn)
+    try:
+        conn = _snapshot(dsn)
+    except BaseException:
+        service.close()  # the private service file holds the password: it never outlives the attempt
+        raise
     partial = out.with_name(f".{out.name}.partial")
     proc: subprocess.Popen[bytes] | None = None
     try:

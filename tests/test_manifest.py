@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -302,8 +303,11 @@ def test_a_role_shaped_like_supabases_postgres_counts_every_row_under_row_level_
     assert run.ret == 0, run.stdout[-3000:]
 
 
-def test_wrong_credentials_an_option_of_ours_or_a_failing_pg_dump_leave_nothing_behind(farm, tmp_path):
+def test_wrong_credentials_an_option_of_ours_or_a_failing_pg_dump_leave_nothing_behind(farm, tmp_path, monkeypatch):
     out = tmp_path / "shop.dump"
+    scratch = tmp_path.parent / f"{tmp_path.name}-tmp"  # where the private service file (with the password) goes
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with pytest.raises(dump.DumpError, match='cannot connect: .*role "nobody" does not exist'):
         dump.dump(dsn_of(farm, farm.states[-1], user="nobody", password="hunter2-not-shown"), out)
     with pytest.raises(dump.DumpError, match="pg_dump option -Fd is set by backupcheck dump itself"):
@@ -313,6 +317,7 @@ def test_wrong_credentials_an_option_of_ours_or_a_failing_pg_dump_leave_nothing_
     assert sorted(tmp_path.iterdir()) == [], "no partial dump or manifest stays"
     cli = subprocess.run([sys.executable, "-m", "backupcheck", "dump", "--dsn",
                           dsn_of(farm, farm.states[-1], user="nobody", password="hunter2-not-shown"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(scratch)})
     assert cli.returncode == 1 and "backupcheck dump: cannot connect" in cli.stderr
     assert "hunter2" not in cli.stdout + cli.stderr and "Traceback" not in cli.stderr
+    assert list(scratch.iterdir()) == [], "no service file with the password outlives a connection that failed"
