@@ -1040,6 +1040,7 @@ def barman_server(pg_run: ClusterFactory) -> Iterator[BarmanServer]:
     conf = home / "barman.conf"
     conf.write_text(f"[barman]\nbarman_home = {barman_home}\nbarman_user = {getpass.getuser()}\n"
                     f"log_file = {home}/barman.log\ncompression = gzip\n"
+                    f"cloud_staging_directory = {home}/staging\n"  # its default is a folder in /tmp it leaves
                     f"[shop]\nconninfo = host={home} user=postgres dbname=postgres\n"
                     f"streaming_conninfo = host={home} user=postgres\nbackup_method = postgres\narchiver = on\n"
                     f"path_prefix = {Path(inst.tool('pg_basebackup')).parent}\n")
