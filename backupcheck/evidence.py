@@ -519,6 +519,11 @@ class EvidenceStore:
         self._check_sidecars(a, ev)
         self._plain(a, ev, scan)
         ev.problems += problems
+        return self._keep(a, ev)
+
+    def _keep(self, a: Artifact, ev: ArtifactEvidence) -> ArtifactEvidence:
+        """Evidence of ``a`` read whole by something else than ``inspect`` (a restore, a recovery): the checks take
+        it from here, the other workers from the run's cache."""
         key = _key(a, True)
         _write(self.cache / f"{key}.json", ev)
         with self._lock:
@@ -662,11 +667,7 @@ class EvidenceStore:
         self._check_sidecars(a, ev)
         with _said_in(a, ev):
             self._verify_base_backup(a, ev, datadir)
-        key = _key(a, True)
-        _write(self.cache / f"{key}.json", ev)
-        with self._lock:
-            self._memo[key] = ev
-        return ev
+        return self._keep(a, ev)
 
     def _verify_base_backup(self, a: Artifact, ev: ArtifactEvidence, unpacked: Path | None = None) -> None:
         """pg_verifybackup, before any recovery: files against the manifest, and the WAL the backup needs."""
