@@ -199,10 +199,10 @@ def _header_time(path: Path) -> datetime | None:
 
     try:
         if fmt == "directory":
-            return read_archive(path, fmt).created
+            return read_archive(path, fmt, header_only=True).created
 
         with open_decompressed(path, layers) as stream:
-            return read_archive(path, fmt, stream=stream).created
+            return read_archive(path, fmt, stream=stream, header_only=True).created
     except (ArchiveError, Exception):
         return None
 

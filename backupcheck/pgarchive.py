@@ -218,8 +218,8 @@ def _read_toc(r: _Reader, info: ArchiveInfo, container: str) -> None:
         )
 
 
-def read_archive(path: Path, fmt: str, stream: BinaryIO | None = None) -> ArchiveInfo:
-    """Read the header and TOC of a custom, directory or tar archive.
+def read_archive(path: Path, fmt: str, stream: BinaryIO | None = None, header_only: bool = False) -> ArchiveInfo:
+    """Read the header and TOC of a custom, directory or tar archive (``header_only``: the header, no entries).
 
     ``stream`` is the decompressed content of a custom or tar archive when the
     file itself is compressed; otherwise ``path`` is opened.
@@ -227,7 +227,7 @@ def read_archive(path: Path, fmt: str, stream: BinaryIO | None = None) -> Archiv
     try:
         if fmt == "directory":
             with open(path / "toc.dat", "rb") as f:
-                return _parse(f, "directory")
+                return _parse(f, "directory", header_only)
         if fmt == "tar":
             src = stream if stream is not None else open(path, "rb")
             try:
@@ -238,22 +238,23 @@ def read_archive(path: Path, fmt: str, stream: BinaryIO | None = None) -> Archiv
                     handle = tar.extractfile(member)
                     if handle is None:
                         raise ArchiveError("toc.dat is not a regular member")
-                    return _parse(handle, "tar")  # type: ignore[arg-type]
+                    return _parse(handle, "tar", header_only)  # type: ignore[arg-type]
             finally:
                 if stream is None:
                     src.close()
         if stream is not None:
-            return _parse(stream, "custom")
+            return _parse(stream, "custom", header_only)
         with open(path, "rb") as f:
-            return _parse(f, "custom")
+            return _parse(f, "custom", header_only)
     except (OSError, tarfile.TarError, EOFError, struct.error) as exc:
         raise ArchiveError(str(exc)) from exc
 
 
-def _parse(stream: BinaryIO, container: str) -> ArchiveInfo:
+def _parse(stream: BinaryIO, container: str, header_only: bool = False) -> ArchiveInfo:
     r = _Reader(stream)
     info = _read_header(r)
-    _read_toc(r, info, container)
+    if not header_only:
+        _read_toc(r, info, container)
     return info
 
 

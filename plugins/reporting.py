@@ -68,11 +68,15 @@ def record_restore(node: pytest.Item, restored: object) -> None:
         "skipped": [str(x) for x in getattr(restored, "skipped", [])],
         "phases": restored.phase_times() if hasattr(restored, "phase_times") else {},
     }
-    node.user_properties.append(("restore", summary))  # for results.json, on the controller
     logged = node.config.stash.setdefault(_LOGGED, set())
     if result.backup in logged:
         return
     logged.add(result.backup)
+    # For results.json, on the controller, which keeps the first it is told: on one report only (the setup's of
+    # the backup's first test here, see pytest_runtest_makereport), not on the three reports of each test that
+    # uses the restore (a fleet of 100 backups sent 2,600 copies, each serialized by the worker and read again by
+    # the controller).
+    node.user_properties.append(("restore", summary))
     backup = restored.backup  # type: ignore[attr-defined]
 
     state = node.config.stash.get(RUN, None)
@@ -198,6 +202,9 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    if report.when == "setup" and any(k == "restore" for k, _ in item.user_properties):
+        # record_restore's summary goes with this report alone (a report takes a copy of the list)
+        item.user_properties[:] = [p for p in item.user_properties if p[0] != "restore"]
     if report.when == "call":
 
         found = findings_of(item)

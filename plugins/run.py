@@ -265,7 +265,7 @@ def _needed_majors(listing: Listing, settings: Settings) -> dict[str, int]:
         for a in backup.dumps:
             try:
                 if a.format in ("custom", "directory", "tar") and not a.compression:
-                    info = read_archive(a.path, a.format)
+                    info = read_archive(a.path, a.format, header_only=True)
                     need = max(info.min_restore_major, info.dump_major or 0)
                 elif a.format in ("plain", "dumpall"):
                     with open_sql(a.path, a.compression) as (f, _):

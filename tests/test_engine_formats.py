@@ -96,6 +96,10 @@ def test_archive_headers_of_pg_dump_15_16_and_18_are_read(clean_dir, farm_major,
     assert ("public", "orders") in info.tables()
     assert ("public", "orders") in info.data_tables()
     assert info.has_offsets
+    # What choosing a server needs, read without the entries; the same header
+    head = read_archive(path, fmt, header_only=True)
+    assert (head.version, head.dump_version, head.created) == (info.version, info.dump_version, info.created)
+    assert head.entries == [] and info.entries
 
 
 def test_an_archive_written_to_a_pipe_has_no_offsets(farm, tmp_path):

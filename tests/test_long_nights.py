@@ -310,3 +310,36 @@ def test_a_restore_shares_the_cores_with_the_other_backups_the_run_holds_restore
         assert share.held() == 2
     restored.__exit__(None, None, None)
     assert share.held() == 1, "let go of on exit"
+
+
+def test_a_workers_reports_tell_the_controller_of_each_restore_once(farm, run_suites, pytester, tmp_path):
+    """The restore's summary (phases, tool, profile) reaches the controller on one report per backup, not on the
+    three reports of each test that used the restore: a fleet of 100 backups sent it 2,600 times, serialized on
+    the worker and read again on the controller. results.json still has it."""
+    import json
+
+    when = farmlib.nights(farm.now)[-1]
+    folder = tmp_path / "b"
+    for name in ("shop", "shop2"):
+        farmlib.stamp(farm.dump(farm.states[-1], folder / f"{name}_{when:%Y%m%d_%H%M%S}.dump"), when)
+    told = tmp_path / "told.json"
+    pytester.makepyfile(tell_counter=f"""
+        import json, os
+
+        told = []
+
+        def pytest_runtest_logreport(report):
+            if not os.environ.get("PYTEST_XDIST_WORKER"):
+                told.extend(report.nodeid for k, _ in report.user_properties if k == "restore")
+
+        def pytest_unconfigure(config):
+            if not os.environ.get("PYTEST_XDIST_WORKER"):
+                open({str(told)!r}, "w").write(json.dumps(told))
+    """)
+    run = run_suites("--backups", str(folder), "-n", "2", "-p", "tell_counter")
+    assert run.ret == 0, run.stdout[-3000:]
+    said = json.loads(told.read_text())
+    backups = json.loads((run.reports / "results.json").read_text())["backups"]
+    assert sorted(b["key"].split("-")[0] for b in backups) == ["shop", "shop2"]
+    assert all(b["restore"] and b["restore"]["seconds"] > 0 for b in backups), backups
+    assert len(said) == 2 and len({n.split("[")[1] for n in said}) == 2, said  # one report per backup
