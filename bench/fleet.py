@@ -139,6 +139,22 @@ def xdist_floor(scratch: Path) -> float:
     return time.monotonic() - t0
 
 
+def slowest_restore(results: Path) -> str:
+    """The restore that took longest in a results.json, with its phases, and the run's own span."""
+    try:
+        doc = json.loads(results.read_text())
+    except (OSError, ValueError) as exc:
+        return f"no results ({exc})"
+    restored = [b for b in doc["backups"] if b.get("restore")]
+    run = doc.get("run", {})
+    span = f"run {run.get('started', '?')} to {run.get('finished', '?')}"
+    if not restored:
+        return f"{span}; nothing restored"
+    b = max(restored, key=lambda x: x["restore"]["seconds"])
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in b["restore"].get("phases", {}).items())
+    return f"{span}; slowest restore {b['key']} {b['restore']['seconds']:.1f} s ({phases})"
+
+
 def sharded(folder: Path, scratch: Path, parts: dict[str, list[float]]) -> tuple[float, list[str]]:
     """Plan, three shards one after another, merge; the planning and the merging are also kept in ``parts``."""
     said = []
@@ -147,7 +163,8 @@ def sharded(folder: Path, scratch: Path, parts: dict[str, list[float]]) -> tuple
     seconds, line = pytest_run(["--backups", str(folder), "--plan-out", str(plan)], scratch)
     parts["plan"].append(seconds)
     said.append(f"plan: {line}")
-    results = []
+    results: list[str] = []
+    ended: list[str] = []
     for k in (1, 2, 3):
         reports = scratch / f"shard-{k}"
         seconds, line = pytest_run(["--plan", str(plan), "--shard", f"{k}/3", "-n", "2", "--reports-dir",
@@ -155,6 +172,12 @@ def sharded(folder: Path, scratch: Path, parts: dict[str, list[float]]) -> tuple
         parts[f"shard {k}"].append(seconds)
         said.append(f"shard {k}/3: {seconds:.1f} s, {line}")
         results.append(str(reports / "results.json"))
+        ended.append(f"{datetime.now(UTC):%H:%M:%S}")
+    shards = [parts[f"shard {k}"][-1] for k in (1, 2, 3)]
+    for k, seconds in enumerate(shards, 1):
+        if seconds > 2 * statistics.median(shards):  # one shard far slower than its peers: say where it waited
+            said.append(f"shard {k}/3 took over twice the others (its process ended {ended[k - 1]} UTC): "
+                        f"{slowest_restore(Path(results[k - 1]))}")
     t_merge = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "backupcheck", "merge", *results, "--plan", str(plan), "-o",
                            str(scratch / "merged")], capture_output=True, text=True, cwd=ROOT)
