@@ -121,3 +121,42 @@ def test_allure_results_written_while_the_run_goes_on_end_as_the_whole_document_
     assert seen(streamed) == seen(whole)
     assert len(seen(streamed)) == 5 and (streamed / "categories.json").exists()
     assert len(list(streamed.glob("*-attachment.txt"))) == 1, "the attachments of results written again are gone"
+    assert sorted(p.name for p in streamed.iterdir() if not p.name.endswith(("-result.json", "-attachment.txt"))) \
+        == ["categories.json"], "no spare file is left"
+
+
+def test_the_next_run_rewrites_the_last_runs_allure_files_instead_of_making_new_ones(tmp_path):
+    """Making a file costs some filesystems ten times what rewriting one does (this machine's: 2,300 results of
+    a fleet, 1.5 s of CPU against 0.2 s): the next run into the same folder gives the last run's files the new
+    results' names and contents. Nothing of the last run is left to be read as this run's, also when the run
+    dies half way (its spares have names Allure does not read) and the run after it cleans up."""
+    import contextlib
+    import json
+
+    from backupcheck.reports import render
+
+    def document(n: int, started: str) -> dict:
+        checks = [{"nodeid": f"suites/test_x.py::test_{i}[shop-1]", "name": f"test_{i}", "family": "restore",
+                   "series": "shop", "backup": "shop-1", "outcome": "passed", "seconds": 0.5, "message": "",
+                   "findings": [], "severity": "normal"} for i in range(n)]
+        return {"run": {"started": started}, "checks": checks, "streaks": [],
+                "backups": [{"key": "shop-1", "series": "shop", "taken_at": "2026-12-07T02:00:00"}]}
+
+    folder = tmp_path / "allure-results"
+    render.allure(document(6, "2026-12-06T02:00:00+00:00"), folder, clean=True)
+    with contextlib.ExitStack() as held:  # held open: a file removed and made anew cannot get its inode back
+        inodes = {held.enter_context(p.open()) and p.stat().st_ino for p in folder.iterdir()}
+        assert len(inodes) == 6
+        render.allure(document(4, "2026-12-07T02:00:00+00:00"), folder, clean=True)
+        results = list(folder.iterdir())
+        assert len(results) == 4 and all(p.name.endswith("-result.json") for p in results), "no spare left"
+        assert {p.stat().st_ino for p in results} <= inodes, "the last run's files, rewritten"
+    assert {json.loads(p.read_text())["start"] for p in results} == {render.allure_start("2026-12-07T02:00:00+00:00")}
+
+    # A run that dies half way: its spares stay, under names Allure does not read; the next run uses them
+    files = render.AllureFiles(folder, clean=True)
+    files.write("a-result.json", "{}")
+    assert sorted(p.name for p in folder.glob("*-result.json")) == ["a-result.json"]
+    assert len(list(folder.iterdir())) == 4
+    render.allure(document(2, "2026-12-08T02:00:00+00:00"), folder, clean=True)
+    assert len(list(folder.iterdir())) == 2 and len(list(folder.glob("*-result.json"))) == 2

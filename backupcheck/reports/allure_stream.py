@@ -30,6 +30,7 @@ class AllureStream:
         self.slots = slots
         self.error: OSError | None = None
         self._written: dict[str, tuple[str, list[Path]]] = {}  # node id -> (what was written, its files)
+        self._files: render.AllureFiles | None = None
         self._queue: queue.Queue[tuple[dict[str, Any], list[tuple[str, str]]] | None] = queue.Queue()
         # A daemon: a run that dies before finish() must not hang on it; finish() waits for it.
         self._thread = threading.Thread(target=self._run, name="backupcheck-allure", daemon=True)
@@ -42,7 +43,7 @@ class AllureStream:
     def _run(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            render.clean_allure(self.folder)
+            self._files = render.AllureFiles(self.folder, clean=True)
         except OSError as exc:
             self.error = exc
         while (item := self._queue.get()) is not None:
@@ -55,11 +56,14 @@ class AllureStream:
         before = self._written.get(c["nodeid"])
         if before is not None and before[0] == said:
             return
+        folder = self._files
+        if folder is None:  # the folder could not be made (self.error says why)
+            return
         try:
             if before is not None:
                 for path in before[1]:
-                    path.unlink(missing_ok=True)
-            files = render.allure_result(self.folder, c, slot, blocker, self.t0, attachments)
+                    folder.give_back(path)
+            files = render.allure_result(folder, c, slot, blocker, self.t0, attachments)
         except OSError as exc:
             self.error = exc
             return
@@ -82,5 +86,7 @@ class AllureStream:
             for path in self._written.pop(nodeid)[1]:
                 with contextlib.suppress(OSError):
                     path.unlink()
+        if self._files is not None:
+            self._files.close()
         if self.error is not None:
             raise self.error
