@@ -110,10 +110,11 @@ def pg_dump(cluster: Cluster, dbname: str, target: Path, fmt: str = "custom", gz
     return target
 
 
-def pg_dumpall(cluster: Cluster, target: Path, tool: str | None = None) -> Path:
+def pg_dumpall(cluster: Cluster, target: Path, tool: str | None = None, exclude: tuple[str, ...] = ()) -> Path:
     binary = tool or cluster.installation.tool("pg_dumpall")
     target.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([binary, "-f", str(target)], env=cluster.env(), capture_output=True, text=True)
+    leave_out = [f"--exclude-database={name}" for name in exclude]
+    proc = subprocess.run([binary, "-f", str(target), *leave_out], env=cluster.env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"pg_dumpall failed: {proc.stderr.strip()}")
     return target

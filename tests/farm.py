@@ -64,6 +64,12 @@ class Farm:
         with psycopg.connect(**self.cluster.conninfo(db), autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(statement)
 
+    def others(self) -> tuple[str, ...]:
+        """The databases of the cluster that are not one of the nights (clones other tests made)."""
+        with psycopg.connect(**self.cluster.conninfo("postgres")) as conn:  # type: ignore[arg-type]
+            names = [r[0] for r in conn.execute("select datname from pg_database where not datistemplate")]
+        return tuple(n for n in names if n not in (*self.states, "postgres"))
+
     def clone(self, source: str, name: str) -> str:
         self.sql("postgres", f'create database "{name}" template "{source}"')
         return name
@@ -124,7 +130,9 @@ def build_clean(farm: Farm, root: Path, newer: Farm | None = None) -> dict[str, 
         (root / "bz2").mkdir(exist_ok=True)
         (root / "bz2" / f"archive_{ts}.sql.bz2").write_bytes(bz2.compress(body))
         # a Supabase dashboard download: pg_dumpall, gzipped, named DD-MM-YYYY@HH-MM-SS
-        gz(sampledb.pg_dumpall(farm.cluster, root / "supabase" / f"db_cluster-{when:%d-%m-%Y@%H-%M-%S}.backup"))
+        # (the nights alone: a database another test cloned with planted damage is not this folder's)
+        gz(sampledb.pg_dumpall(farm.cluster, root / "supabase" / f"db_cluster-{when:%d-%m-%Y@%H-%M-%S}.backup",
+                               exclude=farm.others()))
         # a timestamped folder holding database.sql and configuration.json
         folder = root / "folders" / f"backup-{when:%Y-%m-%dT%H-%M-%S}-000Z"
         folder.mkdir(parents=True)
