@@ -132,6 +132,7 @@ def test_the_next_run_rewrites_the_last_runs_allure_files_instead_of_making_new_
     dies half way (its spares have names Allure does not read) and the run after it cleans up."""
     import contextlib
     import json
+    import os
 
     from backupcheck.reports import render
 
@@ -152,6 +153,14 @@ def test_the_next_run_rewrites_the_last_runs_allure_files_instead_of_making_new_
         assert len(results) == 4 and all(p.name.endswith("-result.json") for p in results), "no spare left"
         assert {p.stat().st_ino for p in results} <= inodes, "the last run's files, rewritten"
     assert {json.loads(p.read_text())["start"] for p in results} == {render.allure_start("2026-12-07T02:00:00+00:00")}
+
+    # A link is not written through: removed, not reused
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine")
+    (folder / "planted-result.json").symlink_to(outside)
+    os.link(outside, folder / "linked-result.json")
+    render.allure(document(4, "2026-12-07T02:00:00+00:00"), folder, clean=True)
+    assert outside.read_text() == "mine" and len(list(folder.iterdir())) == 4
 
     # A run that dies half way: its spares stay, under names Allure does not read; the next run uses them
     files = render.AllureFiles(folder, clean=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
+import stat
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime
@@ -109,8 +111,12 @@ class AllureFiles:
         for old in folder.iterdir():
             if old.name in _KEEP:
                 continue
-            if old.is_dir():
+            st = old.lstat()
+            if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(old)
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+                old.unlink()  # rewritten, a link would write where it points: only our own plain files are reused
                 continue
             aside = old if old.name.startswith(self.SPARE) else folder / f"{self.SPARE}{uuid.uuid4().hex}"
             try:
