@@ -75,15 +75,24 @@ def test_after_sigkill_no_server_survives_and_the_next_run_sweeps_the_rest(clean
 
 def test_ctrl_c_stops_the_run_and_removes_everything(clean_dir, work_dir, tmp_path, empty_config):
     cmd = suite_command(clean_dir, work_dir, tmp_path / "r", empty_config, "--restore", "all")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Ctrl-C as a terminal delivers it: to a run whose SIGINT is not ignored (a process started in the background
+    # of a non-interactive shell inherits it ignored, and a library of this test process may have set it so)
+    inherited = signal.getsignal(signal.SIGINT)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_for(lambda: postgres_under(work_dir), 120), "no restore started"
+        sent = time.monotonic() - t0
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode()[-2000:]
+    text = out.decode(errors="replace")
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, (
+        f"SIGINT sent {sent:.2f} s after the start, the run ended after {time.monotonic() - t0:.2f} s "
+        f"(this process's SIGINT: {inherited}):\n{text[:3000]}\n[...]\n{text[-3000:]}")
     assert not postgres_under(work_dir)
     assert list(work_dir.iterdir()) == []
 

@@ -323,17 +323,23 @@ def test_a_workers_reports_tell_the_controller_of_each_restore_once(farm, run_su
     for name in ("shop", "shop2"):
         farmlib.stamp(farm.dump(farm.states[-1], folder / f"{name}_{when:%Y%m%d_%H%M%S}.dump"), when)
     told = tmp_path / "told.json"
+    # (the controller is the process without workerinput: PYTEST_XDIST_WORKER is inherited from a test run
+    # that is itself on -n 2)
     pytester.makepyfile(tell_counter=f"""
-        import json, os
+        import json
 
         told = []
+        controller = []
+
+        def pytest_configure(config):
+            controller.append(not hasattr(config, "workerinput"))
 
         def pytest_runtest_logreport(report):
-            if not os.environ.get("PYTEST_XDIST_WORKER"):
+            if controller[0]:
                 told.extend(report.nodeid for k, _ in report.user_properties if k == "restore")
 
         def pytest_unconfigure(config):
-            if not os.environ.get("PYTEST_XDIST_WORKER"):
+            if controller[0]:
                 open({str(told)!r}, "w").write(json.dumps(told))
     """)
     run = run_suites("--backups", str(folder), "-n", "2", "-p", "tell_counter")
