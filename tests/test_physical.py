@@ -1036,7 +1036,10 @@ def barman_server(pg_run: ClusterFactory) -> Iterator[BarmanServer]:
     home.mkdir()
     barman_home = home / "backups" / "barman"
     incoming = barman_home / "shop" / "incoming"
-    primary = Primary(inst, home, archive_command=f"test ! -f {incoming}/%f && cp %p {incoming}/%f")
+    # Into the incoming folder whole or not at all (a name Barman does not take, then renamed), as rsync does:
+    # Barman's archiver took a segment cp was still writing once and archived 196,608 of its 16 MiB.
+    primary = Primary(inst, home, archive_command=f"test ! -f {incoming}/%f && cp %p {incoming}/.%f.part "
+                                                  f"&& mv {incoming}/.%f.part {incoming}/%f")
     conf = home / "barman.conf"
     conf.write_text(f"[barman]\nbarman_home = {barman_home}\nbarman_user = {getpass.getuser()}\n"
                     f"log_file = {home}/barman.log\ncompression = gzip\n"
