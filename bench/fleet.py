@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
             parts["cpu b"].append(cpu(resource.RUSAGE_CHILDREN) + cpu(resource.RUSAGE_SELF) - before)
             c, said_c = sharded(folder, scratch, parts, i + 1)
             d = xdist_floor(scratch)
+            if max(a, a_new) > 1.6 * min(a, a_new):  # one far slower than the other: say where it waited
+                which = "a'" if a_new > a else "a"
+                print(f"  {which} took {max(a, a_new):.1f} s against {min(a, a_new):.1f} s; the later run's "
+                      f"{slowest_restore(scratch / f'a-{i + 1}' / 'results.json')}", flush=True)
             times["a'"].append(a_new)
             times["a"].append(a)
             times["b"].append(b)
