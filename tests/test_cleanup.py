@@ -75,8 +75,8 @@ def test_after_sigkill_no_server_survives_and_the_next_run_sweeps_the_rest(clean
 
 def test_ctrl_c_stops_the_run_and_removes_everything(clean_dir, work_dir, tmp_path, empty_config):
     cmd = suite_command(clean_dir, work_dir, tmp_path / "r", empty_config, "--restore", "all")
-    # Ctrl-C as a terminal delivers it: to a run whose SIGINT is not ignored (a process started in the background
-    # of a non-interactive shell inherits it ignored, and a library of this test process may have set it so)
+    # Ctrl-C as a terminal delivers it: to a run whose SIGINT is not ignored (a command a non-interactive shell
+    # starts in the background inherits it ignored, and so would the run)
     inherited = signal.getsignal(signal.SIGINT)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

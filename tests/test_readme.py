@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from backupcheck.settings import build
 
 from .conftest import REPO
@@ -114,11 +116,9 @@ def test_run_leaves_what_pytest_rewrites_compiled():
     """./run's install caches pytest's rewritten suites (and the pytest plugins of other packages): with
     PYTHONDONTWRITEBYTECODE set, as on many CI images, no run writes them and every process start would rewrite
     and compile them again."""
-    import pytest as _pytest
-
     installed = REPO / ".venv" / ".installed"
     if not installed.exists() or installed.stat().st_mtime < (REPO / "run").stat().st_mtime:
-        _pytest.skip("the virtual environment was not installed by this ./run (run ./run once to install it)")
-    cached = {p.name.split(".")[0] for p in (REPO / "suites" / "__pycache__").glob(f"*-pytest-{_pytest.__version__}.pyc")}
+        pytest.skip("the virtual environment was not installed by this ./run (run ./run once to install it)")
+    cached = {p.name.split(".")[0] for p in (REPO / "suites" / "__pycache__").glob(f"*-pytest-{pytest.__version__}.pyc")}
     suites = {p.stem for p in (REPO / "suites").glob("test_*.py")}
     assert suites <= cached, f"not cached: {sorted(suites - cached)}"
