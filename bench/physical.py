@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,9 +65,16 @@ def wait_up(sock: Path, proc: subprocess.Popen[bytes], timeout: float = 7200) ->
     raise RuntimeError("not up in time")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(timeout=60)
+def stop(proc: subprocess.Popen[bytes], keep: bool = True) -> None:
+    """``keep``: a fast shutdown (SIGINT: its shutdown checkpoint, the archive complete); else an immediate one
+    (SIGQUIT: a recovery timed to the moment it is up and thrown away). SIGTERM, a smart shutdown, waits for
+    what the server is doing to end: a bare recovery stopped so once outlived its 60 s here."""
+    proc.send_signal(signal.SIGINT if keep else signal.SIGQUIT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def prepare(inst: pgbin.Installation, home: Path, scale: int, wal_seconds: float) -> tuple[Path, Path]:
@@ -122,7 +130,7 @@ def bare(inst: pgbin.Installation, base: Path, archive: Path, home: Path) -> flo
         wait_up(sock, proc)
         return time.monotonic() - t0
     finally:
-        stop(proc)
+        stop(proc, keep=False)
         shutil.rmtree(home, ignore_errors=True)
 
 
