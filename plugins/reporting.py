@@ -24,6 +24,7 @@ from backupcheck.reports.render import (
     gate_markdown,
     gate_outputs,
     html_summary,
+    slot_name,
     table_markdown,
 )
 from backupcheck.reports.rows import COLUMNS, backup_rows
@@ -192,7 +193,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
             position = item.config.stash[RUN].listing.newest_first_position(backup)
             allure.dynamic.parameter("backup", backup.key, excluded=True)
             allure.dynamic.parameter("series", backup.series)
-            allure.dynamic.parameter("slot", "newest" if position == 0 else f"newest-{position}")
+            allure.dynamic.parameter("slot", slot_name(position))
         except Exception:  # allure not active, or the listing is not there: nothing to label
             pass
     yield
@@ -406,10 +407,7 @@ class Summary:
         stream = self.config.stash.get(_STREAM, None)
         if stream is None:
             listing = self.config.stash[RUN].listing
-            slots = {}
-            for b in listing.backups():
-                position = listing.newest_first_position(b)
-                slots[b.key] = "newest" if position == 0 else f"newest-{position}"
+            slots = {b.key: slot_name(listing.newest_first_position(b)) for b in listing.backups()}
             started = self.config.stash[_STARTED].isoformat(timespec="seconds")
             stream = self.config.stash[_STREAM] = AllureStream(folder, started, slots)
         stream.add(entry, self.config.stash.get(_ATTACHED, {}).get(nodeid, []))

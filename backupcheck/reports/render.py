@@ -61,6 +61,12 @@ def junit(document: dict[str, Any], path: Path) -> None:
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
+def slot_name(position: int) -> str:
+    """A backup's place in its series, counted from the newest: ``newest``, ``newest-1``, … (Allure's history
+    follows it night after night, so it never changes form)."""
+    return "newest" if position == 0 else f"newest-{position}"
+
+
 def slots(document: dict[str, Any]) -> dict[str, str]:
     """Backup key -> which backup of its series it is, counted from the newest (stable night after night)."""
     by_series: dict[str, list[dict[str, Any]]] = {}
@@ -69,7 +75,7 @@ def slots(document: dict[str, Any]) -> dict[str, str]:
     out = {}
     for backups in by_series.values():
         for i, b in enumerate(sorted(backups, key=lambda b: b["taken_at"], reverse=True)):
-            out[b["key"]] = "newest" if i == 0 else f"newest-{i}"
+            out[b["key"]] = slot_name(i)
     return out
 
 

@@ -200,14 +200,15 @@ class RestoredBackup:
         self._room: tuple[int, str] | None = None
         self._sizes: dict[tuple[str, str, str], int] = {}  # bytes of each table counted: (db, schema, table)
         self._dated: dict[tuple[str, frozenset[str]], list[tuple[str, str, str]]] = {}
-        self._held = contextlib.ExitStack()  # this backup counted among those the run holds restored (cores.py)
+        self._cores = CoreShare(store.cache)  # the machine's cores, shared with the run's other restores
+        self._held = contextlib.ExitStack()  # this backup counted among those the run holds restored
         self.jobs_now = jobs  # pg_restore's jobs for this restore: restore_jobs, or the cores' share of it
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> RestoredBackup:
         try:
-            self._held.enter_context(CoreShare(self.store.cache).holding())
+            self._held.enter_context(self._cores.holding())
             self._prepare()
             t0 = time.monotonic()
             self._acquire()
@@ -370,7 +371,7 @@ class RestoredBackup:
         t0 = time.monotonic()
         jobs = f"-j {self.jobs}"
         if target.kind != "dsn":  # a server of this machine: its cores are shared with the run's other restores
-            self.jobs_now, held = CoreShare(self.store.cache).jobs(self.jobs)
+            self.jobs_now, held = self._cores.jobs(self.jobs)
             if self.jobs_now < self.jobs:
                 jobs = (f"-j {self.jobs_now}: restore_jobs {self.jobs} shared with the {held - 1} other backup(s) "
                         "this run holds restored on its cores")
@@ -606,7 +607,7 @@ class RestoredBackup:
         return self.target.user_connect(db)
 
     @contextlib.contextmanager
-    def _session(self, db: str) -> Iterator[Any]:
+    def session(self, db: str) -> Iterator[Any]:
         """The checks' own connection to ``db``, kept for every question of this restore (each new connection
         costs the server a process); a new one after a failure."""
         conn = self._session_conn(db)
@@ -617,15 +618,11 @@ class RestoredBackup:
             conn.close()
             raise
 
-    def session(self, db: str) -> contextlib.AbstractContextManager[Any]:
-        """The checks' own connection to ``db`` (see ``_session``), for a check's few questions."""
-        return self._session(db)
-
     def dated_columns(self, db: str, names: tuple[str, ...] | set[str]) -> list[tuple[str, str, str]]:
         """``dated_columns`` of database ``db``, asked once per restore (counting and content freshness ask)."""
         key = (db, frozenset(names))
         if key not in self._dated:
-            with self._session(db) as conn:
+            with self.session(db) as conn:
                 self._dated[key] = dated_columns(conn, names)
         return self._dated[key]
 
@@ -662,7 +659,7 @@ class RestoredBackup:
         for db, keys in by_db.items():
             try:
                 names = [self.locate(key)[1:] for key in keys]
-                with self._session(db) as conn:
+                with self.session(db) as conn:
                     found = {(r[0], r[1]) for r in conn.execute(
                         "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                         "join unnest(%s::text[], %s::text[]) as x(s, t) on n.nspname = x.s and c.relname = x.t "
@@ -692,7 +689,7 @@ class RestoredBackup:
                 try:
                     for schema, table, column in self.dated_columns(db, DATED):
                         dated.setdefault((db, schema, table), []).append(column)
-                    with self._session(db) as conn:
+                    with self.session(db) as conn:
                         for schema, table, nbytes, partitioned in table_sizes(conn):
                             size[(db, schema, table)] = nbytes
                             if partitioned:
@@ -775,7 +772,7 @@ class RestoredBackup:
 
     def validated_constraints(self, db: str) -> set[tuple[str, str, str]]:
         """(schema, table, constraint) of every foreign key the server holds as validated."""
-        with self._session(db) as conn:
+        with self.session(db) as conn:
             rows = conn.execute(
                 "select n.nspname, t.relname, c.conname from pg_constraint c "
                 "join pg_class t on t.oid = c.conrelid join pg_namespace n on n.oid = t.relnamespace "
@@ -811,7 +808,7 @@ class RestoredBackup:
             started = time.monotonic()
             try:
                 if conns is None:  # one question: the checks' own connection, no new one
-                    with self._session(db) as conn:
+                    with self.session(db) as conn:
                         rows = conn.execute(q).fetchall()
                 else:
                     rows = conns.get(db).execute(q).fetchall()

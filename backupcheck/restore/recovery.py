@@ -706,7 +706,7 @@ class RecoveredBackup(RestoredBackup):
             if self.target is not None and not self.result.aborted:
                 for db in self.result.databases:
                     prefix = "" if db == self.main_db else f"{db}/"
-                    with self._session(db) as conn:
+                    with self.session(db) as conn:
                         found += [f"{prefix}{schema}.{table}" for schema, table, _size, _part in table_sizes(conn)]
             self._tables = found
         return list(self._tables)
